@@ -1,0 +1,11 @@
+"""jax-abstain: make classifiers robust only where they are accurate, abstain by robustness,
+and compose a robust model with an accurate one.
+
+    import jax_abstain as ja
+    x, y = ja.data.load("synthetic", "train")
+    model = ja.models.create("mlp", num_classes=3, in_features=2)
+    x_adv = ja.attacks.apgd(model, x, y, key=jax.random.key(0), eps=0.1)
+
+Command line: ``python -m jax_abstain.main --config=configs/synth.py --workdir=DIR``.
+"""
+__version__ = "0.1.0"

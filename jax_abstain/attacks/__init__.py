@@ -1,0 +1,46 @@
+"""Adversarial attacks as pure, jittable functions.
+
+    from jax_abstain import attacks
+    x_adv = attacks.apgd(logits_fn, x, y, key=jax.random.key(0), eps=8/255)   # APGD-CE
+    robust = attacks.is_robust(logits_fn, x_adv, y)                            # [B] bool
+
+Contract (DESIGN.md): ``attack(logits_fn, x, y, *, key, eps, norm="linf", ...) -> x_adv`` with
+x_adv in the eps-ball around x and in [0, 1]; a sample is robust iff
+``argmax logits_fn(x_adv) == y``. To run an attack on an NNX model under one `jax.jit` with the
+weights as arguments (not baked-in constants), use `jit_attack`.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jax_abstain.attacks.apgd import ApgdResult, apgd, apgd_run, checkpoint_schedule
+from jax_abstain.attacks.pgd import pgd
+
+ATTACKS = {"pgd": pgd, "apgd": apgd}
+
+
+def is_robust(logits_fn, x_adv: jax.Array, y: jax.Array) -> jax.Array:
+  """[B] bool: the prediction at x_adv equals y."""
+  return jnp.argmax(logits_fn(x_adv), axis=-1) == y
+
+
+def jit_attack(model: nnx.Module, attack, **attack_kwargs):
+  """Returns ``run(x, y, key) -> x_adv``, jitted with the model's state as an argument.
+
+  The model crosses into jit as ``(graphdef, state)``; re-using the returned function for
+  every batch compiles once per input shape.
+  """
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def run(state, x, y, key):
+    net = nnx.merge(graphdef, state)
+    return attack(net, x, y, key=key, **attack_kwargs)
+
+  return functools.partial(run, state)
+
+
+__all__ = ["ATTACKS", "ApgdResult", "apgd", "apgd_run", "checkpoint_schedule", "is_robust",
+           "jit_attack", "pgd"]

@@ -1,0 +1,176 @@
+"""Auto-PGD (Croce & Hein 2020): PGD with momentum and an adaptive step-size schedule.
+
+    x_adv = apgd(logits_fn, x, y, key=key, eps=8/255)                  # APGD-CE, 40 steps
+    x_adv = apgd(logits_fn, x, y, key=key, eps=eps, loss="conf")       # APGDconf, paper eq. 17
+
+The schedule is the published one: step ``2 * eps``; momentum 0.75 (1.0 on the first step);
+checkpoints after ``p1 = max(int(0.22 n), 1)`` iterations, then at intervals shrinking by
+``max(int(0.03 n), 1)`` down to ``max(int(0.06 n), 1)``; at a checkpoint a sample's step is
+halved and its iterate reset to its best point if its loss increased in at most 75% of the
+steps since the last checkpoint, or if its best loss did not improve and its step was not
+halved at the previous checkpoint. Everything is per example, so a sample's trajectory does
+not depend on the rest of the batch.
+
+Return value: for misclassification losses (``ce``, ``dlr``) the first iterate at which the
+prediction differs from y (a sample that never flips returns the clean x), so ``argmax
+logits_fn(x_adv) == y`` iff the sample survived; the loop stops early once every sample has
+flipped, which cannot change any result because flipped samples are frozen. For ``conf``
+(``best_loss``) the highest-loss iterate is returned, as in the paper's APGDconf.
+"""
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_abstain.attacks import common
+
+
+class ApgdResult(NamedTuple):
+  x_adv: jax.Array       # [B, ...]
+  robust: jax.Array      # [B] bool: argmax f(x_adv) == y for every iterate tried
+  best_loss: jax.Array   # [B] highest loss seen
+
+
+def checkpoint_schedule(n_iter: int) -> tuple[np.ndarray, np.ndarray]:
+  """Iterations after which the step size is checked, and the window length at each.
+
+  Returns:
+    is_checkpoint: [n_iter] bool, True at iteration i (0-based) when a check happens after it.
+    window: [n_iter] int, the number of steps since the previous check (valid where True).
+  """
+  size_decr = max(int(0.03 * n_iter), 1)
+  n_iter_min = max(int(0.06 * n_iter), 1)
+  k = max(int(0.22 * n_iter), 1)
+  is_checkpoint = np.zeros(n_iter, bool)
+  window = np.zeros(n_iter, np.int32)
+  counter = 0
+  for i in range(n_iter):
+    counter += 1
+    if counter == k:
+      is_checkpoint[i], window[i] = True, k
+      k = max(k - size_decr, n_iter_min)
+      counter = 0
+  return is_checkpoint, window
+
+
+def _bshape(v, x):
+  return v.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _step(x_adv, x_prev, grad, x, eps, step_size, momentum, norm):
+  """One APGD update with momentum ``a``: z = P(x + s * dir); x_new = P(x + a(z - x) + (1-a)(x - x_prev))."""
+  if norm == "linf":
+    z = common.project(x_adv + step_size * jnp.sign(grad), x, eps, norm)
+  else:
+    z = common.project(x_adv + step_size * grad / jnp.maximum(_bshape(common.l2_norm(grad), x), 1e-12),
+                       x, eps, norm)
+  return common.project(x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev), x, eps, norm)
+
+
+def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss):
+  """One APGD run (no restarts); keys [B]. Returns an ApgdResult (traceable, no validation)."""
+  loss_fn = common.attack_loss(loss)
+  is_checkpoint, window = (jnp.asarray(a) for a in checkpoint_schedule(n_iter))
+  batch = x.shape[0]
+  eps_b = _bshape(jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype), x)
+
+  x_adv = common.random_start(keys, x, eps_b, norm)
+  loss0, logits0, grad = common.loss_and_grad(logits_fn, loss_fn, x_adv, y)
+  robust = jnp.argmax(logits0, -1) == y
+  state = dict(
+      i=jnp.int32(0), x_adv=x_adv, x_prev=x_adv, grad=grad,
+      x_best=x_adv, grad_best=grad, loss_best=loss0,
+      x_best_adv=jnp.where(_bshape(robust, x), x, x_adv), robust=robust,
+      step_size=2.0 * eps_b, loss_steps=jnp.zeros((n_iter, batch), x.dtype),
+      loss_best_last_check=loss0, reduced_last_check=jnp.ones((batch,), bool))
+
+  def cond(s):
+    keep_going = s["i"] < n_iter
+    return keep_going if best_loss else keep_going & jnp.any(s["robust"])
+
+  def body(s):
+    i = s["i"]
+    active = s["robust"] if not best_loss else jnp.ones((batch,), bool)
+    momentum = jnp.where(i > 0, 0.75, 1.0).astype(x.dtype)
+    x_new = _step(s["x_adv"], s["x_prev"], s["grad"], x, eps_b, s["step_size"], momentum, norm)
+    loss_i, logits, grad = common.loss_and_grad(logits_fn, loss_fn, x_new, y)
+    flipped = jnp.argmax(logits, -1) != y
+    newly_broken = active & flipped
+    x_best_adv = jnp.where(_bshape(newly_broken, x), x_new, s["x_best_adv"])
+    robust = s["robust"] & ~flipped
+    improved = active & (loss_i > s["loss_best"])
+    x_best = jnp.where(_bshape(improved, x), x_new, s["x_best"])
+    grad_best = jnp.where(_bshape(improved, x), grad, s["grad_best"])
+    loss_best = jnp.where(improved, loss_i, s["loss_best"])
+    loss_steps = s["loss_steps"].at[i].set(loss_i)
+
+    # Step-size check (only at checkpoints): count loss increases over the last `window` steps.
+    increases = loss_steps > jnp.roll(loss_steps, 1, axis=0)
+    steps = jnp.arange(n_iter)[:, None]
+    in_window = (steps <= i) & (steps > i - window[i])
+    n_increase = jnp.sum(increases & in_window, axis=0)
+    oscillating = n_increase <= 0.75 * window[i]
+    no_improvement = ~s["reduced_last_check"] & (s["loss_best_last_check"] >= loss_best)
+    reduce = is_checkpoint[i] & active & (oscillating | no_improvement)
+    step_size = jnp.where(_bshape(reduce, x), s["step_size"] / 2.0, s["step_size"])
+    x_next = jnp.where(_bshape(reduce, x), x_best, x_new)
+    grad_next = jnp.where(_bshape(reduce, x), grad_best, grad)
+    reduced_last_check = jnp.where(is_checkpoint[i], reduce, s["reduced_last_check"])
+    loss_best_last_check = jnp.where(is_checkpoint[i], loss_best, s["loss_best_last_check"])
+
+    # Samples that are already broken (misclassification losses) are frozen.
+    freeze = lambda new, old: jnp.where(_bshape(active, new) if new.ndim > 1 else active, new, old)
+    return dict(
+        i=i + 1, x_adv=freeze(x_next, s["x_adv"]), x_prev=freeze(s["x_adv"], s["x_prev"]),
+        grad=freeze(grad_next, s["grad"]), x_best=x_best, grad_best=grad_best, loss_best=loss_best,
+        x_best_adv=x_best_adv, robust=robust, step_size=step_size, loss_steps=loss_steps,
+        loss_best_last_check=loss_best_last_check, reduced_last_check=reduced_last_check)
+
+  s = jax.lax.while_loop(cond, body, state)
+  x_out = s["x_best"] if best_loss else s["x_best_adv"]
+  return ApgdResult(x_out, s["robust"], s["loss_best"])
+
+
+def apgd_run(logits_fn, x, y, *, key, eps, norm="linf", n_iter=40, n_restarts=1, loss="ce"):
+  """APGD with restarts; returns an ApgdResult. See `apgd` for the arguments.
+
+  Restart r uses keys ``fold_in(example_key, r)``; for misclassification losses a sample broken
+  by an earlier restart keeps its point, for ``conf`` the highest-loss point over restarts wins.
+  """
+  norm = common.check_norm(norm)
+  common.validate_inputs(x, y, eps, "apgd")
+  if n_iter < 1 or n_restarts < 1:
+    raise ValueError("apgd: n_iter and n_restarts must be >= 1")
+  best_loss = loss == "conf"
+  keys = common.example_keys(key, x.shape[0])
+  run = functools.partial(apgd_single_run, logits_fn, x, y, eps=eps, norm=norm, n_iter=n_iter,
+                          loss=loss, best_loss=best_loss)
+  result = run(jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0))
+  for r in range(1, n_restarts):
+    new = run(jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, r))
+    take = (new.best_loss > result.best_loss) if best_loss else (result.robust & ~new.robust)
+    result = ApgdResult(jnp.where(_bshape(take, x), new.x_adv, result.x_adv),
+                        result.robust & new.robust,
+                        jnp.maximum(result.best_loss, new.best_loss))
+  return result
+
+
+def apgd(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 40,
+         n_restarts: int = 1, loss: str = "ce") -> jax.Array:
+  """APGD; returns x_adv [B, ...] inside the eps-ball and [0, 1].
+
+  Args:
+    logits_fn: batch [B, ...] -> logits [B, C] (eval mode).
+    x: [B, ...] clean inputs in [0, 1].
+    y: [B] int32; pass the model's own clean prediction for label-free robustness.
+    key: a key or [B] per-example keys (results do not depend on the batch then).
+    eps: radius (float or [B]).
+    norm: ``"linf"`` or ``"l2"``.
+    n_iter: iterations per restart (40 in the paper's evaluation).
+    n_restarts: random restarts.
+    loss: ``"ce"``, ``"dlr"`` or ``"conf"`` (APGDconf, eq. 17; returns the highest-loss point).
+  """
+  return apgd_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_iter=n_iter,
+                  n_restarts=n_restarts, loss=loss).x_adv

@@ -1,0 +1,182 @@
+"""Pieces shared by the attacks: norms, projections, random starts, per-example keys, losses.
+
+    keys = example_keys(key, batch_size)                 # [B] typed keys
+    x_adv = project(x_adv, x, eps, "linf")               # into the eps-ball and [0, 1]
+    loss = attack_loss("ce")(logits, y)                  # [B], to be maximised
+
+Shapes: ``x`` is ``[B, ...]`` (NHWC images or feature vectors) with values in [0, 1]; norms
+and projections act on all non-batch axes of one example.
+"""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jax_abstain import losses
+from jax_abstain.errors import UserError
+
+NORMS = ("linf", "l2")
+LogitsFn = Callable[[jax.Array], jax.Array]
+
+
+def check_norm(norm: str) -> str:
+  norm = str(norm).lower()
+  if norm not in NORMS:
+    raise UserError(f"norm: expected one of {', '.join(NORMS)}, got {norm!r}")
+  return norm
+
+
+def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
+  """Reshapes a per-example [B] array to broadcast against x [B, ...]."""
+  return jnp.reshape(v, v.shape + (1,) * (x.ndim - v.ndim))
+
+
+def l2_norm(v: jax.Array) -> jax.Array:
+  """Per-example L2 norm over all non-batch axes: [B, ...] -> [B]."""
+  return jnp.sqrt(jnp.sum(v.reshape(v.shape[0], -1) ** 2, axis=-1))
+
+
+def linf_norm(v: jax.Array) -> jax.Array:
+  return jnp.max(jnp.abs(v.reshape(v.shape[0], -1)), axis=-1)
+
+
+def norm_of(v: jax.Array, norm: str) -> jax.Array:
+  return linf_norm(v) if norm == "linf" else l2_norm(v)
+
+
+def project(x_adv: jax.Array, x: jax.Array, eps, norm: str) -> jax.Array:
+  """Projects onto {x' : ||x' - x||_p <= eps} and then clips to [0, 1].
+
+  For Linf both sets are boxes, so clip-then-clip is the exact projection onto their
+  intersection. For L2 this is APGD's order (ball, then box); the result is in [0,1] and,
+  because clipping toward x (which is itself in [0,1]) only shrinks |delta|, stays in the ball.
+  eps may be a scalar or a per-example [B] array.
+  """
+  eps = _bcast(jnp.asarray(eps, x.dtype), x) if jnp.ndim(eps) else eps
+  delta = x_adv - x
+  if norm == "linf":
+    delta = jnp.clip(delta, -eps, eps)
+  else:
+    n = _bcast(l2_norm(delta), x)
+    delta = delta * jnp.minimum(1.0, eps / jnp.maximum(n, 1e-12))
+  return jnp.clip(x + delta, 0.0, 1.0)
+
+
+def example_keys(key: jax.Array, batch_size: int) -> jax.Array:
+  """Per-example keys: `key` as given if it is already a [B] batch, else fold_in(key, i).
+
+  Evaluation passes ``fold_in(run_key, sample_idx)`` per sample so that an example's attack
+  does not depend on the batch it lands in; for a single key, examples are numbered 0..B-1.
+  """
+  if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)
+  if key.ndim == 1:
+    if key.shape[0] != batch_size:
+      raise UserError(f"key: got {key.shape[0]} per-example keys for a batch of {batch_size}")
+    return key
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch_size))
+
+
+def random_start(keys: jax.Array, x: jax.Array, eps, norm: str) -> jax.Array:
+  """APGD's random start: ``x + eps * t / ||t||`` (t uniform in [-1,1] for Linf, normal for L2),
+  clipped to [0, 1]. keys: [B]."""
+  shape = x.shape[1:]
+  if norm == "linf":
+    t = jax.vmap(lambda k: jax.random.uniform(k, shape, x.dtype, -1.0, 1.0))(keys)
+    t = t / _bcast(jnp.maximum(linf_norm(t), 1e-12), x)
+  else:
+    t = jax.vmap(lambda k: jax.random.normal(k, shape, x.dtype))(keys)
+    t = t / _bcast(jnp.maximum(l2_norm(t), 1e-12), x)
+  eps = _bcast(jnp.asarray(eps, x.dtype), x) if jnp.ndim(eps) else eps
+  return jnp.clip(x + eps * t, 0.0, 1.0)
+
+
+def uniform_start(keys: jax.Array, x: jax.Array, eps, norm: str) -> jax.Array:
+  """Foolbox/Madry PGD start: uniform in the Linf box (or L2 ball), clipped to [0, 1]."""
+  shape = x.shape[1:]
+  eps_b = _bcast(jnp.asarray(eps, x.dtype), x) if jnp.ndim(eps) else eps
+  if norm == "linf":
+    t = jax.vmap(lambda k: jax.random.uniform(k, shape, x.dtype, -1.0, 1.0))(keys)
+    return jnp.clip(x + eps_b * t, 0.0, 1.0)
+  # Uniform in the L2 ball: direction uniform on the sphere, radius ~ U^(1/d).
+  d = x[0].size
+  def one(k):
+    k1, k2 = jax.random.split(k)
+    v = jax.random.normal(k1, shape, x.dtype)
+    return v / jnp.maximum(jnp.linalg.norm(v), 1e-12) * jax.random.uniform(k2, (), x.dtype) ** (1.0 / d)
+  return jnp.clip(x + eps_b * jax.vmap(one)(keys), 0.0, 1.0)
+
+
+def dlr(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """Difference-of-logits-ratio loss (Croce & Hein 2020), to be maximised; needs >= 3 classes.
+
+  ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` with z sorted descending.
+  """
+  z_sorted = jnp.sort(logits, axis=-1)[:, ::-1]
+  z_y = jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
+  z_other = jnp.take_along_axis(logits, losses.top_other_class(logits, y)[:, None], -1)[:, 0]
+  return -(z_y - z_other) / (z_sorted[:, 0] - z_sorted[:, 2] + 1e-12)
+
+
+def conf(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """APGDconf loss (paper eq. 17): ``-CE(f(x'), c*)``, c* = most likely class != y at x'.
+
+  Maximising it maximises the confidence of the strongest other class; with y = F(x) this is
+  the high-confidence adversarial example that defeats a softmax-response selector.
+  """
+  return -losses.cross_entropy(logits, losses.top_other_class(logits, y))
+
+
+def ce(logits: jax.Array, y: jax.Array) -> jax.Array:
+  return losses.cross_entropy(logits, y)
+
+
+_LOSSES = {"ce": ce, "dlr": dlr, "conf": conf}
+
+
+def attack_loss(name: str):
+  """Returns a per-example loss ``(logits [B,C], y [B]) -> [B]`` that the attack maximises."""
+  try:
+    return _LOSSES[name]
+  except KeyError:
+    raise UserError(f"attack loss: expected one of {', '.join(_LOSSES)}, got {name!r}") from None
+
+
+def loss_and_grad(logits_fn: LogitsFn, loss_fn, x_adv: jax.Array, y: jax.Array):
+  """Per-example losses [B], logits [B, C] and input gradients [B, ...] in one backward pass.
+
+  The batch loss is the *sum* of per-example losses, so each example's gradient is its own.
+  """
+  def total(xa):
+    logits = logits_fn(xa)
+    per_example = loss_fn(logits, y)
+    return per_example.sum(), (per_example, logits)
+  (_, (per_example, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_adv)
+  return per_example, logits, grad
+
+
+def validate_inputs(x, y, eps, name: str = "attack"):
+  """Host-side checks of shapes, dtypes, ranges and the radius; raises one-line UserErrors."""
+  import numpy as np  # local: only on the host path
+  from jax_abstain.radii import parse_radius
+  if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
+    return
+  x_np, y_np = np.asarray(x), np.asarray(y)
+  if x_np.ndim < 2:
+    raise UserError(f"{name}: x must be a batch [B, ...], got shape {x_np.shape}")
+  if y_np.shape != (x_np.shape[0],):
+    raise UserError(f"{name}: y must have shape ({x_np.shape[0]},), got {y_np.shape}")
+  if not np.issubdtype(x_np.dtype, np.floating):
+    raise UserError(f"{name}: x must be float in [0, 1], got dtype {x_np.dtype}")
+  if not np.issubdtype(y_np.dtype, np.integer):
+    raise UserError(f"{name}: y must be integer labels, got dtype {y_np.dtype}")
+  if not np.all(np.isfinite(x_np)):
+    raise UserError(f"{name}: x contains NaN or inf")
+  if x_np.size and (x_np.min() < 0.0 or x_np.max() > 1.0):
+    raise UserError(f"{name}: x must lie in [0, 1], got values in [{x_np.min():.4g}, {x_np.max():.4g}]")
+  if not isinstance(eps, jax.core.Tracer):
+    if np.ndim(eps):
+      if np.any(~np.isfinite(eps)) or np.any(np.asarray(eps) <= 0):
+        raise UserError(f"{name}: eps must be positive and finite")
+    else:
+      parse_radius(eps, name=f"{name}: eps")

@@ -1,0 +1,33 @@
+"""Clean command-line failures: one line on stderr, exit status 2, no traceback.
+
+    if __name__ == "__main__":
+      cli.run_with_clean_errors(main, sys.argv[1:])
+
+``--debug`` anywhere on the command line (or ``JAX_ABSTAIN_DEBUG=1``) re-raises instead, so
+the traceback is shown.
+"""
+import os
+import sys
+
+from jax_abstain.errors import UserError
+
+EXIT_USAGE = 2
+
+
+def debug_requested(argv) -> bool:
+  return "--debug" in argv or os.environ.get("JAX_ABSTAIN_DEBUG", "") not in ("", "0")
+
+
+def fail(message: str) -> None:
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(EXIT_USAGE)
+
+
+def run_with_clean_errors(fn, argv):
+  """Calls fn(argv); a UserError or a missing file becomes a one-line message and exit 2."""
+  try:
+    return fn(argv)
+  except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    if debug_requested(argv):
+      raise
+    fail(str(e))

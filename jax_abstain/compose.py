@@ -1,0 +1,187 @@
+"""Compositional models (paper eq. 12) and cascades, live and from per-sample reports.
+
+    python -m jax_abstain.compose --models ERA.csv STD.csv --eps 1/255 --json comp.json
+
+Every model but the last is an abstain model whose robustness indicator at ``--select-at``
+(default ``2 * eps``, the sound choice of section 5) decides whether it answers; the last one
+(the core) always answers. With indicators S (selector), b (branch) and t (core):
+
+    nat_i = S_i * b_acc_i + (1 - S_i) * t_acc_i                                  (eq. 12)
+    rob_i = S_i * b_acc_i * b_rob_i + (1 - S_i) * t_acc_i * t_rob_i   (robust at eps)
+
+i.e. the adversary is assumed not to flip the selector, which the 2 eps check guarantees for
+the robustness indicator (appendix A.3). Longer cascades apply this recursively: the first
+model whose selector fires answers. Live inference: `predict`.
+"""
+import argparse
+import dataclasses
+import sys
+from typing import Callable, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from jax_abstain import radii, reports, selectors
+from jax_abstain.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Composition:
+  """Per-sample outcome of a composition: which model answered and whether it was right."""
+  answered_by: np.ndarray   # [N] int, index of the answering model
+  is_acc: np.ndarray        # [N] bool
+  is_rob_acc: np.ndarray    # [N] bool, accurate and robust at the threat radius
+
+  def summary(self, first_selected: np.ndarray, first_rob_acc: np.ndarray) -> dict:
+    """nat_acc, rob_acc (percent, 2 decimals), rob_sel and commit_prec of the first model."""
+    sel = np.asarray(first_selected, bool)
+    prec = 100.0 * np.sum(sel & first_rob_acc) / np.sum(sel) if sel.any() else 0.0
+    return {"nat_acc": round(100.0 * float(np.mean(self.is_acc)), 2),
+            "rob_acc": round(100.0 * float(np.mean(self.is_rob_acc)), 2),
+            "rob_sel": round(100.0 * float(np.mean(sel)), 2),
+            "commit_prec": round(float(prec), 2),
+            "answered_share": [round(100.0 * float(np.mean(self.answered_by == m)), 2)
+                               for m in range(int(self.answered_by.max(initial=0)) + 1)]}
+
+
+def compose_indicators(selected: Sequence, is_acc: Sequence, is_rob: Sequence) -> Composition:
+  """Cascade composition on indicator arrays.
+
+  Args:
+    selected: M-1 selector arrays [N] (one per abstain model, in cascade order).
+    is_acc: M accuracy arrays [N] (abstain models first, core last).
+    is_rob: M robustness arrays [N] at the threat radius.
+
+  Returns:
+    A `Composition`; for M = 2 its means are eq. 12's natural and robust accuracy.
+  """
+  if len(is_acc) != len(is_rob) or len(selected) != len(is_acc) - 1 or len(is_acc) < 1:
+    raise UserError("compose: need one selector per abstain model and accuracy/robustness "
+                    "arrays for every model including the core")
+  n = len(is_acc[-1])
+  for arrays in (selected, is_acc, is_rob):
+    for a in arrays:
+      if len(a) != n:
+        raise UserError(f"compose: all models must cover the same {n} samples, got {len(a)}")
+  answered_by = np.full(n, len(is_acc) - 1)
+  for m in range(len(selected) - 1, -1, -1):   # earlier models take precedence
+    answered_by = np.where(np.asarray(selected[m], bool), m, answered_by)
+  acc = np.stack([np.asarray(a, bool) for a in is_acc])
+  rob = np.stack([np.asarray(r, bool) for r in is_rob])
+  rows = np.arange(n)
+  return Composition(answered_by, acc[answered_by, rows], (acc & rob)[answered_by, rows])
+
+
+def compose_reports(report_columns: Sequence[dict], eps, select_at: Sequence | None = None) -> dict:
+  """Composes per-sample reports (abstain models first, core last) at threat radius eps.
+
+  Args:
+    report_columns: M report dicts (see `reports.read_report`).
+    eps: threat radius (``"1/255"`` or float); every report needs ``is_rob@<eps>``.
+    select_at: per abstain model, the radius its selector checks (default 2 * eps each).
+
+  Returns:
+    dict with nat_acc, rob_acc, rob_sel, commit_prec, answered_share, eps, select_at.
+  """
+  eps_text = radii.format_radius(eps)
+  n_abstain = len(report_columns) - 1
+  if n_abstain < 1:
+    raise UserError("compose: give at least one abstain model and a core model")
+  if select_at is None or len(select_at) == 0:
+    select_at = [radii.double_radius(eps_text)] * n_abstain
+  elif len(select_at) == 1:
+    select_at = list(select_at) * n_abstain
+  if len(select_at) != n_abstain:
+    raise UserError(f"--select-at: expected 1 or {n_abstain} radii, got {len(select_at)}")
+  select_at = [radii.format_radius(r) for r in select_at]
+  _check_aligned(report_columns)
+  selected = [selectors.robustness_indicator(c, eps_text, select_at=r)
+              for c, r in zip(report_columns[:-1], select_at)]
+  is_rob = [selectors.robustness_indicator(c, eps_text, select_at=eps_text) for c in report_columns]
+  is_acc = [np.asarray(c["is_acc"], bool) for c in report_columns]
+  comp = compose_indicators(selected, is_acc, is_rob)
+  result = comp.summary(selected[0], is_acc[0] & is_rob[0])
+  return {**result, "eps": eps_text, "select_at": select_at}
+
+
+def _check_aligned(report_columns):
+  first = report_columns[0]
+  for j, cols in enumerate(report_columns[1:], 1):
+    if len(cols["sample_idx"]) != len(first["sample_idx"]):
+      raise UserError(f"compose: report {j + 1} has {len(cols['sample_idx'])} samples, "
+                      f"report 1 has {len(first['sample_idx'])}")
+    if not np.array_equal(cols["sample_idx"], first["sample_idx"]):
+      raise UserError(f"compose: report {j + 1} lists different samples than report 1")
+    if "label" in cols and "label" in first and not np.array_equal(cols["label"], first["label"]):
+      raise UserError(f"compose: report {j + 1} has different labels than report 1 "
+                      "(reports of different data sets?)")
+
+
+def predict(logits_fns: Sequence[Callable], selector_fns: Sequence[Callable], x):
+  """Live compositional inference H(x) (eq. 12, cascaded).
+
+  Args:
+    logits_fns: M models (abstain models first, core last), each x -> logits [B, C].
+    selector_fns: M-1 selectors, each x -> [B] bool (e.g. `robustness_selector`).
+    x: [B, ...] inputs in [0, 1].
+
+  Returns:
+    (pred [B] int32, answered_by [B] int32).
+  """
+  if len(selector_fns) != len(logits_fns) - 1:
+    raise UserError("predict: need one selector per abstain model (all models but the core)")
+  preds = [jnp.argmax(f(x), -1) for f in logits_fns]
+  answered_by = jnp.full(preds[0].shape, len(logits_fns) - 1, jnp.int32)
+  for m in range(len(selector_fns) - 1, -1, -1):
+    answered_by = jnp.where(selector_fns[m](x), m, answered_by)
+  stacked = jnp.stack(preds)
+  return jnp.take_along_axis(stacked, answered_by[None], 0)[0].astype(jnp.int32), answered_by
+
+
+def robustness_selector(logits_fn, *, eps, key, attack=None, **attack_kwargs):
+  """A live S_ERI: selects x where `attack` (default APGD-CE) at radius eps does not flip F(x)."""
+  from jax_abstain import attacks  # local: compose from reports needs no JAX attack code
+  attack = attack or attacks.apgd
+  def select(x):
+    clean = jnp.argmax(logits_fn(x), -1)
+    x_adv = attack(logits_fn, x, clean, key=key, eps=eps, **attack_kwargs)
+    return attacks.is_robust(logits_fn, x_adv, clean)
+  return select
+
+
+def format_table(result: dict) -> str:
+  rows = [("nat_acc", result["nat_acc"]), ("rob_acc", result["rob_acc"]),
+          ("rob_sel", result["rob_sel"]), ("commit_prec", result["commit_prec"])]
+  lines = [f"composition at eps={result['eps']} (selectors at {', '.join(result['select_at'])})"]
+  lines += [f"  {name:<12}{value:>8.2f}" for name, value in rows]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(prog="python -m jax_abstain.compose", description=__doc__.split("\n")[0])
+  parser.add_argument("--models", nargs="+", required=True,
+                      help="per-sample reports: abstain models in cascade order, core model last")
+  parser.add_argument("--eps", required=True, help="threat radius, e.g. 1/255")
+  parser.add_argument("--select-at", nargs="+", default=None,
+                      help="selector radius per abstain model (default: 2*eps)")
+  parser.add_argument("--json", default=None, help="write the result here")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+  args = parser.parse_args(argv)
+  if len(args.models) < 2:
+    raise UserError("--models: give at least one abstain model report and a core model report")
+  columns = [reports.read_report(p) for p in args.models]
+  result = compose_reports(columns, args.eps, args.select_at)
+  result["models"] = list(args.models)
+  print(format_table(result))
+  if args.json:
+    reports.write_json(args.json, result)
+  return result
+
+
+def run():
+  from jax_abstain import cli
+  cli.run_with_clean_errors(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+  run()

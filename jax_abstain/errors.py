@@ -1,0 +1,14 @@
+"""The one exception type for bad user input.
+
+A `UserError` carries a single line that names the offending argument and the expected form.
+The CLI entry points print it as ``error: <message>`` and exit with status 2, without a
+traceback (``--debug`` shows it). Library callers get an ordinary `ValueError` subclass.
+"""
+
+
+class UserError(ValueError):
+  """Bad input from a user: wrong shape, unknown name, malformed radius, missing file, ..."""
+
+  def __init__(self, message: str):
+    # One line, always: multi-line messages are folded so the CLI prints exactly one line.
+    super().__init__(" ".join(str(message).split()))

@@ -1,0 +1,178 @@
+"""Per-sample reports (CSV) and JSON results, written atomically or appended row by row.
+
+    with reports.ReportWriter(path, columns) as w:       # resumable: skips finished samples
+      for idx in w.todo(range(n)): ...; w.write(row)
+    cols = reports.read_report(path)                      # name -> np.ndarray
+    reports.write_json(path, results)                     # temp file + rename
+
+A report under construction lives at ``<path>.partial``; rows are flushed as they are
+written, a torn last line (a crash mid-write) is dropped on resume, and the file is renamed to
+``<path>`` only when every sample is in. A finished report is therefore always complete.
+"""
+import csv
+import io
+import json
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+from jax_abstain.errors import UserError
+
+BASE_COLUMNS = ("sample_idx", "label", "pred", "is_acc", "conf")
+
+
+def atomic_write_text(path, text: str) -> None:
+  """Writes text to `path` through a temporary file in the same folder and an atomic rename."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def _json_default(value):
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (np.floating,)):
+    return float(value)
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path, obj) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path):
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise UserError(f"no such file: {path}")
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _format(value) -> str:
+  if isinstance(value, (bool, np.bool_)):
+    return str(int(value))
+  if isinstance(value, (float, np.floating)):
+    return f"{float(value):.6g}"
+  return str(int(value)) if isinstance(value, np.integer) else str(value)
+
+
+def write_report(path, columns: dict) -> None:
+  """Writes a whole report at once (atomically). columns: name -> [N] array, in column order."""
+  names = list(columns)
+  n = len(next(iter(columns.values()))) if columns else 0
+  buf = io.StringIO()
+  buf.write(",".join(names) + "\n")
+  for i in range(n):
+    buf.write(",".join(_format(columns[c][i]) for c in names) + "\n")
+  atomic_write_text(path, buf.getvalue())
+
+
+def _parse_column(name, values):
+  if name in ("sample_idx", "label", "pred", "cert_pred") or name.startswith(("is_acc", "is_rob")):
+    return np.asarray([int(v) for v in values], np.int64)
+  return np.asarray([float(v) for v in values], np.float64)
+
+
+def read_report(path) -> dict:
+  """Reads a per-sample report into name -> np.ndarray (ints for indices/indicators)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    partial = path.with_name(path.name + ".partial")
+    hint = f" (an unfinished {partial.name} exists: resume the evaluation)" if partial.exists() else ""
+    raise UserError(f"no such report: {path}{hint}")
+  with path.open(newline="") as f:
+    rows = list(csv.reader(f))
+  if not rows or rows[0][:1] != ["sample_idx"]:
+    raise UserError(f"{path}: not a per-sample report (first column must be sample_idx)")
+  header, body = rows[0], rows[1:]
+  if any(len(r) != len(header) for r in body):
+    raise UserError(f"{path}: rows have a different number of fields than the header")
+  try:
+    return {name: _parse_column(name, [r[j] for r in body]) for j, name in enumerate(header)}
+  except ValueError as e:
+    raise UserError(f"{path}: malformed value ({e})") from None
+
+
+class ReportWriter:
+  """Appends per-sample rows to ``<path>.partial`` and renames it to `path` when complete.
+
+  Args:
+    path: final CSV path.
+    columns: column names (first must be ``sample_idx``).
+    num_samples: rows expected; `close` renames only when all are present.
+  """
+
+  def __init__(self, path, columns, num_samples: int):
+    self.path = pathlib.Path(path)
+    self.partial = self.path.with_name(self.path.name + ".partial")
+    self.columns = list(columns)
+    self.num_samples = int(num_samples)
+    self.done: set[int] = set()
+    self._file = None
+
+  def __enter__(self):
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    if self.partial.exists():
+      self._recover()
+    else:
+      with self.partial.open("w") as f:
+        f.write(",".join(self.columns) + "\n")
+    self._file = self.partial.open("a")
+    return self
+
+  def _recover(self):
+    text = self.partial.read_text()
+    lines = text.split("\n")
+    if lines[0].split(",") != self.columns:
+      raise UserError(f"{self.partial}: columns differ from this run's ({lines[0]!r}); "
+                      "delete it or use the original config")
+    # Every complete row ends with a newline, so the last element of the split is either empty
+    # or a torn write from a crash; drop it.
+    good = [l for l in lines[1:-1] if l and len(l.split(",")) == len(self.columns)]
+    self.partial.write_text("\n".join([lines[0], *good]) + "\n")
+    self.done = {int(l.split(",", 1)[0]) for l in good}
+
+  def todo(self, indices):
+    """The sample indices not yet in the report, in order."""
+    return [int(i) for i in indices if int(i) not in self.done]
+
+  def write(self, row: dict) -> None:
+    self._file.write(",".join(_format(row[c]) for c in self.columns) + "\n")
+    self.done.add(int(row["sample_idx"]))
+
+  def flush(self) -> None:
+    self._file.flush()
+    os.fsync(self._file.fileno())
+
+  def __exit__(self, exc_type, *_):
+    self.flush()
+    self._file.close()
+    if exc_type is None and len(self.done) >= self.num_samples:
+      self._finalize()
+    return False
+
+  def _finalize(self):
+    with self.partial.open(newline="") as f:
+      rows = list(csv.reader(f))
+    header, body = rows[0], sorted(rows[1:], key=lambda r: int(r[0]))
+    buf = io.StringIO()
+    buf.write(",".join(header) + "\n")
+    for r in body:
+      buf.write(",".join(r) + "\n")
+    atomic_write_text(self.path, buf.getvalue())
+    self.partial.unlink()
