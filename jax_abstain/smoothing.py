@@ -1,0 +1,311 @@
+"""Randomized smoothing (Cohen et al. 2019): sampling, PREDICT, CERTIFY, sequential CERTIFY.
+
+    from jax_abstain import smoothing
+    pred, radius = smoothing.certify(logits_fn, x, key=jax.random.key(0), sigma=0.12)  # [B], [B]
+    linf = smoothing.linf_radius(radius, x.shape[1:])                                 # L2 / sqrt(d)
+    res = smoothing.certify_at_radius(logits_fn, x, 0.25, key=key, sigma=0.12)       # early stop
+    res.certified, res.pred, res.num_draws                                            # [B] each
+
+The smoothed classifier is ``G(x) = argmax_c P(F(x + eta) = c)``, ``eta ~ N(0, sigma^2 I)``,
+``F = argmax logits_fn``. `certify` returns Cohen's CERTIFY: pick ``cA`` from n0 draws, count it
+in n fresh draws, take the one-sided Clopper-Pearson lower bound ``pA_lower`` at level
+``1 - alpha`` and return ``R = sigma * Phi^-1(pA_lower)`` (L2), or abstain (``pred = -1``,
+``R = 0``) when ``pA_lower < 1/2``. Noise is not clamped to [0, 1], as in Cohen's code.
+
+Randomness: draw ``j`` of stream ``s`` (0 = selection, 1 = estimation) of the example with
+sample index ``i`` uses ``fold_in(fold_in(fold_in(key, i), s), j)``, so counts do not depend
+on ``batch_size``, on how inputs are grouped, or on resuming. `logits_fn` is either a
+callable ``[M, ...] -> [M, C]`` (pass the same object every call to reuse the compiled code)
+or an NNX module, which then enters jit as ``(graphdef, state)``.
+"""
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from scipy import stats
+
+from jax_abstain.errors import UserError
+
+ABSTAIN = -1
+
+
+def _check_positive_int(value, name):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise UserError(f"{name}: expected an integer >= 1, got {value!r}")
+
+
+def check_args(*, sigma=1.0, alpha=0.5, n0=1, n=1, batch_size=1) -> None:
+  """Raises a one-line `UserError` naming the first bad argument."""
+  if not isinstance(sigma, (int, float, np.number)) or not math.isfinite(sigma) or sigma <= 0:
+    raise UserError(f"sigma: expected a positive finite noise level, got {sigma!r}")
+  if not isinstance(alpha, (int, float, np.number)) or not 0.0 < float(alpha) < 1.0:
+    raise UserError(f"alpha: expected a failure probability in (0, 1), got {alpha!r}")
+  for value, name in ((n0, "n0"), (n, "n"), (batch_size, "batch_size")):
+    _check_positive_int(value, name)
+
+
+def check_inputs(x) -> np.ndarray:
+  """x as float32 numpy [B, ...]; raises `UserError` for NaN or values outside [0, 1]."""
+  x = np.asarray(x, np.float32)
+  if x.ndim < 2:
+    raise UserError(f"x: expected a batch [B, ...] of inputs, got shape {x.shape}")
+  if np.isnan(x).any():
+    raise UserError("x: contains NaN")
+  if x.size and (x.min() < 0.0 or x.max() > 1.0):
+    raise UserError(f"x: expected values in [0, 1], got range [{x.min():.4g}, {x.max():.4g}]")
+  return x
+
+
+def _split_model(logits_fn):
+  """(fn, graphdef, state): NNX modules cross into jit as state, not baked-in constants."""
+  if isinstance(logits_fn, nnx.Module):
+    graphdef, state = nnx.split(logits_fn)
+    return None, graphdef, state
+  return logits_fn, None, None
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "graphdef", "chunk"))
+def _count_range(fn, graphdef, state, x, key, start, stop, sigma, *, chunk):
+  """Class counts of ``F(x + eta_j)`` for draws ``start <= j < stop`` of one input x [...].
+
+  Draws are evaluated in fixed-size chunks of `chunk` (one compiled shape); the padding of the
+  last chunk is evaluated but not counted.
+  """
+  apply = fn if graphdef is None else (lambda z: nnx.merge(graphdef, state)(z))
+
+  def noisy(j):
+    return x + sigma * jax.random.normal(jax.random.fold_in(key, j), x.shape, x.dtype)
+
+  num_classes = jax.eval_shape(apply, x[None]).shape[-1]
+
+  def body(c, counts):
+    j = start + c * chunk + jnp.arange(chunk)
+    pred = jnp.argmax(apply(jax.vmap(noisy)(j)), axis=-1)
+    return counts.at[pred].add((j < stop).astype(jnp.int32))
+
+  num_chunks = (stop - start + chunk - 1) // chunk
+  return jax.lax.fori_loop(0, num_chunks, body, jnp.zeros((num_classes,), jnp.int32))
+
+
+def _stream_key(key, sample_idx, stream):
+  return jax.random.fold_in(jax.random.fold_in(key, sample_idx), stream)
+
+
+class _Sampler:
+  """Counts for one model: ``counts(x_i, idx, stream, start, stop) -> [C] numpy int``."""
+
+  def __init__(self, logits_fn, sigma, batch_size):
+    self.fn, self.graphdef, self.state = _split_model(logits_fn)
+    self.sigma, self.batch_size = float(sigma), int(batch_size)
+
+  def counts(self, x, sample_idx, stream, key, start, stop):
+    # Chunks never exceed the draws asked for, so short looks do not pay for padding.
+    chunk = min(self.batch_size, stop - start)
+    out = _count_range(self.fn, self.graphdef, self.state, jnp.asarray(x),
+                       _stream_key(key, sample_idx, stream), start, stop, self.sigma, chunk=chunk)
+    return np.asarray(out, np.int64)
+
+
+def sample(logits_fn, x, num: int, *, key, sigma: float, batch_size: int = 1000,
+           indices=None, stream: int = 1) -> np.ndarray:
+  """Class counts of the base classifier under Gaussian noise.
+
+  Args:
+    logits_fn: callable ``[M, ...] -> [M, C]`` logits, or an NNX module (eval mode).
+    x: [B, ...] inputs in [0, 1].
+    num: noisy draws per input.
+    key: PRNG key; example i uses ``fold_in(key, indices[i])``.
+    sigma: noise standard deviation (> 0).
+    batch_size: noisy inputs per forward pass.
+    indices: [B] sample indices (default ``0..B-1``).
+    stream: 0 for CERTIFY's selection draws, 1 for its estimation draws.
+
+  Returns:
+    [B, C] int64 counts, each row summing to `num`.
+  """
+  check_args(sigma=sigma, n=num, batch_size=batch_size)
+  x = check_inputs(x)
+  indices = np.arange(len(x)) if indices is None else np.asarray(indices)
+  sampler = _Sampler(logits_fn, sigma, batch_size)
+  return np.stack([sampler.counts(xi, int(i), stream, key, 0, num) for xi, i in zip(x, indices)])
+
+
+def lower_confidence_bound(successes, trials, alpha):
+  """One-sided Clopper-Pearson lower bound: ``P(p >= bound) >= 1 - alpha``.
+
+  ``Beta(alpha; k, n - k + 1)`` quantile, 0 for k = 0; equals statsmodels'
+  ``proportion_confint(k, n, alpha=2 * alpha, method="beta")[0]`` that Cohen's code uses.
+  Works elementwise on numpy arrays.
+  """
+  k, n = np.asarray(successes, float), np.asarray(trials, float)
+  with np.errstate(invalid="ignore"):
+    bound = stats.beta.ppf(alpha, k, n - k + 1)
+  return np.where(k > 0, bound, 0.0)
+
+
+def upper_confidence_bound(successes, trials, alpha):
+  """One-sided Clopper-Pearson upper bound ``Beta(1 - alpha; k + 1, n - k)``, 1 for k = n."""
+  k, n = np.asarray(successes, float), np.asarray(trials, float)
+  with np.errstate(invalid="ignore"):
+    bound = stats.beta.ppf(1.0 - alpha, k + 1, n - k)
+  return np.where(k < n, bound, 1.0)
+
+
+def linf_radius(l2_radius, input_shape):
+  """The L-inf reading of an L2 radius, ``R / sqrt(d)`` with d = prod(input_shape).
+
+  An L-inf ball of radius r lies inside the L2 ball of radius ``r * sqrt(d)``; this is the
+  conversion the authors' eval/cert.py uses.
+  """
+  return np.asarray(l2_radius, float) / math.sqrt(int(np.prod(input_shape)))
+
+
+def predict(logits_fn, x, *, key, sigma: float, n: int = 100_000, alpha: float = 0.001,
+            batch_size: int = 1000, indices=None) -> np.ndarray:
+  """Cohen's PREDICT: the top class, or abstain (-1) unless it beats the runner-up.
+
+  The two-sided binomial test of ``nA`` against ``nA + nB`` at p = 1/2 (scipy `binomtest`)
+  must reject at level alpha; then G(x) = cA with probability >= 1 - alpha.
+
+  Returns:
+    [B] int predictions, -1 for abstain.
+  """
+  check_args(sigma=sigma, alpha=alpha, n=n, batch_size=batch_size)
+  counts = sample(logits_fn, x, n, key=key, sigma=sigma, batch_size=batch_size,
+                  indices=indices, stream=1)
+  preds = []
+  for row in counts:
+    order = np.argsort(-row, kind="stable")
+    n_a, n_b = int(row[order[0]]), int(row[order[1]]) if len(row) > 1 else 0
+    p_value = stats.binomtest(n_a, n_a + n_b, 0.5).pvalue
+    preds.append(int(order[0]) if p_value <= alpha else ABSTAIN)
+  return np.asarray(preds, np.int64)
+
+
+def certify(logits_fn, x, *, key, sigma: float, n0: int = 100, n: int = 100_000,
+            alpha: float = 0.001, batch_size: int = 1000, indices=None):
+  """Cohen's CERTIFY with an L2 radius.
+
+  ``cA = argmax counts(n0 selection draws)``; ``nA = counts(n estimation draws)[cA]``;
+  ``pA_lower = CP_lower(nA, n, alpha)``; pred cA and ``R = sigma * Phi^-1(pA_lower)`` if
+  ``pA_lower >= 1/2``, else pred -1 and R = 0. With probability >= 1 - alpha (over the noise),
+  a returned cA is G's prediction everywhere in the L2 ball of radius R.
+
+  Args:
+    logits_fn: callable ``[M, ...] -> [M, C]`` or NNX module (eval mode).
+    x: [B, ...] inputs in [0, 1].
+    key: PRNG key; example i uses ``fold_in(key, indices[i])``.
+    sigma: noise standard deviation (> 0), the same as in training.
+    n0, n: selection and estimation draws (>= 1).
+    alpha: failure probability in (0, 1).
+    batch_size: noisy inputs per forward pass (does not change the result).
+    indices: [B] sample indices for the keys (default ``0..B-1``).
+
+  Returns:
+    (pred [B] int64 with -1 = abstain, radius [B] float64 >= 0, L2).
+  """
+  check_args(sigma=sigma, alpha=alpha, n0=n0, n=n, batch_size=batch_size)
+  x = check_inputs(x)
+  indices = np.arange(len(x)) if indices is None else np.asarray(indices)
+  sampler = _Sampler(logits_fn, sigma, batch_size)
+  preds, radii = [], []
+  for xi, i in zip(x, indices):
+    c_a = int(np.argmax(sampler.counts(xi, int(i), 0, key, 0, n0)))
+    n_a = int(sampler.counts(xi, int(i), 1, key, 0, n)[c_a])
+    p_lower = float(lower_confidence_bound(n_a, n, alpha))
+    if p_lower < 0.5:
+      preds.append(ABSTAIN)
+      radii.append(0.0)
+    else:
+      preds.append(c_a)
+      radii.append(sigma * float(stats.norm.ppf(p_lower)))
+  return np.asarray(preds, np.int64), np.asarray(radii, np.float64)
+
+
+def look_schedule(n: int, first: int = 100, growth: float = 2.0) -> tuple:
+  """Sample sizes of the looks: first, first*growth, ... (rounded), always ending at n."""
+  _check_positive_int(first, "first_look")
+  if not growth > 1.0:
+    raise UserError(f"growth: expected a factor > 1, got {growth!r}")
+  looks, m = [], float(first)
+  while m < n:
+    looks.append(int(round(m)))
+    m *= growth
+  return tuple(sorted(set(looks))) + (n,)
+
+
+def alpha_spending(num_looks: int, alpha: float) -> np.ndarray:
+  """Per-look levels: alpha/2 at the last look, alpha/2 shared equally by the earlier ones."""
+  if num_looks == 1:
+    return np.asarray([alpha])
+  return np.asarray([alpha / (2 * (num_looks - 1))] * (num_looks - 1) + [alpha / 2])
+
+
+@dataclasses.dataclass(frozen=True)
+class SequentialResult:
+  """Outcome of `certify_at_radius`, one entry per input."""
+  certified: np.ndarray   # [B] bool: G is certified at L2 radius >= eps
+  pred: np.ndarray        # [B] int64: cA where certified, else -1
+  num_draws: np.ndarray   # [B] int64: noisy forward passes used (n0 + estimation draws)
+
+
+def certify_at_radius(logits_fn, x, eps: float, *, key, sigma: float, n0: int = 100,
+                      n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
+                      first_look: int = 100, growth: float = 2.0, indices=None):
+  """Sequential CERTIFY that stops once "is the radius >= eps?" is settled.
+
+  Statistics. "radius >= eps" means ``pA_lower >= p* = Phi(eps / sigma)``. cA is chosen from
+  n0 draws as in `certify`; the estimation draws are then inspected at a fixed schedule of
+  looks ``n_1 < ... < n_K = n`` (`look_schedule`), look k at level alpha_k with
+  ``sum_k alpha_k = alpha`` (`alpha_spending`: alpha/2 at n, alpha/2 over the rest).
+  * Certify at look k if ``CP_lower(nA_k, n_k, alpha_k) >= p*``. By the union bound over the
+    K looks, P(some look's lower bound exceeds the true pA) <= sum alpha_k = alpha, so a
+    returned certificate is wrong with probability <= alpha, the guarantee of `certify`.
+  * Stop without a certificate if ``CP_upper(nA_k, n_k, alpha_k) < p*`` (then pA < p* up to
+    probability alpha_k) or if even ``nA_k + (n - n_k)`` successes could not certify at the
+    last look. Refusing costs no soundness, only power.
+  Against `certify` at the same alpha, the last look uses alpha/2, so inputs whose radius is
+  within a hair of eps may lose their certificate; elsewhere the decisions agree.
+
+  Args:
+    logits_fn, x, key, sigma, n0, n, alpha, batch_size, indices: as in `certify`; the draws
+      are the same as `certify`'s (same keys), so a look at n_K = n sees its exact counts.
+    eps: L2 radius to certify (> 0).
+    first_look, growth: the schedule of looks.
+
+  Returns:
+    `SequentialResult`.
+  """
+  check_args(sigma=sigma, alpha=alpha, n0=n0, n=n, batch_size=batch_size)
+  if not isinstance(eps, (int, float, np.number)) or not math.isfinite(eps) or eps <= 0:
+    raise UserError(f"eps: expected a positive finite radius, got {eps!r}")
+  x = check_inputs(x)
+  indices = np.arange(len(x)) if indices is None else np.asarray(indices)
+  looks = look_schedule(n, first_look, growth)
+  levels = alpha_spending(len(looks), alpha)
+  p_star = float(stats.norm.cdf(eps / sigma))
+  # Smallest successes out of n that certify at the last look: lower bounds grow with k.
+  need_last = np.searchsorted(lower_confidence_bound(np.arange(n + 1), n, levels[-1]) >= p_star,
+                              True)
+  sampler = _Sampler(logits_fn, sigma, batch_size)
+  certified, preds, draws = [], [], []
+  for xi, i in zip(x, indices):
+    c_a = int(np.argmax(sampler.counts(xi, int(i), 0, key, 0, n0)))
+    n_a, done, ok = 0, 0, False
+    for n_k, a_k in zip(looks, levels):
+      n_a += int(sampler.counts(xi, int(i), 1, key, done, n_k)[c_a])
+      done = n_k
+      if lower_confidence_bound(n_a, n_k, a_k) >= p_star:
+        ok = True
+        break
+      if upper_confidence_bound(n_a, n_k, a_k) < p_star or n_a + (n - n_k) < need_last:
+        break
+    certified.append(ok)
+    preds.append(c_a if ok else ABSTAIN)
+    draws.append(n0 + done)
+  return SequentialResult(np.asarray(certified), np.asarray(preds, np.int64),
+                          np.asarray(draws, np.int64))
