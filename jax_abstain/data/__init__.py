@@ -1,23 +1,40 @@
 """Data sets behind one call: ``x, y = jax_abstain.data.load(name, split, path=None, **opts)``.
 
-    x, y = data.load("synthetic", "train")          # Figure 1 Gaussians, x [1000, 2]
+    x, y = data.load("synthetic", "train")                      # Figure 1 Gaussians, x [1000, 2]
+    x, y = data.load("mnist5k", "test")                         # x [1000, 28, 28, 1]
+    x, y = data.load("cifar10", "train", path="cifar-10-python.tar.gz")
+    x, y = data.load("cifar10", "test", path="~/tensorflow_datasets", source="tfds")
+    x, y = data.load("mtsd", "test", path="mtsd_cls")           # output of `python -m ...mtsd`
+    x, y = data.load("folder", "val", path="rail_defects")      # root/<class>/*.png|jpg
 
 x is float32 in [0, 1] (NHWC for images, [N, D] for feature vectors), y is int32.
+Training input (shuffling, sharding, augmentation, resumable iterators) is built from these
+arrays by `jax_abstain.data.pipeline`.
 """
 import numpy as np
 
-from jax_abstain.data import synthetic
+from jax_abstain.data import cifar, folder, mtsd, offline, synthetic
 from jax_abstain.errors import UserError
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 def _synthetic(split, path=None, **opts):
   del path
+  if split == "val":
+    raise UserError("split: the synthetic data set has train and test only, got 'val'")
   return synthetic.load(split, **opts)
 
 
-_LOADERS = {"synthetic": _synthetic}
+_LOADERS = {
+    "synthetic": _synthetic,
+    "mnist5k": offline.load_mnist5k,
+    "digits": offline.load_digits,
+    "cifar10": cifar.loader("cifar10"),
+    "cifar100": cifar.loader("cifar100"),
+    "mtsd": mtsd.load,
+    "folder": folder.load,
+}
 
 
 def register(name: str, loader) -> None:
@@ -30,7 +47,17 @@ def names():
 
 
 def load(name: str, split: str, path=None, **opts):
-  """Loads a split of a named data set as numpy arrays (x float32 in [0, 1], y int32)."""
+  """Loads a split of a named data set as numpy arrays.
+
+  Args:
+    name: one of `names()`.
+    split: ``train``, ``val`` or ``test`` (not every set has ``val``).
+    path: where the data lives (archive, folder, tfds data_dir); unused by built-in sets.
+    **opts: loader-specific options (see the loader's docstring).
+
+  Returns:
+    x float32 in [0, 1] ([N, H, W, C] for images, [N, D] for feature vectors), y int32 [N].
+  """
   if name not in _LOADERS:
     raise UserError(f"unknown data set {name!r}; known: {', '.join(names())}")
   if split not in SPLITS:
@@ -39,4 +66,4 @@ def load(name: str, split: str, path=None, **opts):
   return np.asarray(x, np.float32), np.asarray(y, np.int32)
 
 
-__all__ = ["load", "names", "register"]
+__all__ = ["SPLITS", "load", "names", "register"]
