@@ -144,7 +144,19 @@ def mart(nat_logits, adv_logits, labels, *, beta: float = 6.0):
 
 
 def noise(noisy_logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """L_noise (paper eq. 8, Cohen et al.): ``CE(f(x + eta), y)`` for one noisy copy; [B]."""
+  """L_noise (paper eq. 8, Cohen et al.): ``CE(f(x + eta), y)``, ``eta ~ N(0, sigma^2 I)``.
+
+  Args:
+    noisy_logits: [B, C] logits of one noisy copy per input (eq. 8 as written), or [K, B, C]
+      logits of K i.i.d. copies, whose mean CE is the K-sample Monte Carlo estimate of the
+      same expectation ``E_eta CE(f(x + eta), y)`` (same mean, lower variance).
+    labels: [B] int32.
+
+  Returns:
+    [B] per-example losses.
+  """
+  if noisy_logits.ndim == 3:
+    return jax.vmap(cross_entropy, in_axes=(0, None))(noisy_logits, labels).mean(0)
   return cross_entropy(noisy_logits, labels)
 
 
@@ -209,5 +221,5 @@ def cra(noisy_logits: jax.Array, labels: jax.Array, *, sigma: float, beta: float
   if code_variant:
     classification = cross_entropy(noisy_logits.mean(0), labels)
   else:
-    classification = jax.vmap(cross_entropy, in_axes=(0, None))(noisy_logits, labels).mean(0)
+    classification = noise(noisy_logits, labels)
   return p_inacc * radius + beta * classification

@@ -1,0 +1,168 @@
+"""Certified evaluation: a resumable per-sample report of CERTIFY on a test set.
+
+    from jax_abstain import certification
+    cols = certification.certify_report(logits_fn, x, y, "runs/cert.csv", key=jax.random.key(0),
+                                        sigma=0.12, n0=100, n=100_000, alpha=0.001)
+    cols["cert_pred"], cols["radius"]                   # [N] each, radius in L2
+
+The report has the columns ``sample_idx,label,pred,is_acc,conf,cert_pred,radius``: ``pred``,
+``is_acc`` and ``conf`` (max softmax) come from the base model's clean prediction F(x);
+``cert_pred`` (-1 = abstain) and ``radius`` (L2) from `smoothing.certify`. Rows are flushed
+after every sample through `reports.ReportWriter`; a killed run started again with the same
+arguments certifies only the missing samples and, because every example draws its noise from
+``fold_in(key, sample_idx)``, yields the same report as an uninterrupted run. The settings
+(sigma, n0, n, alpha, key, sample indices, model tag) are stored next to the report in
+``<report>.settings.json``; a run with different settings refuses to resume. ``batch_size``
+is not a setting: it does not change the result.
+"""
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jax_abstain import radii, reports, smoothing
+from jax_abstain.errors import UserError
+
+COLUMNS = reports.BASE_COLUMNS + ("cert_pred", "radius")
+
+
+def settings_path(path) -> pathlib.Path:
+  path = pathlib.Path(path)
+  return path.with_name(path.name + ".settings.json")
+
+
+def _key_data(key) -> list:
+  if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return np.asarray(key).ravel().tolist()
+
+
+def _clean_predictions(logits_fn, x, batch_size):
+  """Base-model predictions and max-softmax confidences on the clean inputs, [N] each."""
+  if isinstance(logits_fn, nnx.Module):
+    graphdef, state = nnx.split(logits_fn)
+    probs_fn = jax.jit(lambda s, z: jax.nn.softmax(nnx.merge(graphdef, s)(z), -1))
+    call = lambda z: probs_fn(state, z)
+  else:
+    call = jax.jit(lambda z: jax.nn.softmax(logits_fn(z), -1))
+  probs = np.concatenate([np.asarray(call(jnp.asarray(x[s:s + batch_size])))
+                          for s in range(0, len(x), batch_size)])
+  return probs.argmax(-1), probs.max(-1)
+
+
+def _check_settings(path, settings):
+  """Writes the settings file, or checks that an existing one (of a resumable run) agrees."""
+  sp = settings_path(path)
+  partial = pathlib.Path(str(path) + ".partial")
+  if sp.exists() and (partial.exists() or pathlib.Path(path).exists()):
+    old = reports.read_json(sp)
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if diff:
+      raise UserError(f"{path}: was started with different settings ({', '.join(diff)}); "
+                      "delete the report or use the original settings")
+  elif partial.exists() or pathlib.Path(path).exists():
+    raise UserError(f"{path}: exists without {sp.name}; delete it to start a new evaluation")
+  else:
+    reports.write_json(sp, settings)
+
+
+def certify_report(logits_fn, x, y, path, *, key, sigma: float, n0: int = 100,
+                   n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
+                   indices=None, model_tag: str = "", progress: bool = True) -> dict:
+  """Certifies every input and writes (or completes) the per-sample report at `path`.
+
+  Args:
+    logits_fn: callable ``[M, ...] -> [M, C]`` logits, or an NNX module (eval mode).
+    x: [N, ...] inputs in [0, 1]; y: [N] int labels.
+    path: CSV path of the report (``<path>.partial`` while unfinished).
+    key: PRNG key; sample i draws its noise from ``fold_in(key, sample_idx_i)``.
+    sigma, n0, n, alpha, batch_size: as in `smoothing.certify` (paper: 100, 100 000, 0.001).
+    indices: [N] sample indices written as ``sample_idx`` (default ``0..N-1``), e.g. positions
+      in the test set when only a subset (the authors' first 500) is certified.
+    model_tag: any string identifying the model (a checkpoint path or hash); part of the
+      settings, so a report is never completed with another model's results.
+    progress: show a tqdm progress bar.
+
+  Returns:
+    The finished report's columns (name -> [N] array), as `reports.read_report` gives them.
+  """
+  smoothing.check_args(sigma=sigma, alpha=alpha, n0=n0, n=n, batch_size=batch_size)
+  x = smoothing.check_inputs(x)
+  y = np.asarray(y)
+  if y.shape != (len(x),):
+    raise UserError(f"y: expected {len(x)} labels, got shape {y.shape}")
+  indices = np.arange(len(x)) if indices is None else np.asarray(indices, np.int64)
+  if indices.shape != (len(x),) or len(set(indices.tolist())) != len(x):
+    raise UserError(f"indices: expected {len(x)} distinct sample indices")
+  settings = {"sigma": float(sigma), "n0": int(n0), "n": int(n), "alpha": float(alpha),
+              "key": _key_data(key), "indices": indices.tolist(), "model_tag": str(model_tag),
+              "columns": list(COLUMNS)}
+  _check_settings(path, settings)
+  if pathlib.Path(path).exists():
+    return reports.read_report(path)
+  with reports.ReportWriter(path, COLUMNS, len(x)) as writer:
+    todo = set(writer.todo(indices))
+    positions = [p for p, i in enumerate(indices) if int(i) in todo]
+    if positions:
+      pred, conf = _clean_predictions(logits_fn, x[positions], batch_size)
+      bar = _progress(len(positions), len(x) - len(positions), progress)
+      for p, pr, cf in zip(positions, pred, conf):
+        cert_pred, radius = smoothing.certify(
+            logits_fn, x[p:p + 1], key=key, sigma=sigma, n0=n0, n=n, alpha=alpha,
+            batch_size=batch_size, indices=indices[p:p + 1])
+        writer.write({"sample_idx": int(indices[p]), "label": int(y[p]), "pred": int(pr),
+                      "is_acc": int(pr == y[p]), "conf": float(cf),
+                      "cert_pred": int(cert_pred[0]), "radius": float(radius[0])})
+        writer.flush()
+        bar.update(1)
+      bar.close()
+  return reports.read_report(path)
+
+
+def _progress(total, initial, enabled):
+  try:
+    from tqdm import tqdm
+  except ImportError:
+    enabled = False
+  if not enabled:
+    class _Null:
+      def update(self, _):
+        pass
+
+      def close(self):
+        pass
+    return _Null()
+  return tqdm(total=total + initial, initial=initial, desc="certify", unit="sample")
+
+
+def summarize(columns: dict, eps, *, linf_dim=None) -> dict:
+  """Certified metrics at radius eps from a certified report (reference file, section 5).
+
+  Args:
+    columns: report columns (`reports.read_report`).
+    eps: radius (L2; with `linf_dim` = d, an L-inf radius compared with ``R / sqrt(d)``).
+
+  Returns:
+    Percentages: ``cert_acc`` (cert_pred == y and R >= eps), ``cert_inacc`` (robust
+    inaccuracy: cert_pred not in {y, -1} and R >= eps), ``commit_rate`` (R >= eps, i.e.
+    R_rob^sel of the S_CRI abstain model), ``commit_prec`` (cert_acc / commit_rate), and
+    ``nat_acc`` of the base model.
+  """
+  eps = radii.parse_radius(eps, name="eps")
+  radius = np.asarray(columns["radius"], float)
+  if linf_dim is not None:
+    radius = smoothing.linf_radius(radius, (linf_dim,))
+  cert_pred, label = np.asarray(columns["cert_pred"]), np.asarray(columns["label"])
+  committed = (cert_pred >= 0) & (radius >= eps)
+  acc = committed & (cert_pred == label)
+  rate = 100.0 * committed.mean()
+  prec = 100.0 * acc.sum() / committed.sum() if committed.any() else 0.0
+  return {"cert_acc": float(100.0 * acc.mean()),
+          "cert_inacc": float(100.0 * (committed & ~acc).mean()),
+          "commit_rate": float(rate), "commit_prec": float(prec),
+          "nat_acc": float(100.0 * np.mean(columns["is_acc"]))}
+
+
+__all__ = ["COLUMNS", "certify_report", "settings_path", "summarize"]
