@@ -1,0 +1,141 @@
+"""Tests for certification.py: the per-sample certified report, its resumption after a kill,
+the refusal to resume with other settings, the certified metrics, and compose on the report."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_abstain import certification, compose, reports, smoothing
+from jax_abstain.errors import UserError
+
+KEY = jax.random.key(7)
+W, B = np.array([0.6, 0.8], np.float32), -0.7
+SETTINGS = dict(key=KEY, sigma=0.25, n0=50, n=600, alpha=0.001, batch_size=256)
+
+
+def linear_fn(z):
+  s = z @ jnp.asarray(W) + B
+  return jnp.stack([-s, s], -1)
+
+
+def toy_data(num=10, seed=0):
+  x = np.random.default_rng(seed).uniform(0, 1, (num, 2)).astype(np.float32)
+  y = (x @ W + B > 0).astype(np.int32)
+  y[::4] = 1 - y[::4]   # some label noise, so that robust inaccuracy exists
+  return x, y
+
+
+class _Killer:
+  """Wraps smoothing.certify; raises KeyboardInterrupt (a kill) at call number `at`."""
+
+  def __init__(self, at=None):
+    self.at, self.calls, self.inner = at, 0, smoothing.certify
+
+  def __call__(self, *args, **kwargs):
+    self.calls += 1
+    if self.at is not None and self.calls == self.at:
+      raise KeyboardInterrupt
+    return self.inner(*args, **kwargs)
+
+
+def test_report_columns_and_values(tmp_path):
+  x, y = toy_data()
+  cols = certification.certify_report(linear_fn, x, y, tmp_path / "r.csv", progress=False,
+                                      **SETTINGS)
+  header = (tmp_path / "r.csv").read_text().splitlines()[0]
+  assert header == "sample_idx,label,pred,is_acc,conf,cert_pred,radius"
+  pred, radius = smoothing.certify(linear_fn, x, **SETTINGS)
+  np.testing.assert_array_equal(cols["cert_pred"], pred)
+  np.testing.assert_allclose(cols["radius"], radius, rtol=1e-5)
+  clean = np.asarray(jax.nn.softmax(linear_fn(jnp.asarray(x)), -1))
+  np.testing.assert_array_equal(cols["pred"], clean.argmax(-1))
+  np.testing.assert_array_equal(cols["is_acc"], clean.argmax(-1) == y)
+  np.testing.assert_allclose(cols["conf"], clean.max(-1), rtol=1e-5)
+  np.testing.assert_array_equal(cols["label"], y)
+  assert not (tmp_path / "r.csv.partial").exists()
+
+
+def test_killed_run_resumes_to_identical_report(tmp_path, monkeypatch):
+  x, y = toy_data()
+  certification.certify_report(linear_fn, x, y, tmp_path / "full.csv", progress=False, **SETTINGS)
+  killer = _Killer(at=5)
+  monkeypatch.setattr(smoothing, "certify", killer)
+  path = tmp_path / "r.csv"
+  with pytest.raises(KeyboardInterrupt):
+    certification.certify_report(linear_fn, x, y, path, progress=False, **SETTINGS)
+  partial = path.with_name("r.csv.partial")
+  assert not path.exists() and len(partial.read_text().splitlines()) == 1 + 4
+  with partial.open("a") as f:
+    f.write("4,1,0,0,0.5")   # a row torn by the kill, without its newline
+  resumed = _Killer()
+  monkeypatch.setattr(smoothing, "certify", resumed)
+  # A different batch size is allowed: it does not change the results.
+  certification.certify_report(linear_fn, x, y, path, progress=False,
+                               **(SETTINGS | dict(batch_size=64)))
+  assert resumed.calls == len(x) - 4
+  assert path.read_text() == (tmp_path / "full.csv").read_text()
+  # A finished report is read back, not recomputed.
+  certification.certify_report(linear_fn, x, y, path, progress=False, **SETTINGS)
+  assert resumed.calls == len(x) - 4
+
+
+@pytest.mark.parametrize("change, name", [
+    (dict(sigma=0.5), "sigma"), (dict(n=700), "n"), (dict(key=jax.random.key(8)), "key"),
+    (dict(alpha=0.01), "alpha")])
+def test_refuses_to_resume_with_other_settings(tmp_path, monkeypatch, change, name):
+  x, y = toy_data()
+  monkeypatch.setattr(smoothing, "certify", _Killer(at=3))
+  with pytest.raises(KeyboardInterrupt):
+    certification.certify_report(linear_fn, x, y, tmp_path / "r.csv", progress=False, **SETTINGS)
+  monkeypatch.setattr(smoothing, "certify", _Killer())
+  with pytest.raises(UserError, match=rf"different settings \({name}\)"):
+    certification.certify_report(linear_fn, x, y, tmp_path / "r.csv", progress=False,
+                                 **(SETTINGS | change))
+  with pytest.raises(UserError, match="model_tag"):
+    certification.certify_report(linear_fn, x, y, tmp_path / "r.csv", progress=False,
+                                 model_tag="other.ckpt", **SETTINGS)
+
+
+def test_subset_indices_and_bad_input(tmp_path):
+  x, y = toy_data(6)
+  idx = np.array([10, 3, 42, 7, 0, 5])
+  cols = certification.certify_report(linear_fn, x, y, tmp_path / "r.csv", indices=idx,
+                                      progress=False, **SETTINGS)
+  np.testing.assert_array_equal(cols["sample_idx"], np.sort(idx))
+  pred, _ = smoothing.certify(linear_fn, x, indices=idx, **SETTINGS)
+  np.testing.assert_array_equal(cols["cert_pred"], pred[np.argsort(idx)])
+  with pytest.raises(UserError, match="^y:"):
+    certification.certify_report(linear_fn, x, y[:3], tmp_path / "s.csv", **SETTINGS)
+  with pytest.raises(UserError, match="^sigma:"):
+    certification.certify_report(linear_fn, x, y, tmp_path / "s.csv", **(SETTINGS | dict(sigma=0)))
+
+
+def test_summarize_hand_computed():
+  cols = {"label": np.array([0, 1, 1, 0, 2]), "cert_pred": np.array([0, 0, 1, -1, 2]),
+          "radius": np.array([0.5, 0.3, 0.1, 0.0, 0.25]), "is_acc": np.array([1, 0, 1, 1, 1])}
+  got = certification.summarize(cols, 0.25)
+  # committed: 0 (acc), 1 (inacc), 4 (acc, R == eps counts)
+  assert got == {"cert_acc": 40.0, "cert_inacc": 20.0, "commit_rate": 60.0,
+                 "commit_prec": pytest.approx(200 / 3), "nat_acc": 80.0}
+  linf = certification.summarize(cols, 0.25 / np.sqrt(4), linf_dim=4)
+  assert linf["commit_rate"] == 60.0
+
+
+def test_compose_accepts_certified_report(tmp_path):
+  x, y = toy_data(12)
+  cols = certification.certify_report(linear_fn, x, y, tmp_path / "cert.csv", progress=False,
+                                      **SETTINGS)
+  core = {"sample_idx": cols["sample_idx"], "label": cols["label"],
+          "pred": cols["label"], "is_acc": np.ones(12, np.int64),
+          "conf": np.ones(12)}   # an always-accurate, non-certifiable core
+  reports.write_report(tmp_path / "core.csv", core)
+  eps = 0.1
+  result = compose.compose_reports(
+      [reports.read_report(tmp_path / "cert.csv"), reports.read_report(tmp_path / "core.csv")],
+      eps)
+  summary = certification.summarize(cols, eps)
+  assert result["rob_sel"] == round(summary["commit_rate"], 2)
+  assert result["commit_prec"] == round(summary["commit_prec"], 2)
+  # Selected samples answer with the certified prediction, the rest with the (accurate) core.
+  assert result["nat_acc"] == round(100 - summary["cert_inacc"], 2)
+  assert result["rob_acc"] == round(summary["cert_acc"], 2)
