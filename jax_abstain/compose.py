@@ -29,8 +29,12 @@ from jax_abstain.errors import UserError
 class Composition:
   """Per-sample outcome of a composition: which model answered and whether it was right."""
   answered_by: np.ndarray   # [N] int, index of the answering model
-  is_acc: np.ndarray        # [N] bool
-  is_rob_acc: np.ndarray    # [N] bool, accurate and robust at the threat radius
+  is_acc: np.ndarray        # [N] bool, the answering model is accurate
+  is_rob: np.ndarray        # [N] bool, the answering model is robust at the threat radius
+
+  @property
+  def is_rob_acc(self) -> np.ndarray:
+    return self.is_acc & self.is_rob
 
   def summary(self, first_selected: np.ndarray, first_rob_acc: np.ndarray) -> dict:
     """nat_acc, rob_acc (percent, 2 decimals), rob_sel and commit_prec of the first model."""
@@ -69,39 +73,80 @@ def compose_indicators(selected: Sequence, is_acc: Sequence, is_rob: Sequence) -
   acc = np.stack([np.asarray(a, bool) for a in is_acc])
   rob = np.stack([np.asarray(r, bool) for r in is_rob])
   rows = np.arange(n)
-  return Composition(answered_by, acc[answered_by, rows], (acc & rob)[answered_by, rows])
+  return Composition(answered_by, acc[answered_by, rows], rob[answered_by, rows])
+
+
+def _is_certified(cols: dict) -> bool:
+  return "cert_pred" in cols and "radius" in cols
+
+
+def _model_indicators(cols: dict, eps_text: str, select_at, *, assume_core_nonrobust: bool):
+  """(selected, is_acc, is_rob) of one report at the threat radius.
+
+  Empirical reports: accuracy from ``is_acc``, robustness from ``is_rob@<eps>``, selection from
+  ``is_rob@<select_at>``. Certified reports (``cert_pred``, ``radius`` columns): the smoothed
+  classifier answers, accuracy is ``cert_pred == label``, robustness and selection are
+  "certified at radius >= eps" (R >= eps already makes the selection robust, section 5).
+  """
+  if _is_certified(cols):
+    certified = selectors.certified_indicator(cols["cert_pred"], cols["radius"], eps_text)
+    selected = certified if select_at is None else selectors.certified_indicator(
+        cols["cert_pred"], cols["radius"], select_at)
+    return selected, np.asarray(cols["cert_pred"] == cols["label"]), certified
+  is_acc = np.asarray(cols["is_acc"], bool)
+  if assume_core_nonrobust and selectors.rob_column(eps_text) not in cols:
+    # The authors' certified compositions treat the core as non-certifiable (reference, 5).
+    return None, is_acc, np.zeros_like(is_acc)
+  is_rob = selectors.robustness_indicator(cols, eps_text, select_at=eps_text)
+  at = radii.double_radius(eps_text) if select_at is None else select_at
+  return selectors.robustness_indicator(cols, eps_text, select_at=at), is_acc, is_rob
 
 
 def compose_reports(report_columns: Sequence[dict], eps, select_at: Sequence | None = None) -> dict:
+  """Composes per-sample reports and summarises; see `compose_reports_per_sample`."""
+  comp, first_selected, first_rob_acc, shown = compose_reports_per_sample(report_columns, eps, select_at)
+  return {**comp.summary(first_selected, first_rob_acc), "eps": radii.format_radius(eps),
+          "select_at": shown}
+
+
+def compose_reports_per_sample(report_columns: Sequence[dict], eps, select_at: Sequence | None = None):
   """Composes per-sample reports (abstain models first, core last) at threat radius eps.
 
   Args:
-    report_columns: M report dicts (see `reports.read_report`).
-    eps: threat radius (``"1/255"`` or float); every report needs ``is_rob@<eps>``.
-    select_at: per abstain model, the radius its selector checks (default 2 * eps each).
+    report_columns: M report dicts (see `reports.read_report`), empirical (``is_rob@<r>``
+      columns) or certified (``cert_pred``, ``radius``).
+    eps: threat radius (``"1/255"`` or float).
+    select_at: per abstain model, the radius its selector checks (default 2 * eps for
+      empirical reports, eps for certified ones).
 
   Returns:
-    dict with nat_acc, rob_acc, rob_sel, commit_prec, answered_share, eps, select_at.
+    (Composition, selector of the first model [N], its robust-accurate indicator [N], the
+    selector radii used).
   """
   eps_text = radii.format_radius(eps)
   n_abstain = len(report_columns) - 1
   if n_abstain < 1:
     raise UserError("compose: give at least one abstain model and a core model")
-  if select_at is None or len(select_at) == 0:
-    select_at = [radii.double_radius(eps_text)] * n_abstain
+  if not select_at:
+    select_at = [None] * n_abstain
   elif len(select_at) == 1:
     select_at = list(select_at) * n_abstain
   if len(select_at) != n_abstain:
     raise UserError(f"--select-at: expected 1 or {n_abstain} radii, got {len(select_at)}")
-  select_at = [radii.format_radius(r) for r in select_at]
+  select_at = [None if r is None else radii.format_radius(r) for r in select_at]
   _check_aligned(report_columns)
-  selected = [selectors.robustness_indicator(c, eps_text, select_at=r)
-              for c, r in zip(report_columns[:-1], select_at)]
-  is_rob = [selectors.robustness_indicator(c, eps_text, select_at=eps_text) for c in report_columns]
-  is_acc = [np.asarray(c["is_acc"], bool) for c in report_columns]
+  certified_mode = any(_is_certified(c) for c in report_columns[:-1])
+  views = [_model_indicators(c, eps_text, r, assume_core_nonrobust=False)
+           for c, r in zip(report_columns[:-1], select_at)]
+  views.append(_model_indicators(report_columns[-1], eps_text, None,
+                                 assume_core_nonrobust=certified_mode))
+  selected = [v[0] for v in views[:-1]]
+  is_acc = [v[1] for v in views]
+  is_rob = [v[2] for v in views]
+  shown = [(r if r is not None else (eps_text if _is_certified(c) else radii.double_radius(eps_text)))
+           for c, r in zip(report_columns[:-1], select_at)]
   comp = compose_indicators(selected, is_acc, is_rob)
-  result = comp.summary(selected[0], is_acc[0] & is_rob[0])
-  return {**result, "eps": eps_text, "select_at": select_at}
+  return comp, selected[0], is_acc[0] & is_rob[0], shown
 
 
 def _check_aligned(report_columns):

@@ -1,0 +1,138 @@
+"""Per-sample evaluation reports: clean prediction plus attacks at several radii.
+
+    cols = evaluate.evaluate_model(model, x, y, radii=["1/255", "2/255"], key=key,
+                                   report_path=wd / "reports" / "era.csv")
+
+Report columns (DESIGN.md): ``sample_idx,label,pred,is_acc,conf``, ``is_rob@<r>`` per attacked
+radius, ``adv_conf@<r>`` per APGDconf radius. Robustness is label-free: the attack's label is
+the model's own clean prediction F(x).
+
+Work is re-used across radii: radii are attacked in increasing order and a sample already
+broken at a smaller radius is not attacked again (the balls are nested, so it is non-robust at
+every larger radius). Attack keys are ``fold_in(fold_in(key, sample_idx), crc32(radius))``, so a
+sample's result depends on neither the batch it lands in nor the other radii requested.
+Chunks of ``batch_size`` samples are appended to the report as they finish; a killed run resumes
+with the chunks that are missing.
+"""
+import functools
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from jax_abstain import attacks, radii as radii_lib, reports
+from jax_abstain.attacks import common
+from jax_abstain.errors import UserError
+
+
+def _radius_key(radius_text: str) -> int:
+  return zlib.crc32(radius_text.encode()) & 0x7FFFFFFF
+
+
+class _Runner:
+  """Jitted clean pass and attacks of one model; weights are jit arguments, compiled once."""
+
+  def __init__(self, model, *, norm, n_iter, n_restarts):
+    self.graphdef, self.state = nnx.split(model)
+    self.norm, self.n_iter, self.n_restarts = norm, n_iter, n_restarts
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def clean(self, state, x):
+    logits = nnx.merge(self.graphdef, state)(x)
+    return jnp.argmax(logits, -1).astype(jnp.int32), jax.nn.softmax(logits, -1).max(-1)
+
+  @functools.partial(jax.jit, static_argnums=(0, 6))
+  def attack(self, state, x, y, keys, eps, loss):
+    """x_adv, robust [B], max softmax at x_adv [B]; eps is [B] so radii share one compilation."""
+    model = nnx.merge(self.graphdef, state)
+    res = attacks.apgd_run(model, x, y, key=keys, eps=eps, norm=self.norm, n_iter=self.n_iter,
+                           n_restarts=self.n_restarts, loss=loss)
+    logits = model(res.x_adv)
+    # Soundness: robustness is re-read from the returned point, never taken on the attack's word.
+    return res.x_adv, jnp.argmax(logits, -1) == y, jax.nn.softmax(logits, -1).max(-1)
+
+
+def _check_ball(x_adv, x, eps, norm):
+  dist = np.asarray(common.norm_of(jnp.asarray(x_adv - x), norm))
+  if np.any(dist > eps * (1 + 1e-4) + 1e-6) or x_adv.min() < 0 or x_adv.max() > 1:
+    raise AssertionError("attack returned a point outside the eps-ball or [0, 1]")
+
+
+def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int = 40,
+                   n_restarts: int = 1, conf_radii=(), batch_size: int = 500,
+                   report_path=None, progress: bool = True, sample_idx=None) -> dict:
+  """Evaluates `model` on (x, y) and returns (and optionally writes) the per-sample report.
+
+  Args:
+    model: NNX model in eval mode mapping x to logits.
+    x: [N, ...] float32 in [0, 1]; y: [N] int labels.
+    radii: radii for APGD-CE (strings like ``"1/255"`` or floats), any order.
+    key: base key.
+    norm: ``"linf"`` or ``"l2"``.
+    n_iter, n_restarts: APGD budget (40 and 1 in the paper).
+    conf_radii: radii for APGDconf; adds ``adv_conf@<r>`` (max softmax at the APGDconf point).
+    batch_size: samples per chunk (one report flush per chunk).
+    report_path: CSV to write (resumable through ``<path>.partial``); None keeps it in memory.
+    sample_idx: [N] global sample indices (default 0..N-1), used for keys and the report.
+
+  Returns:
+    dict column name -> [N] array, in report column order.
+  """
+  common.validate_inputs(x, y, 1.0, "evaluate")
+  norm = common.check_norm(norm)
+  texts = sorted({radii_lib.format_radius(r) for r in radii}, key=radii_lib.parse_radius)
+  conf_texts = [radii_lib.format_radius(r) for r in conf_radii]
+  if not texts and not conf_texts:
+    raise UserError("evaluate: give at least one radius")
+  n = len(x)
+  sample_idx = np.arange(n) if sample_idx is None else np.asarray(sample_idx)
+  columns = list(reports.BASE_COLUMNS) + [f"is_rob@{t}" for t in texts] + [f"adv_conf@{t}" for t in conf_texts]
+  runner = _Runner(model, norm=norm, n_iter=n_iter, n_restarts=n_restarts)
+  base_key = key
+
+  def run_chunk(lo, hi):
+    xb, yb, ib = x[lo:hi], y[lo:hi], sample_idx[lo:hi]
+    m = hi - lo
+    pad = lambda a: np.concatenate([a, np.repeat(a[:1], batch_size - len(a), 0)]) if len(a) < batch_size else a
+    pred, conf = (np.asarray(v)[:m] for v in runner.clean(runner.state, jnp.asarray(pad(xb))))
+    sample_keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(pad(ib)))
+    row = {"sample_idx": ib, "label": yb, "pred": pred, "is_acc": pred == yb, "conf": conf}
+    still = np.ones(m, bool)
+    for text in texts:
+      eps = radii_lib.parse_radius(text)
+      rob = np.zeros(m, bool)
+      todo = np.flatnonzero(still)
+      if todo.size:
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(sample_keys, _radius_key(text))
+        sel = pad(todo)
+        x_adv, robust, _ = runner.attack(runner.state, jnp.asarray(xb[sel]), jnp.asarray(pred[sel]),
+                                         keys[sel], jnp.full((batch_size,), eps, jnp.float32), "ce")
+        _check_ball(np.asarray(x_adv)[:todo.size], xb[todo], eps, norm)
+        rob[todo] = np.asarray(robust)[:todo.size]
+      row[f"is_rob@{text}"] = rob
+      still &= rob
+    for text in conf_texts:
+      eps = radii_lib.parse_radius(text)
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(sample_keys, _radius_key("conf" + text))
+      _, _, adv_conf = runner.attack(runner.state, jnp.asarray(pad(xb)), jnp.asarray(pad(pred)), keys,
+                                     jnp.full((batch_size,), eps, jnp.float32), "conf")
+      row[f"adv_conf@{text}"] = np.asarray(adv_conf)[:m]
+    return row
+
+  chunks = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+  if report_path is None:
+    rows = [run_chunk(lo, hi) for lo, hi in tqdm(chunks, desc="evaluate", disable=not progress)]
+    return {c: np.concatenate([r[c] for r in rows]) for c in columns}
+  with reports.ReportWriter(report_path, columns, n) as writer:
+    todo = [(lo, hi) for lo, hi in chunks if writer.todo(sample_idx[lo:hi])]
+    for lo, hi in tqdm(todo, desc=f"evaluate {report_path.name if hasattr(report_path, 'name') else ''}",
+                       disable=not progress):
+      row = run_chunk(lo, hi)
+      for j in range(hi - lo):
+        if int(row["sample_idx"][j]) not in writer.done:
+          writer.write({c: row[c][j] for c in columns})
+      writer.flush()
+  return reports.read_report(report_path)

@@ -1,0 +1,69 @@
+"""Main entry point: ``python -m jax_abstain.main --config=configs/X.py[:args] --workdir=DIR``.
+
+    python -m jax_abstain.main --config=configs/synth.py --workdir=runs/synth
+    python -m jax_abstain.main --config=configs/synth.py:eps=0.05 --config.models.era.beta=0.5 \
+        --workdir=runs/synth_eps005
+
+The config's ``mode`` picks the job. The workdir receives ``config.json``,
+``environment.json``, results, per-sample reports, checkpoints and plots; running again with
+the same workdir and config resumes. Bad flags or config values print one line and exit 2
+(``--debug`` shows the traceback).
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jax_abstain import cli, radii, workdir as workdir_lib
+from jax_abstain.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file [:args].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for config, results, reports, checkpoints.")
+flags.DEFINE_bool("debug", False, "Show tracebacks instead of one-line errors.")
+
+
+def _modes():
+  from jax_abstain import figure1  # imported lazily: each job pulls in only what it needs
+  return {"figure1": figure1.run}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  if config is None:
+    raise UserError("--config is required, e.g. --config=configs/synth.py")
+  if not _WORKDIR.value:
+    raise UserError("--workdir is required, e.g. --workdir=runs/synth")
+  radii.parse_radius(config.eps, name="config.eps")
+  modes = _modes()
+  if config.get("mode") not in modes:
+    raise UserError(f"config.mode: expected one of {', '.join(modes)}, got {config.get('mode')!r}")
+  import jax  # after flag parsing, so --help stays fast
+  logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
+               jax.process_count())
+  workdir = workdir_lib.prepare(_WORKDIR.value, config)
+  return modes[config.mode](config, workdir)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # absl flag errors and config-file errors (missing file, bad key, ...)
+    if cli.debug_requested(argv):
+      raise
+    message = str(e).strip().splitlines()
+    cli.fail(message[-1] if message else type(e).__name__)
+
+
+def _main_with_clean_errors(argv):
+  cli.run_with_clean_errors(main, argv)
+
+
+def run():
+  app.run(_main_with_clean_errors, argv=sys.argv, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()
