@@ -1,13 +1,25 @@
-"""Flax NNX architectures and the registry that names them.
+"""Flax NNX architectures, the registry that names them, and model directories.
 
     from jax_abstain import models
     net = models.create("mlp", num_classes=3, in_features=2)       # fresh weights
-    logits = net(x)                                                # x in [0,1]
+    net = models.create("Carmon2019Unlabeled")                      # WRN-28-10 topology
+    net = models.load("ported/carmon")                              # eval-mode, ported weights
+    logits = net(x)                                                 # x NHWC in [0,1]
+
+Every image model carries its own input normalization, so inputs are always NHWC float32 in
+[0,1]. Train/eval mode (BatchNorm statistics, dropout) is NNX's: ``net.train()`` before a
+training step (BN normalises with batch statistics and updates its running averages, which
+mutates the model's ``nnx.BatchStat`` state), ``net.eval()`` for evaluation and attacks (BN
+uses running statistics, the forward pass is a pure function of the input). `create` returns
+train mode, `load` eval mode. Under ``jax.jit`` carry the model as ``nnx.split(net)`` ->
+(graphdef, state); the mode is part of the graphdef, so split after switching.
 """
-from jax_abstain.models import mlp
-from jax_abstain.models.registry import create, get, names, register
+from jax_abstain.models import mlp, zoo
+from jax_abstain.models.io import load, save
+from jax_abstain.models.registry import create, get, names, register, resolve
 
 register("mlp", mlp.MLP, defaults=dict(in_features=2, hidden=(64, 64, 64)),
          family="mlp", input_kind="vector")
+zoo.register_all()
 
-__all__ = ["create", "get", "names", "register"]
+__all__ = ["create", "get", "load", "names", "register", "resolve", "save"]

@@ -45,19 +45,26 @@ def get(name: str) -> Entry:
     raise UserError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
 
 
-def create(name: str, *, num_classes: int | None = None, seed: int = 0, **kwargs: Any) -> nnx.Module:
-  """Builds a freshly initialised model by registry name.
-
-  Args:
-    name: a registered architecture id (``mlp``, ...) or model name.
-    num_classes: number of output classes; defaults to the entry's own default.
-    seed: initialisation seed (``nnx.Rngs(seed)``).
-    **kwargs: architecture options overriding the entry's defaults.
-  """
+def resolve(name: str, *, num_classes: int | None = None, **kwargs: Any) -> tuple[Entry, dict]:
+  """The registry entry for `name` and the full constructor options (defaults + overrides)."""
   entry = get(name)
   options = {**entry.defaults, **kwargs}
   if num_classes is not None:
     options["num_classes"] = num_classes
   if "num_classes" not in options:
     raise UserError(f"model {name!r}: num_classes is required")
+  return entry, options
+
+
+def create(name: str, *, num_classes: int | None = None, seed: int = 0, **kwargs: Any) -> nnx.Module:
+  """Builds a freshly initialised model by registry name (in NNX's default train mode).
+
+  Args:
+    name: a registered architecture id (``mlp``, ``wrn-28-10``, ...) or RobustBench model name
+      (``Carmon2019Unlabeled``, ...).
+    num_classes: number of output classes; defaults to the entry's own default.
+    seed: initialisation seed (``nnx.Rngs(seed)``).
+    **kwargs: architecture options overriding the entry's defaults.
+  """
+  entry, options = resolve(name, num_classes=num_classes, **kwargs)
   return entry.constructor(rngs=nnx.Rngs(seed), **options)

@@ -1,0 +1,125 @@
+"""Building blocks shared by the architectures: input normalization, PyTorch-equivalent conv/BN.
+
+    norm = Normalize(mean=CIFAR10_MEAN, std=CIFAR10_STD)   # x in [0,1] -> (x - mean) / std
+    conv = conv2d(16, 32, 3, stride=2, padding=1, rngs=rngs)  # PyTorch padding semantics
+    bn = batch_norm(32, rngs=rngs)                          # momentum/eps as torch defaults
+
+Every architecture applies its own `Normalize` first, so callers always pass NHWC images in
+[0,1] (RobustBench convention; AutoAttack issues #13/#16).
+
+Batch norm train/eval switching: the `BatchNorm` layers follow NNX's mode flag
+``use_running_average``. ``model.train()`` makes every BN normalise with the batch statistics
+and update its running statistics (the forward pass then mutates ``BatchStat`` variables, so
+under ``jax.jit`` pass the model through ``nnx.split``/``nnx.merge`` or ``nnx.jit`` and keep
+the returned state); ``model.eval()`` makes every BN use the running statistics and leaves the
+model state untouched. Fresh models from `jax_abstain.models.create` start in train mode
+(NNX's default); `jax_abstain.models.load` returns them in eval mode.
+"""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# PyTorch's BatchNorm2d defaults. Flax's momentum is the weight of the *old* running value,
+# PyTorch's the weight of the new batch value, hence 1 - 0.1.
+TORCH_BN_MOMENTUM = 0.9
+TORCH_BN_EPS = 1e-5
+
+
+class Constant(nnx.Variable):
+  """A fixed array that is part of the model state but never trained (normalization stats).
+
+  Optimizers built with ``wrt=nnx.Param`` skip it, so fine-tuning leaves the input
+  normalization of a ported model exactly as the checkpoint defined it.
+  """
+
+
+class Normalize(nnx.Module):
+  """Input normalization in front of every network.
+
+  Modes:
+    * ``"mean_std"``: ``(x - mean) / std`` per channel (identity with mean 0, std 1).
+    * ``"per_image"``: per-sample standardisation as in RobustBench's Ding2020MMA wrapper:
+      ``(x - mean(x)) / max(std(x), 1/sqrt(H*W*C))`` with PyTorch's unbiased std over all
+      pixels of one image.
+
+  Args:
+    mean: per-channel mean, C floats (``mean_std`` mode).
+    std: per-channel standard deviation, C floats (``mean_std`` mode).
+    mode: ``"mean_std"`` or ``"per_image"``.
+    torch_names: PyTorch state_dict names of (mean, std) when the source checkpoint stores
+      them as buffers (DeepMind's WideResNet does: ``mean``, ``std`` of shape [C,1,1]); None
+      when the normalization comes from the model registry instead of the checkpoint.
+  """
+
+  def __init__(self, mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
+               *, mode: str = "mean_std", torch_names: tuple[str, str] | None = None):
+    if mode not in ("mean_std", "per_image"):
+      raise ValueError(f"unknown normalization mode {mode!r}")
+    self.mode = mode
+    self.torch_names = torch_names
+    self.mean = Constant(jnp.asarray(mean, jnp.float32))
+    self.std = Constant(jnp.asarray(std, jnp.float32))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps x [B,H,W,C] in [0,1] to the network's input scale [B,H,W,C]."""
+    if self.mode == "per_image":
+      n = x.shape[1] * x.shape[2] * x.shape[3]
+      mu = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+      sd = jnp.sqrt(jnp.sum((x - mu) ** 2, axis=(1, 2, 3), keepdims=True) / (n - 1))
+      return (x - mu) / jnp.maximum(sd, 1.0 / n ** 0.5)
+    return (x - self.mean[...]) / self.std[...]
+
+  def describe(self) -> dict:
+    """JSON-able description for manifests."""
+    if self.mode == "per_image":
+      return {"mode": "per_image"}
+    return {"mode": "mean_std", "mean": [float(v) for v in self.mean[...]],
+            "std": [float(v) for v in self.std[...]]}
+
+
+def conv2d(in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, padding=0,
+           bias: bool = False, rngs: nnx.Rngs) -> nnx.Conv:
+  """A conv layer with PyTorch's padding semantics.
+
+  Flax's ``"SAME"`` padding puts the extra row/column of a strided convolution at the bottom/
+  right, while ``nn.Conv2d(padding=p)`` pads p on every side; on a stride-2 3x3 conv over a
+  32x32 map the two disagree by one pixel shift. So padding is always explicit here.
+
+  Args:
+    padding: an int p (p on every side, as torch) or ((top, bottom), (left, right)).
+  """
+  if isinstance(padding, int):
+    padding = ((padding, padding), (padding, padding))
+  return nnx.Conv(in_ch, out_ch, (kernel, kernel), strides=(stride, stride), padding=padding,
+                  use_bias=bias, kernel_init=nnx.initializers.he_normal(), rngs=rngs)
+
+
+def batch_norm(features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
+  """``nn.BatchNorm2d(features)`` with PyTorch's momentum and epsilon."""
+  return nnx.BatchNorm(features, momentum=TORCH_BN_MOMENTUM, epsilon=TORCH_BN_EPS, rngs=rngs)
+
+
+def linear(in_features: int, out_features: int, *, bias: bool = True, rngs: nnx.Rngs) -> nnx.Linear:
+  return nnx.Linear(in_features, out_features, use_bias=bias, rngs=rngs)
+
+
+def activation(name: str):
+  """``relu`` or ``swish`` (x * sigmoid(x), DeepMind's models)."""
+  try:
+    return {"relu": jax.nn.relu, "swish": jax.nn.silu}[name]
+  except KeyError:
+    raise ValueError(f"unknown activation {name!r}; expected relu or swish") from None
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+  """[B,H,W,C] -> [B,C]. Equals torch's ``avg_pool2d(out, k)`` + flatten when k == H == W."""
+  return jnp.mean(x, axis=(1, 2))

@@ -1,0 +1,101 @@
+"""Registry entries: architecture ids and RobustBench model names -> constructor + metadata.
+
+    from jax_abstain import models
+    models.names()                          # ['Carmon2019Unlabeled', ..., 'wrn-28-10', ...]
+    models.get("Carmon2019Unlabeled").metadata
+    # {'family': 'wide_resnet', 'dataset': 'cifar10', 'threat_model': 'Linf', ...}
+    net = models.create("Gowal2020Uncovering_28_10_extra")   # fresh weights, right topology
+
+A RobustBench name fixes the exact topology of its checkpoint (e.g. the unused ``sub_block1``
+of Carmon2019Unlabeled) and its input normalization; port the weights with
+``python -m jax_abstain.port --arch NAME --checkpoint FILE.pt --out DIR``. The metadata of
+each entry: ``family``, ``dataset``, ``num_classes`` (in the defaults), ``normalization``
+(human-readable; the exact values live in the model), ``threat_model`` and ``source``.
+"""
+from jax_abstain.models import layers
+from jax_abstain.models.cifar_resnet import CifarResNet
+from jax_abstain.models.dm_wide_resnet import DMWideResNet
+from jax_abstain.models.registry import register
+from jax_abstain.models.resnet import ImageNetResNet, PreActResNet, ResNet
+from jax_abstain.models.small_cnn import SmallCNN
+from jax_abstain.models.wide_resnet import WideResNet
+
+_C10 = dict(dataset="cifar10", input_shape=(32, 32, 3))
+_C100 = dict(dataset="cifar100", input_shape=(32, 32, 3))
+_RB = "RobustBench model_zoo/architectures/"
+
+
+def _register_architectures():
+  for depth, k in ((10, 1), (16, 2), (16, 4), (16, 8), (28, 4), (28, 10), (34, 10), (34, 20),
+                   (70, 16)):
+    register(f"wrn-{depth}-{k}", WideResNet, defaults=dict(depth=depth, widen_factor=k, num_classes=10),
+             family="wide_resnet", normalization="none (inputs in [0,1])",
+             source=_RB + "wide_resnet.py", **_C10)
+  for depth, k in ((10, 1), (28, 10), (34, 10), (70, 16)):
+    register(f"dm-wrn-{depth}-{k}", DMWideResNet,
+             defaults=dict(depth=depth, width=k, activation="swish",
+                           mean=layers.CIFAR10_MEAN, std=layers.CIFAR10_STD, num_classes=10),
+             family="dm_wide_resnet", normalization="CIFAR-10 mean/std (checkpoint buffers)",
+             source=_RB + "dm_wide_resnet.py", **_C10)
+  register("resnet18", ResNet, defaults=dict(blocks=(2, 2, 2, 2), num_classes=10), family="resnet",
+           normalization="none (inputs in [0,1])", source=_RB + "resnet.py", **_C10)
+  register("resnet50", ResNet, defaults=dict(blocks=(3, 4, 6, 3), bottleneck=True, num_classes=10),
+           family="resnet", normalization="none (inputs in [0,1])", source=_RB + "resnet.py",
+           **_C10)
+  register("preact-resnet18", PreActResNet,
+           defaults=dict(blocks=(2, 2, 2, 2), mean=layers.CIFAR10_MEAN, std=layers.CIFAR10_STD,
+                         num_classes=10),
+           family="preact_resnet", normalization="CIFAR-10 mean/std",
+           source=_RB + "resnet.py (PreActResNet18)", **_C10)
+  register("resnet50-imagenet", ImageNetResNet, defaults=dict(blocks=(3, 4, 6, 3), num_classes=1000),
+           family="imagenet_resnet", normalization="ImageNet mean/std", dataset="imagenet",
+           input_shape=(224, 224, 3), source="torchvision.models.resnet50")
+  for depth in (20, 110):
+    register(f"cifar-resnet{depth}", CifarResNet, defaults=dict(depth=depth, num_classes=10),
+             family="cifar_resnet", normalization="Cohen et al. CIFAR-10 mean/std",
+             source="locuslab/smoothing code/archs/cifar_resnet.py", **_C10)
+  register("small-cnn", SmallCNN, defaults=dict(num_classes=10, in_channels=1),
+           family="small_cnn", normalization="none (inputs in [0,1])", dataset="mnist",
+           input_shape=(28, 28, 1), source="yaodongyu/TRADES models/small_cnn.py")
+
+
+def _robustbench(name, constructor, defaults, *, family, normalization, threat_model, dataset):
+  meta = _C100 if dataset == "cifar100" else _C10
+  register(name, constructor, defaults=defaults, family=family, normalization=normalization,
+           threat_model=threat_model, robustbench=True, source=f"RobustBench {dataset} {name}",
+           **meta)
+
+
+def _register_robustbench():
+  for name in ("Carmon2019Unlabeled", "Wang2020Improving"):
+    _robustbench(name, WideResNet, dict(depth=28, widen_factor=10, sub_block1=True, num_classes=10),
+                 family="wide_resnet", normalization="none (inputs in [0,1])",
+                 threat_model="Linf", dataset="cifar10")
+  _robustbench("Zhang2019Theoretically", WideResNet,
+               dict(depth=34, widen_factor=10, sub_block1=True, num_classes=10),
+               family="wide_resnet", normalization="none (inputs in [0,1])",
+               threat_model="Linf", dataset="cifar10")
+  _robustbench("Ding2020MMA", WideResNet,
+               dict(depth=28, widen_factor=4, normalization="per_image", num_classes=10),
+               family="wide_resnet", normalization="per-image standardisation",
+               threat_model="Linf", dataset="cifar10")
+  _robustbench("Gowal2020Uncovering_28_10_extra", DMWideResNet,
+               dict(depth=28, width=10, activation="swish", mean=layers.CIFAR10_MEAN,
+                    std=layers.CIFAR10_STD, num_classes=10),
+               family="dm_wide_resnet", normalization="CIFAR-10 mean/std (checkpoint buffers)",
+               threat_model="Linf", dataset="cifar10")
+  # The CIFAR-100 entry (RobustBench has a CIFAR-10 model of the same name and topology; port
+  # that one with --arch dm-wrn-28-10).
+  _robustbench("Rebuffi2021Fixing_28_10_cutmix_ddpm", DMWideResNet,
+               dict(depth=28, width=10, activation="swish", mean=layers.CIFAR100_MEAN,
+                    std=layers.CIFAR100_STD, num_classes=100),
+               family="dm_wide_resnet", normalization="CIFAR-100 mean/std (checkpoint buffers)",
+               threat_model="Linf", dataset="cifar100")
+  _robustbench("Sehwag2021Proxy_R18", ResNet, dict(blocks=(2, 2, 2, 2), num_classes=10),
+               family="resnet", normalization="none (inputs in [0,1])", threat_model="Linf",
+               dataset="cifar10")
+
+
+def register_all():
+  _register_architectures()
+  _register_robustbench()

@@ -1,0 +1,65 @@
+"""PyTorch state_dict <-> Flax NNX weights for the architectures in `jax_abstain.models`.
+
+    from jax_abstain import porting
+    porting.port("Carmon2019Unlabeled", "carmon.pt", "ported/carmon")   # -> model directory
+    net = jax_abstain.models.load("ported/carmon")                     # same logits as torch
+    porting.export_state_dict(net, "finetuned.pt")                     # back to PyTorch
+
+Command line: ``python -m jax_abstain.port --arch NAME --checkpoint FILE.pt --out DIR``.
+`checkpoint` reads files without unpickling code, `mapping` holds the strict name table.
+"""
+import pathlib
+
+from flax import nnx
+
+from jax_abstain.porting import checkpoint, mapping
+
+
+def convert(arch: str, checkpoint_path, **options):
+  """Reads a checkpoint and returns (model in eval mode, constructor options, source info).
+
+  Args:
+    arch: registry name (RobustBench model name or architecture id).
+    checkpoint_path: a ``torch.save`` file (or ``.safetensors``).
+    **options: constructor overrides (e.g. ``num_classes``).
+
+  Raises:
+    UserError: unknown arch (listing the known ones), unreadable file, or a state_dict that
+      does not match the architecture (listing missing/unexpected/mis-shaped keys).
+  """
+  from jax_abstain import models  # pylint: disable=import-outside-toplevel
+  entry, options = models.resolve(arch, **options)   # unknown names fail before any reading
+  state_dict, digest = checkpoint.read(checkpoint_path)
+  model = entry.constructor(rngs=nnx.Rngs(0), **options)
+  mapping.assign(model, state_dict, arch)
+  model.eval()
+  source = {"file": pathlib.Path(checkpoint_path).name, "sha256": digest,
+            "format": "pytorch-state_dict", "tensors": len(state_dict)}
+  return model, options, source
+
+
+def port(arch: str, checkpoint_path, out, *, overwrite: bool = False, **options) -> pathlib.Path:
+  """Ports a checkpoint into model directory `out` (written only if everything matched)."""
+  from jax_abstain import models  # pylint: disable=import-outside-toplevel
+  model, options, source = convert(arch, checkpoint_path, **options)
+  return models.save(model, out, arch=arch, options=options, source=source, overwrite=overwrite)
+
+
+def to_torch_state_dict(model) -> dict:
+  """The model's weights as an ordered torch state_dict (name -> torch.Tensor)."""
+  torch = checkpoint._torch()  # pylint: disable=protected-access
+  return {k: torch.from_numpy(v) for k, v in mapping.extract(model).items()}
+
+
+def export_state_dict(model, path) -> pathlib.Path:
+  """Writes `model`'s weights as a raw PyTorch state_dict file (``torch.save``)."""
+  torch = checkpoint._torch()  # pylint: disable=protected-access
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp")
+  torch.save(to_torch_state_dict(model), tmp)
+  tmp.replace(path)
+  return path
+
+
+__all__ = ["checkpoint", "convert", "export_state_dict", "mapping", "port", "to_torch_state_dict"]

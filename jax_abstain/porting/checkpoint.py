@@ -1,0 +1,122 @@
+"""Reading PyTorch checkpoints the way model zoos save them, without unpickling code.
+
+    sd, sha = checkpoint.read("Carmon2019Unlabeled.pt")   # name -> np.ndarray, file sha256
+
+Accepted layouts: a raw state_dict; a dict holding it under ``state_dict``,
+``model_state_dict`` or ``model`` (training scripts also store epoch, optimizer, arch there);
+keys with ``module.`` segments (``nn.DataParallel``) anywhere; and a whole-network wrapper
+prefix ``1.`` (Cohen et al.'s ``nn.Sequential(NormalizeLayer, net)``) or ``model.``.
+Files are opened with ``torch.load(weights_only=True)``: a file that needs arbitrary
+unpickling is refused with a message saying how to re-save it.
+"""
+import hashlib
+import pathlib
+import pickle
+
+import numpy as np
+
+from jax_abstain.errors import UserError
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+WRAPPER_PREFIXES = ("1.", "model.")
+
+
+def sha256(path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _torch():
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise UserError("porting needs PyTorch (CPU is enough): pip install torch "
+                    "--index-url https://download.pytorch.org/whl/cpu") from None
+  return torch
+
+
+def _load(path: pathlib.Path):
+  torch = _torch()
+  try:
+    return torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    text = " ".join(str(e).split())
+    if "Unsupported global" in text or "Unsupported operand" in text:
+      reason = text[text.find("Unsupported"):].split(". ")[0]
+      raise UserError(
+          f"{path}: the file pickles more than tensors ({reason}); torch.load(weights_only=True) "
+          "refuses it. Re-save only the weights where the file was made: "
+          "torch.save(model.state_dict(), 'weights.pt')") from None
+    raise UserError(f"{path}: not a PyTorch checkpoint, or a truncated one ({text[:160]})") from None
+  except (RuntimeError, EOFError, ValueError, OSError) as e:
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+      raise
+    text = " ".join(str(e).split())[:160] or type(e).__name__
+    raise UserError(f"{path}: not a PyTorch checkpoint, or a truncated one ({text})") from None
+
+
+def _is_tensor_dict(obj) -> bool:
+  torch = _torch()
+  return isinstance(obj, dict) and bool(obj) and all(
+      isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _unwrap(obj, path):
+  if _is_tensor_dict(obj):
+    return obj
+  if isinstance(obj, dict):
+    for key in STATE_DICT_KEYS:
+      if key in obj and _is_tensor_dict(obj[key]):
+        return obj[key]
+    top = ", ".join(sorted(str(k) for k in obj)[:10])
+    raise UserError(f"{path}: no state_dict found (top-level keys: {top}); expected a dict of "
+                    f"tensors, raw or under one of {', '.join(STATE_DICT_KEYS)}")
+  raise UserError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+
+
+def strip_wrappers(state_dict: dict) -> dict:
+  """Removes ``module.`` segments and a whole-network ``1.``/``model.`` prefix."""
+  out = {}
+  for k, v in state_dict.items():
+    out[".".join(p for p in k.split(".") if p != "module")] = v
+  for prefix in WRAPPER_PREFIXES:
+    if all(k.startswith(prefix) for k in out):
+      out = {k[len(prefix):]: v for k, v in out.items()}
+      break
+  return out
+
+
+def to_numpy(tensor) -> np.ndarray:
+  """float tensors become float32 numpy arrays (fp16/bf16 checkpoints included)."""
+  torch = _torch()
+  t = tensor.detach().cpu()
+  if t.is_floating_point():
+    t = t.to(torch.float32)
+  return t.numpy().copy()
+
+
+def read(path) -> tuple[dict, str]:
+  """Reads a checkpoint file into (state_dict of numpy arrays, sha256 of the file).
+
+  Args:
+    path: a ``.pt``/``.pth`` file saved with ``torch.save``, or a ``.safetensors`` file.
+
+  Raises:
+    UserError: the file is missing, not a checkpoint, truncated, needs full unpickling, or
+      holds no state_dict.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise UserError(f"no such checkpoint file: {path}")
+  if path.suffix == ".safetensors":
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+    try:
+      sd = load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError type
+      raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+  else:
+    sd = {k: to_numpy(v) for k, v in _unwrap(_load(path), path).items()}
+  return strip_wrappers(sd), sha256(path)
