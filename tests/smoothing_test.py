@@ -219,3 +219,20 @@ class TestCertifiedLosses:
     assert jnp.isfinite(value)
     assert jnp.isfinite(grad).all()
     assert jnp.abs(grad).sum() > 0
+
+  def test_radius_term_direction_on_a_misclassified_point(self):
+    # Label 0, but the (noisy) logits favour class 1: a robust-inaccurate point. One gradient
+    # step of the radius term (beta = 0) on the logits: the code's top-two radius (the radius of
+    # the wrong prediction) goes down, as L_CRA intends. Eq. 9 as printed is the radius of
+    # class y, negative here, and minimising it makes the wrong prediction *more* robust.
+    logits = jnp.array([[[0.0, 0.4, -0.2]], [[0.1, 0.3, 0.0]]])
+    label = jnp.array([0])
+
+    def top_two_radius(z):
+      return losses.certified_radius(z, label, sigma=0.5, top_two=True)[0]
+
+    for code_variant, sign in ((True, -1), (False, 1)):
+      grad = jax.grad(lambda z: losses.cra(z, label, sigma=0.5, beta=0.0,
+                                           code_variant=code_variant)[0])(logits)
+      change = top_two_radius(logits - 0.1 * grad) - top_two_radius(logits)
+      assert sign * change > 0, (code_variant, change)
