@@ -145,7 +145,7 @@ def load_tfds(name: str, split: str, data_dir=None):
     raise UserError("the tfds source needs tensorflow-datasets: pip install "
                     "'jax-abstain[tfds]', or pass the official archive as path") from None
   try:
-    source = tfds.data_source(name, split=split,
+    source = tfds.data_source(name, split=split, download=False,
                               data_dir=None if data_dir is None else os.path.expanduser(data_dir))
   except Exception as e:  # tfds raises several types for "not prepared here".
     raise UserError(f"tfds {name}/{split} not found in data_dir={data_dir!r} ({type(e).__name__});"
@@ -166,7 +166,7 @@ def _is_archive(path) -> bool:
     return True
   return os.path.isdir(p) and any(
       os.path.exists(os.path.join(p, f)) for spec in _SPECS.values()
-      for f in (spec[0], spec[1][0]))
+      for f in [spec[0], *spec[1], *spec[2]])
 
 
 def loader(name: str):

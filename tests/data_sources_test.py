@@ -1,0 +1,191 @@
+"""Tests for the data sources behind `jax_abstain.data.load`: CIFAR archives (written here in
+the official format) and tfds (mock data), mnist5k/digits, image folders, and bad inputs."""
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jax_abstain import data
+from jax_abstain.data import cifar, folder, offline
+from jax_abstain.errors import UserError
+
+
+def _batch_bytes(n, label_key, classes, seed, rgb=None):
+  rng = np.random.default_rng(seed)
+  pixels = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+  if rgb is not None:  # channel-major rows: 1024 R, then 1024 G, then 1024 B
+    pixels[0] = np.repeat(np.asarray(rgb, np.uint8), 1024)
+  batch = {b"batch_label": b"testing", b"data": pixels,
+           label_key: rng.integers(0, classes, n).tolist(),
+           b"filenames": [b"f%d.png" % i for i in range(n)]}
+  return pickle.dumps(batch, protocol=2)
+
+
+def write_cifar(root, name, n=6):
+  """Writes cifar-10/100-python.tar.gz and the extracted folder; returns (archive, folder)."""
+  if name == "cifar10":
+    folder_name, key, classes = "cifar-10-batches-py", b"labels", 10
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+  else:
+    folder_name, key, classes = "cifar-100-python", b"fine_labels", 100
+    files = ["train", "test"]
+  extracted = os.path.join(root, folder_name)
+  os.makedirs(extracted)
+  for i, f in enumerate(files):
+    with open(os.path.join(extracted, f), "wb") as fh:
+      fh.write(_batch_bytes(n, key, classes, i, rgb=(10, 20, 30) if i == 0 else None))
+  archive = os.path.join(root, f"{name.replace('cifar', 'cifar-')}-python.tar.gz")
+  with tarfile.open(archive, "w:gz") as tar:
+    tar.add(extracted, arcname=folder_name)
+  return archive, extracted
+
+
+@pytest.mark.parametrize("name,classes,train_n", [("cifar10", 10, 30), ("cifar100", 100, 6)])
+def test_cifar_archive_and_folder(tmp_path, name, classes, train_n):
+  archive, extracted = write_cifar(str(tmp_path), name)
+  x, y = data.load(name, "train", path=archive)
+  assert x.shape == (train_n, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int32
+  assert 0 <= x.min() and x.max() <= 1 and 0 <= y.min() and y.max() < classes
+  # The first image is constant (10, 20, 30): checks the channel-major -> NHWC transpose.
+  np.testing.assert_allclose(x[0], np.broadcast_to(np.array([10, 20, 30]) / 255, (32, 32, 3)),
+                             atol=1e-7)
+  for p in (extracted, str(tmp_path)):   # the extracted folder, or the folder holding it
+    x2, y2 = data.load(name, "train", path=p)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+  xt, yt = data.load(name, "test", path=archive)
+  assert xt.shape == (6, 32, 32, 3) and yt.shape == (6,)
+
+
+def test_cifar_bad_inputs(tmp_path):
+  archive, _ = write_cifar(str(tmp_path / "ok"), "cifar10")
+  with pytest.raises(UserError, match="does not exist"):
+    data.load("cifar10", "train", path=str(tmp_path / "missing.tar.gz"))
+  with pytest.raises(UserError, match="train and test only"):
+    data.load("cifar10", "val", path=archive)
+  corrupt = tmp_path / "corrupt.tar.gz"
+  corrupt.write_bytes(b"\x1f\x8b" + os.urandom(200))
+  with pytest.raises(UserError, match="unreadable CIFAR archive"):
+    data.load("cifar10", "train", path=str(corrupt))
+  with pytest.raises(UserError, match="right CIFAR archive"):   # a CIFAR-10 archive as 100
+    cifar.load_archive("cifar100", "train", archive)
+  with pytest.raises(UserError) as e:
+    data.load("nope", "train")
+  assert "\n" not in str(e.value)
+
+
+class _Evil:
+  def __reduce__(self):
+    return (os.system, ("touch pwned",))
+
+
+def test_cifar_restricted_unpickler_refuses_code(tmp_path):
+  extracted = tmp_path / "cifar-10-batches-py"
+  extracted.mkdir()
+  (extracted / "test_batch").write_bytes(pickle.dumps({b"data": _Evil()}, protocol=2))
+  cwd = os.getcwd()
+  os.chdir(tmp_path)
+  try:
+    with pytest.raises(UserError, match="forbidden global"):
+      data.load("cifar10", "test", path=str(tmp_path))
+  finally:
+    os.chdir(cwd)
+  assert not (tmp_path / "pwned").exists()
+
+
+def test_cifar_wrong_shapes(tmp_path):
+  extracted = tmp_path / "cifar-10-batches-py"
+  extracted.mkdir()
+  bad = {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}
+  (extracted / "test_batch").write_bytes(pickle.dumps(bad, protocol=2))
+  with pytest.raises(UserError, match="expected uint8 data"):
+    data.load("cifar10", "test", path=str(extracted))
+
+
+@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
+def test_tfds_source_with_mock_data(tmp_path, name, classes):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=5):
+    x, y = data.load(name, "test", path=str(tmp_path), source="tfds")
+  assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int32
+  assert 0 <= x.min() and x.max() <= 1 and 0 <= y.min() and y.max() < classes
+
+
+def test_tfds_not_prepared_is_a_user_error(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(UserError, match="tfds build cifar10"):
+    data.load("cifar10", "train", path=str(tmp_path), source="tfds")
+
+
+def test_offline_sets_fixed_split():
+  for name, shape, counts in (("mnist5k", (28, 28, 1), (4000, 1000)),
+                              ("digits", (8, 8, 1), (1442, 355))):
+    (xtr, ytr), (xte, yte) = data.load(name, "train"), data.load(name, "test")
+    assert (len(xtr), len(xte)) == counts and xtr.shape[1:] == shape == xte.shape[1:]
+    for x, y in ((xtr, ytr), (xte, yte)):
+      assert x.dtype == np.float32 and y.dtype == np.int32
+      assert 0 <= x.min() and x.max() == 1.0 and set(np.unique(y)) == set(range(10))
+    np.testing.assert_array_equal(data.load(name, "train")[1], ytr)   # fixed, not random
+  y = np.array([0, 0, 0, 0, 0, 1, 1])
+  np.testing.assert_array_equal(offline.fixed_split(y, "test"), [4])  # 4 of 5, 2 of 2 train
+  with pytest.raises(UserError):
+    data.load("digits", "val")
+
+
+def test_synthetic_unchanged():
+  x, y = data.load("synthetic", "train")
+  assert x.shape == (1000, 2) and np.bincount(y).tolist() == [485, 499, 16]
+
+
+def _write_images(root, classes, per_class, size=(6, 5), fmt="png"):
+  rng = np.random.default_rng(0)
+  for c in classes:
+    os.makedirs(os.path.join(root, c), exist_ok=True)
+    for i in range(per_class):
+      arr = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+      Image.fromarray(arr).save(os.path.join(root, c, f"{i}.{fmt}"))
+
+
+def test_folder_flat_layout_split(tmp_path):
+  _write_images(str(tmp_path), ["crack", "ok", "squat"], 10)
+  (tmp_path / "ok" / "notes.txt").write_text("not an image")
+  parts = {s: data.load("folder", s, path=str(tmp_path)) for s in ("train", "val", "test")}
+  assert [len(parts[s][1]) for s in ("train", "val", "test")] == [24, 3, 3]
+  x, y = parts["train"]
+  assert x.shape == (24, 6, 5, 3) and x.dtype == np.float32 and y.dtype == np.int32
+  assert np.bincount(y).tolist() == [8, 8, 8]
+  assert folder.class_names(str(tmp_path)) == ["crack", "ok", "squat"]
+  files = [set(folder.split_files(str(tmp_path), s)[0]) for s in ("train", "val", "test")]
+  assert not (files[0] & files[1] or files[0] & files[2] or files[1] & files[2])
+  assert len(set.union(*files)) == 30
+  x2, _ = data.load("folder", "train", path=str(tmp_path), size=(4, 4), channels=1)
+  assert x2.shape == (24, 4, 4, 1)
+
+
+def test_folder_split_dirs_layout(tmp_path):
+  _write_images(str(tmp_path / "train"), ["a", "b"], 3, fmt="jpg")
+  _write_images(str(tmp_path / "test"), ["a", "b"], 2, fmt="png")
+  x, y = data.load("folder", "test", path=str(tmp_path))
+  assert x.shape == (4, 6, 5, 3) and y.tolist() == [0, 0, 1, 1]
+  with pytest.raises(UserError, match="no val/ folder"):
+    data.load("folder", "val", path=str(tmp_path))
+
+
+def test_folder_bad_inputs(tmp_path):
+  with pytest.raises(UserError, match="not a directory"):
+    data.load("folder", "train", path=str(tmp_path / "missing"))
+  _write_images(str(tmp_path), ["a"], 3)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(UserError, match="has no images"):
+    data.load("folder", "train", path=str(tmp_path))
+  (tmp_path / "empty" / "broken.png").write_bytes(b"not a png")
+  with pytest.raises(UserError, match="cannot read image .*broken.png"):
+    data.load("folder", "train", path=str(tmp_path), test_share=0, val_share=0)
+  os.remove(tmp_path / "empty" / "broken.png")
+  Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "empty" / "big.png")
+  with pytest.raises(UserError, match="different sizes"):
+    data.load("folder", "train", path=str(tmp_path), test_share=0, val_share=0)
