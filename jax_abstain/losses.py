@@ -212,6 +212,13 @@ def cra(noisy_logits: jax.Array, labels: jax.Array, *, sigma: float, beta: float
       the paper: L_noise is the mean CE over the K noisy copies (each an unbiased eq. 8 sample)
       and the radius is eq. 9.
 
+  Eq. 9 as printed is the radius of class y. On a misclassified point it is negative, so
+  minimising ``p_inacc * CR`` pushes q_y further down and makes the wrong prediction *more*
+  robust; only the code's top-two radius (the radius of the smoothed prediction) penalises
+  robust inaccuracy (tests/smoothing_test.py checks both directions). Phi^-1 sees
+  probabilities clamped to [1e-6, 1 - 1e-6], so values and gradients stay finite where the
+  smoothed probabilities saturate (the gradient is zero beyond the clamp).
+
   Returns:
     [B] per-example losses.
   """
