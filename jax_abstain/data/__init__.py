@@ -11,9 +11,11 @@ x is float32 in [0, 1] (NHWC for images, [N, D] for feature vectors), y is int32
 Training input (shuffling, sharding, augmentation, resumable iterators) is built from these
 arrays by `jax_abstain.data.pipeline`.
 """
+import importlib
+
 import numpy as np
 
-from jax_abstain.data import cifar, folder, mtsd, offline, synthetic
+from jax_abstain.data import synthetic
 from jax_abstain.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -26,14 +28,23 @@ def _synthetic(split, path=None, **opts):
   return synthetic.load(split, **opts)
 
 
+def _lazy(module: str, attr: str, *args):
+  """A loader imported on first use: keeps `import jax_abstain` light (no Pillow, tarfile),
+  and lets ``python -m jax_abstain.data.mtsd`` run without the module being imported twice."""
+  def load(split, path=None, **opts):
+    fn = getattr(importlib.import_module(f"jax_abstain.data.{module}"), attr)
+    return (fn(*args) if args else fn)(split, path=path, **opts)
+  return load
+
+
 _LOADERS = {
     "synthetic": _synthetic,
-    "mnist5k": offline.load_mnist5k,
-    "digits": offline.load_digits,
-    "cifar10": cifar.loader("cifar10"),
-    "cifar100": cifar.loader("cifar100"),
-    "mtsd": mtsd.load,
-    "folder": folder.load,
+    "mnist5k": _lazy("offline", "load_mnist5k"),
+    "digits": _lazy("offline", "load_digits"),
+    "cifar10": _lazy("cifar", "loader", "cifar10"),
+    "cifar100": _lazy("cifar", "loader", "cifar100"),
+    "mtsd": _lazy("mtsd", "load"),
+    "folder": _lazy("folder", "load"),
 }
 
 
