@@ -21,6 +21,7 @@ most 1/510 rounding error; crop and flip are exact.
 import argparse
 import sys
 
+from matplotlib import colors
 import numpy as np
 from PIL import Image, ImageEnhance
 
@@ -99,10 +100,11 @@ def color_jitter(image, rng, strength: float = 0.1):
       im = ImageEnhance.Contrast(im).enhance(factors[1])
     elif op == 2 and c == 3:
       im = ImageEnhance.Color(im).enhance(factors[2])
-    elif op == 3 and c == 3:
-      hsv = np.asarray(im.convert("HSV")).copy()
-      hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(round(hue * 255))) % 256
-      im = Image.fromarray(hsv, "HSV").convert("RGB")
+    elif op == 3 and c == 3 and hue != 0:
+      # In float, not Pillow's 8-bit HSV, whose round trip alone moves pixels by up to 6 levels.
+      hsv = colors.rgb_to_hsv(np.asarray(im, np.float32) / 255.0)
+      hsv[..., 0] = (hsv[..., 0] + hue) % 1.0
+      im = Image.fromarray(to_uint8(colors.hsv_to_rgb(hsv)))
   return _from_pil(im, c)
 
 
