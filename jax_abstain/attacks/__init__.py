@@ -3,6 +3,9 @@
     from jax_abstain import attacks
     x_adv = attacks.apgd(logits_fn, x, y, key=jax.random.key(0), eps=8/255)   # APGD-CE
     robust = attacks.is_robust(logits_fn, x_adv, y)                            # [B] bool
+    x_adv = attacks.autoattack(logits_fn, x, y, key=key, eps=8/255)            # AA standard
+    x_adv = attacks.fab(logits_fn, x, y, key=key, eps=0.5, norm="l2")          # FAB-T
+    x_adv = attacks.square(logits_fn, x, y, key=key, eps=8/255)                # Square, 5000 q.
 
 Contract (DESIGN.md): ``attack(logits_fn, x, y, *, key, eps, norm="linf", ...) -> x_adv`` with
 x_adv in the eps-ball around x and in [0, 1]; a sample is robust iff
@@ -16,9 +19,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jax_abstain.attacks.apgd import ApgdResult, apgd, apgd_run, checkpoint_schedule
+from jax_abstain.attacks.autoattack import AutoAttackResult, autoattack, autoattack_run
+from jax_abstain.attacks.common import per_example_randomized
+from jax_abstain.attacks.fab import FabResult, fab, fab_run
 from jax_abstain.attacks.pgd import pgd
+from jax_abstain.attacks.square import SquareResult, square, square_run
 
-ATTACKS = {"pgd": pgd, "apgd": apgd}
+ATTACKS = {"pgd": pgd, "apgd": apgd, "fab": fab, "square": square, "autoattack": autoattack}
 
 
 def is_robust(logits_fn, x_adv: jax.Array, y: jax.Array) -> jax.Array:
@@ -42,5 +49,6 @@ def jit_attack(model: nnx.Module, attack, **attack_kwargs):
   return functools.partial(run, state)
 
 
-__all__ = ["ATTACKS", "ApgdResult", "apgd", "apgd_run", "checkpoint_schedule", "is_robust",
-           "jit_attack", "pgd"]
+__all__ = ["ATTACKS", "ApgdResult", "AutoAttackResult", "FabResult", "SquareResult", "apgd",
+           "apgd_run", "autoattack", "autoattack_run", "checkpoint_schedule", "fab", "fab_run",
+           "is_robust", "jit_attack", "per_example_randomized", "pgd", "square", "square_run"]

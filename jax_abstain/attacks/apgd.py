@@ -2,6 +2,7 @@
 
     x_adv = apgd(logits_fn, x, y, key=key, eps=8/255)                  # APGD-CE, 40 steps
     x_adv = apgd(logits_fn, x, y, key=key, eps=eps, loss="conf")       # APGDconf, paper eq. 17
+    x_adv = apgd(logits_fn, x, y, key=key, eps=eps, loss="dlr-targeted", n_iter=100)  # APGD-T
 
 The schedule is the published one: step ``2 * eps``; momentum 0.75 (1.0 on the first step);
 checkpoints after ``p1 = max(int(0.22 n), 1)`` iterations, then at intervals shrinking by
@@ -11,7 +12,7 @@ steps since the last checkpoint, or if its best loss did not improve and its ste
 halved at the previous checkpoint. Everything is per example, so a sample's trajectory does
 not depend on the rest of the batch.
 
-Return value: for misclassification losses (``ce``, ``dlr``) the first iterate at which the
+Return value: for misclassification losses (``ce``, ``dlr``, ``dlr-targeted``) the first iterate at which the
 prediction differs from y (a sample that never flips returns the clean x), so ``argmax
 logits_fn(x_adv) == y`` iff the sample survived; the loop stops early once every sample has
 flipped, which cannot change any result because flipped samples are frozen. For ``conf``
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_abstain.attacks import common
+from jax_abstain.errors import UserError
 
 
 class ApgdResult(NamedTuple):
@@ -69,16 +71,25 @@ def _step(x_adv, x_prev, grad, x, eps, step_size, momentum, norm):
   return common.project(x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev), x, eps, norm)
 
 
-def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss):
-  """One APGD run (no restarts); keys [B]. Returns an ApgdResult (traceable, no validation)."""
-  loss_fn = common.attack_loss(loss)
+def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss,
+                    y_target=None, active=None, randomized=False, eot_iter=1):
+  """One APGD run (no restarts); keys [B]. Returns an ApgdResult (traceable, no validation).
+
+  ``active`` [B] bool marks the samples to attack (the others are treated as already broken,
+  so a run over only a few survivors exits as soon as they are broken). ``randomized``: logits_fn
+  is ``(x, keys [B]) -> logits`` and gradients are averaged over ``eot_iter`` draws.
+  """
+  loss_fn = common.attack_loss(loss, y_target)
+  grad_fn = common.make_grad_fn(logits_fn, loss_fn, y, keys if randomized else None, eot_iter)
   is_checkpoint, window = (jnp.asarray(a) for a in checkpoint_schedule(n_iter))
   batch = x.shape[0]
   eps_b = _bshape(jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype), x)
 
   x_adv = common.random_start(keys, x, eps_b, norm)
-  loss0, logits0, grad = common.loss_and_grad(logits_fn, loss_fn, x_adv, y)
+  loss0, logits0, grad = grad_fn(x_adv, jnp.int32(-1))
   robust = jnp.argmax(logits0, -1) == y
+  if active is not None:
+    robust = robust & active
   state = dict(
       i=jnp.int32(0), x_adv=x_adv, x_prev=x_adv, grad=grad,
       x_best=x_adv, grad_best=grad, loss_best=loss0,
@@ -95,7 +106,7 @@ def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss
     active = s["robust"] if not best_loss else jnp.ones((batch,), bool)
     momentum = jnp.where(i > 0, 0.75, 1.0).astype(x.dtype)
     x_new = _step(s["x_adv"], s["x_prev"], s["grad"], x, eps_b, s["step_size"], momentum, norm)
-    loss_i, logits, grad = common.loss_and_grad(logits_fn, loss_fn, x_new, y)
+    loss_i, logits, grad = grad_fn(x_new, i)
     flipped = jnp.argmax(logits, -1) != y
     newly_broken = active & flipped
     x_best_adv = jnp.where(_bshape(newly_broken, x), x_new, s["x_best_adv"])
@@ -133,44 +144,90 @@ def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss
   return ApgdResult(x_out, s["robust"], s["loss_best"])
 
 
-def apgd_run(logits_fn, x, y, *, key, eps, norm="linf", n_iter=40, n_restarts=1, loss="ce"):
-  """APGD with restarts; returns an ApgdResult. See `apgd` for the arguments.
+def _fold(keys, i):
+  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
 
-  Restart r uses keys ``fold_in(example_key, r)``; for misclassification losses a sample broken
-  by an earlier restart keeps its point, for ``conf`` the highest-loss point over restarts wins.
+
+def target_classes(logits: jax.Array, n_target_classes: int) -> jax.Array:
+  """[T, B] targets of APGD-T / FAB-T: the 2nd, 3rd, ... most likely classes at the clean point.
+
+  T = min(n_target_classes, C - 1), as AutoAttack's ``sort()[1][:, -target_class]`` for
+  target_class = 2 .. n_target_classes + 1.
+  """
+  order = jnp.argsort(-logits, axis=-1)
+  n = min(n_target_classes, logits.shape[-1] - 1)
+  return order[:, 1:1 + n].T
+
+
+def apgd_run(logits_fn, x, y, *, key, eps, norm="linf", n_iter=40, n_restarts=1, loss="ce",
+             n_target_classes=9, randomized=False, eot_iter=1, active=None):
+  """APGD with restarts (and target classes); returns an ApgdResult. See `apgd` for arguments.
+
+  ``active`` [B] bool: attack only these samples; the others come back with ``robust=False``
+  (for the caller to ignore).
+
+  Run r for target t uses keys ``fold_in(example_key, t * n_restarts + r)`` (t = 0 for the
+  untargeted losses). For misclassification losses a run only attacks the samples no earlier
+  run has broken, and a broken sample keeps its point; for ``conf`` the highest-loss point over
+  restarts wins.
   """
   norm = common.check_norm(norm)
+  common.check_loss(loss)
   common.validate_inputs(x, y, eps, "apgd")
-  if n_iter < 1 or n_restarts < 1:
-    raise ValueError("apgd: n_iter and n_restarts must be >= 1")
+  if n_iter < 1 or n_restarts < 1 or eot_iter < 1:
+    raise UserError("apgd: n_iter, n_restarts and eot_iter must be >= 1")
   best_loss = loss == "conf"
   keys = common.example_keys(key, x.shape[0])
   run = functools.partial(apgd_single_run, logits_fn, x, y, eps=eps, norm=norm, n_iter=n_iter,
-                          loss=loss, best_loss=best_loss)
-  result = run(jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0))
-  for r in range(1, n_restarts):
-    new = run(jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, r))
-    take = (new.best_loss > result.best_loss) if best_loss else (result.robust & ~new.robust)
-    result = ApgdResult(jnp.where(_bshape(take, x), new.x_adv, result.x_adv),
-                        result.robust & new.robust,
-                        jnp.maximum(result.best_loss, new.best_loss))
+                          loss=loss, best_loss=best_loss, randomized=randomized,
+                          eot_iter=eot_iter)
+  if loss == "dlr-targeted":
+    if not randomized:
+      clean_logits = logits_fn(x)
+    else:
+      clean_logits = logits_fn(x, _fold(keys, 2**30))
+    if clean_logits.shape[-1] < 4:
+      raise UserError(f"apgd: loss dlr-targeted needs >= 4 classes, got {clean_logits.shape[-1]}")
+    targets = target_classes(clean_logits, n_target_classes)
+  else:
+    targets = [None]
+  result = None
+  for t, y_target in enumerate(targets):
+    for r in range(n_restarts):
+      run_keys = _fold(keys, t * n_restarts + r)
+      if result is None:
+        result = run(run_keys, y_target=y_target, active=active)
+        continue
+      new = run(run_keys, y_target=y_target, active=None if best_loss else result.robust)
+      take = (new.best_loss > result.best_loss) if best_loss else (result.robust & ~new.robust)
+      result = ApgdResult(jnp.where(_bshape(take, x), new.x_adv, result.x_adv),
+                          result.robust & new.robust,
+                          jnp.maximum(result.best_loss, new.best_loss))
   return result
 
 
 def apgd(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 40,
-         n_restarts: int = 1, loss: str = "ce") -> jax.Array:
+         n_restarts: int = 1, loss: str = "ce", n_target_classes: int = 9,
+         randomized: bool = False, eot_iter: int = 1) -> jax.Array:
   """APGD; returns x_adv [B, ...] inside the eps-ball and [0, 1].
 
   Args:
-    logits_fn: batch [B, ...] -> logits [B, C] (eval mode).
+    logits_fn: batch [B, ...] -> logits [B, C] (eval mode). With ``randomized=True`` it is
+      ``(x [B, ...], keys [B]) -> logits``, see `common.per_example_randomized`.
     x: [B, ...] clean inputs in [0, 1].
     y: [B] int32; pass the model's own clean prediction for label-free robustness.
     key: a key or [B] per-example keys (results do not depend on the batch then).
     eps: radius (float or [B]).
     norm: ``"linf"`` or ``"l2"``.
-    n_iter: iterations per restart (40 in the paper's evaluation).
-    n_restarts: random restarts.
-    loss: ``"ce"``, ``"dlr"`` or ``"conf"`` (APGDconf, eq. 17; returns the highest-loss point).
+    n_iter: iterations per restart (40 in the paper's evaluation, 100 in AutoAttack).
+    n_restarts: random restarts (per target class for ``dlr-targeted``).
+    loss: ``"ce"``, ``"dlr"``, ``"dlr-targeted"`` (APGD-T: one run per target class, the
+      2nd .. (n_target_classes+1)-th most likely classes at x) or ``"conf"`` (APGDconf,
+      eq. 17; returns the highest-loss point).
+    n_target_classes: number of target classes for ``dlr-targeted`` (9 in AutoAttack).
+    randomized: the model is randomized; gradients average ``eot_iter`` draws (EOT).
+    eot_iter: draws per gradient when randomized (20 in AutoAttack's ``rand`` version).
   """
   return apgd_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_iter=n_iter,
-                  n_restarts=n_restarts, loss=loss).x_adv
+                  n_restarts=n_restarts, loss=loss, n_target_classes=n_target_classes,
+                  randomized=randomized, eot_iter=eot_iter).x_adv

@@ -131,15 +131,79 @@ def ce(logits: jax.Array, y: jax.Array) -> jax.Array:
   return losses.cross_entropy(logits, y)
 
 
-_LOSSES = {"ce": ce, "dlr": dlr, "conf": conf}
+def dlr_targeted(logits: jax.Array, y: jax.Array, y_target: jax.Array) -> jax.Array:
+  """Targeted DLR loss (APGD-T), to be maximised; needs >= 4 classes.
+
+  ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`` with z sorted descending and t the
+  target class, as in AutoAttack's ``dlr_loss_targeted``.
+  """
+  z_sorted = jnp.sort(logits, axis=-1)[:, ::-1]
+  z_y = jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
+  z_t = jnp.take_along_axis(logits, y_target[:, None], -1)[:, 0]
+  return -(z_y - z_t) / (z_sorted[:, 0] - 0.5 * (z_sorted[:, 2] + z_sorted[:, 3]) + 1e-12)
 
 
-def attack_loss(name: str):
-  """Returns a per-example loss ``(logits [B,C], y [B]) -> [B]`` that the attack maximises."""
-  try:
-    return _LOSSES[name]
-  except KeyError:
-    raise UserError(f"attack loss: expected one of {', '.join(_LOSSES)}, got {name!r}") from None
+_LOSSES = {"ce": ce, "dlr": dlr, "dlr-targeted": dlr_targeted, "conf": conf}
+LOSS_NAMES = tuple(_LOSSES)
+
+
+def check_loss(name: str) -> str:
+  if name not in _LOSSES:
+    raise UserError(f"attack loss: expected one of {', '.join(_LOSSES)}, got {name!r}")
+  return name
+
+
+def attack_loss(name: str, y_target: jax.Array | None = None):
+  """Returns a per-example loss ``(logits [B,C], y [B]) -> [B]`` that the attack maximises.
+
+  ``"dlr-targeted"`` needs ``y_target`` [B], the class each example is pushed towards.
+  """
+  fn = _LOSSES[check_loss(name)]
+  if name == "dlr-targeted":
+    if y_target is None:
+      raise ValueError("attack loss dlr-targeted needs y_target")
+    return lambda logits, y: fn(logits, y, y_target)
+  return fn
+
+
+def per_example_randomized(rand_fn) -> LogitsFn:
+  """Turns a randomized model ``rand_fn(x [n, ...], key) -> logits [n, C]`` into
+  ``f(x [B, ...], keys [B]) -> [B, C]`` that draws each example's randomness from its own key.
+
+  Evaluating example by example (under `vmap`) is what makes the randomness, and hence the
+  attack, independent of the batch an example lands in.
+  """
+  def f(x, keys):
+    return jax.vmap(lambda xi, ki: rand_fn(xi[None], ki)[0])(x, keys)
+  return f
+
+
+def make_grad_fn(logits_fn, loss_fn, y: jax.Array, keys: jax.Array | None, eot_iter: int):
+  """Returns ``g(x_adv, step) -> (loss [B], logits [B, C], grad [B, ...])``.
+
+  With ``keys is None`` logits_fn is deterministic, ``logits_fn(x)``. Otherwise logits_fn is
+  randomized, ``logits_fn(x, keys [B])``, and the gradient is the average over ``eot_iter``
+  draws (expectation over transformation); loss and logits come from the last draw, as in
+  AutoAttack's EOT loop. Draw j at step i uses ``fold_in(fold_in(key, i + 1), j)``.
+  """
+  if keys is None:
+    return lambda x_adv, step: loss_and_grad(logits_fn, loss_fn, x_adv, y)
+
+  def g(x_adv, step):
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step + 1)
+
+    def draw(j, carry):
+      _, _, grad_sum = carry
+      draw_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(step_keys, j)
+      loss, logits, grad = loss_and_grad(lambda xa: logits_fn(xa, draw_keys), loss_fn, x_adv, y)
+      return loss, logits, grad_sum + grad
+
+    loss0, logits0, grad0 = loss_and_grad(
+        lambda xa: logits_fn(xa, jax.vmap(jax.random.fold_in, in_axes=(0, None))(step_keys, 0)),
+        loss_fn, x_adv, y)
+    loss, logits, grad = jax.lax.fori_loop(1, eot_iter, draw, (loss0, logits0, grad0))
+    return loss, logits, grad / eot_iter
+  return g
 
 
 def loss_and_grad(logits_fn: LogitsFn, loss_fn, x_adv: jax.Array, y: jax.Array):

@@ -1,0 +1,205 @@
+"""AutoAttack (Croce & Hein 2020): a fixed ensemble of complementary attacks, worst case kept.
+
+    x_adv = autoattack(logits_fn, x, y, key=key, eps=8/255)                     # standard
+    res = autoattack_run(logits_fn, x, y, key=key, eps=8/255, norm="l2")
+    res.robust, res.broken_by                                                  # [B] bool, [B] int
+    x_adv = autoattack(rand_fn, x, y, key=key, eps=8/255, version="rand")      # EOT
+
+``version="standard"`` runs APGD-CE, APGD-T (9 targets), FAB-T (9 targets), each 100 iterations,
+then Square (5000 queries), as AutoAttack does; each attack only sees the points that survived
+the previous ones, and a broken point is never replaced. ``version="rand"`` (randomized models,
+``rand_fn(x, key) -> logits``) runs APGD-CE and APGD-DLR with 20 EOT draws per gradient.
+Robust accuracy is logged (absl) after each attack; AutoAttack-style sanity checks run first.
+
+On concrete inputs the survivors are gathered between attacks and padded to a power-of-two
+bucket, so late attacks run on small batches and compile a handful of shapes at most. Under
+`jit` (traced inputs) every attack runs on the whole batch with the broken samples masked.
+Each attack draws its randomness from ``fold_in(example_key, attack_id)``, so results do not
+depend on the batch, and the bucketing cannot change them.
+
+Several radii: pass ``active`` (samples still robust at the smaller radius) and a per-example
+eps; a sample broken at a smaller radius need not be attacked again at a larger one.
+"""
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from jax_abstain.attacks import checks, common
+from jax_abstain.attacks.apgd import apgd_run
+from jax_abstain.attacks.fab import fab_run
+from jax_abstain.attacks.square import square_run
+from jax_abstain.errors import UserError
+
+VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+            "rand": ("apgd-ce", "apgd-dlr")}
+ATTACK_IDS = {"apgd-ce": 0, "apgd-t": 1, "fab-t": 2, "square": 3, "apgd-dlr": 4}
+MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4, "fab-t": 2}
+
+
+class AutoAttackResult(NamedTuple):
+  x_adv: jax.Array      # [B, ...] worst case found per sample (x where robust)
+  robust: jax.Array     # [B] bool: argmax logits_fn(x_adv) == y
+  broken_by: jax.Array  # [B] int32: index (in `attack_names(...)`) of the attack that broke
+                        # it; -1 robust, -2 misclassified (or inactive) at the clean point
+
+
+def _one_attack(name, logits_fn, x, y, keys, eps, active, *, norm, n_iter, n_queries,
+                n_target_classes, randomized, eot_iter):
+  """Runs attack `name` on the active samples; returns (x_adv, robust) re-read at x_adv."""
+  apgd_kw = dict(key=keys, eps=eps, norm=norm, n_iter=n_iter, n_restarts=1,
+                 randomized=randomized, eot_iter=eot_iter)
+  if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
+    loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[name]
+    x_adv = apgd_run(logits_fn, x, y, loss=loss, n_target_classes=n_target_classes,
+                     active=active, **apgd_kw).x_adv
+  elif name == "fab-t":
+    res = fab_run(logits_fn, x, y, key=keys, eps=eps, norm=norm, n_iter=n_iter,
+                  n_target_classes=n_target_classes, active=active)
+    ok = (res.dist <= eps).reshape((-1,) + (1,) * (x.ndim - 1))
+    x_adv = jnp.where(ok, common.project(res.x_adv, x, eps, norm), x)
+  elif name == "square":
+    x_adv = square_run(logits_fn, x, y, key=keys, eps=eps, norm=norm, n_queries=n_queries,
+                       active=active).x_adv
+  else:
+    raise UserError(f"autoattack: unknown attack {name!r}, expected one of {', '.join(ATTACK_IDS)}")
+  if randomized:
+    logits = logits_fn(x_adv, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2**29))
+  else:
+    logits = logits_fn(x_adv)
+  return x_adv, jnp.argmax(logits, -1) == y
+
+
+def _bucket(n: int, cap: int) -> int:
+  return min(cap, 1 << max(n - 1, 0).bit_length())
+
+
+def _log(name, robust, total):
+  logging.info("autoattack: robust accuracy after %s: %.2f%% (%d/%d)", name,
+               100.0 * robust / max(total, 1), robust, total)
+
+
+def attack_names(version: str = "standard", attacks_to_run=None, n_classes: int = 10) -> tuple:
+  """The attacks `autoattack_run` runs, in order (those needing more classes are dropped)."""
+  if version not in VERSIONS:
+    raise UserError(f"autoattack: version must be one of {', '.join(VERSIONS)}, got {version!r}")
+  names = tuple(attacks_to_run) if attacks_to_run is not None else VERSIONS[version]
+  for name in names:
+    if name not in ATTACK_IDS:
+      raise UserError(f"autoattack: unknown attack {name!r}, expected one of {', '.join(ATTACK_IDS)}")
+  return tuple(n for n in names if n_classes >= MIN_CLASSES.get(n, 2))
+
+
+def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: str = "standard",
+                   attacks_to_run=None, n_iter: int = 100, n_queries: int = 5000,
+                   n_target_classes: int = 9, eot_iter: int = 20, active=None,
+                   run_checks: bool = True) -> AutoAttackResult:
+  """AutoAttack; returns an AutoAttackResult. See `autoattack` for the arguments.
+
+  ``active`` [B] bool: attack only these samples (others are reported as broken_by = -2 and
+  not robust, for the caller to ignore), e.g. the survivors of a smaller radius.
+  """
+  norm = common.check_norm(norm)
+  names = attack_names(version, attacks_to_run, n_classes=10**9)
+  common.validate_inputs(x, y, eps, "autoattack")
+  randomized = version == "rand"
+  batch = x.shape[0]
+  keys = common.example_keys(key, batch)
+  eps_b = jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype)
+  traced = any(isinstance(a, jax.core.Tracer) for a in (x, y, eps_b, keys))
+  if randomized:
+    clean_logits = logits_fn(x, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2**29))
+  else:
+    clean_logits = logits_fn(x)
+  n_classes = clean_logits.shape[-1]
+  if run_checks and not traced:
+    checks.run_all(logits_fn, x, y, attacks_to_run=names, randomized=randomized, key=key)
+  names = attack_names(version, names, n_classes)
+  kw = dict(norm=norm, n_iter=n_iter, n_queries=n_queries, n_target_classes=n_target_classes,
+            randomized=randomized, eot_iter=eot_iter if randomized else 1)
+
+  robust = jnp.argmax(clean_logits, -1) == y
+  if active is not None:
+    robust = robust & jnp.asarray(active, bool)
+  broken_by = jnp.where(robust, -1, -2).astype(jnp.int32)
+  x_adv = x
+  if not traced:
+    logging.info("autoattack (%s, %s, eps per sample up to %.4g): clean accuracy %.2f%%",
+                 version, norm, float(jnp.max(eps_b)), 100.0 * float(jnp.mean(robust)))
+
+  def attack_keys(k, name):
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(k, ATTACK_IDS[name])
+
+  if traced:
+    for i, name in enumerate(names):
+      adv_i, rob_i = _one_attack(name, logits_fn, x, y, attack_keys(keys, name), eps_b, robust,
+                                 **kw)
+      newly = robust & ~rob_i
+      x_adv = jnp.where(newly.reshape((-1,) + (1,) * (x.ndim - 1)), adv_i, x_adv)
+      broken_by = jnp.where(newly, i, broken_by)
+      robust = robust & rob_i
+    return AutoAttackResult(x_adv, robust, broken_by)
+
+  run = _jitted_attack(logits_fn, kw)
+  x_adv, robust, broken_by = np.array(x), np.array(robust), np.array(broken_by)
+  x_j, y_j = jnp.asarray(x), jnp.asarray(y)
+  for i, name in enumerate(names):
+    todo = np.flatnonzero(robust)
+    if todo.size:
+      size = _bucket(todo.size, batch)
+      sel = np.concatenate([todo, np.repeat(todo[:1], size - todo.size)])
+      act = np.arange(size) < todo.size
+      adv_i, rob_i = run(name, x_j[sel], y_j[sel], attack_keys(keys[sel], name), eps_b[sel],
+                         jnp.asarray(act))
+      adv_i, rob_i = np.asarray(adv_i)[:todo.size], np.asarray(rob_i)[:todo.size]
+      newly = todo[~rob_i]
+      x_adv[newly] = adv_i[~rob_i]
+      broken_by[newly] = i
+      robust[newly] = False
+    _log(name, int(robust.sum()), batch)
+  return AutoAttackResult(jnp.asarray(x_adv), jnp.asarray(robust), jnp.asarray(broken_by))
+
+
+def _jitted_attack(logits_fn, kw):
+  """``run(name, x, y, keys, eps, active)``, one jit per attack; an NNX model's state is an
+  argument (not a baked-in constant), so compilation is cheap and shared across buckets."""
+  if isinstance(logits_fn, nnx.Module):
+    graphdef, state = nnx.split(logits_fn)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def run_state(state, name, x, y, keys, eps, active):
+      return _one_attack(name, nnx.merge(graphdef, state), x, y, keys, eps, active, **kw)
+    return lambda name, *args: run_state(state, name, *args)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def run(name, x, y, keys, eps, active):
+    return _one_attack(name, logits_fn, x, y, keys, eps, active, **kw)
+  return run
+
+
+def autoattack(logits_fn, x, y, *, key, eps, norm: str = "linf", version: str = "standard",
+               **kwargs) -> jax.Array:
+  """AutoAttack; returns the worst-case x_adv [B, ...] in the eps-ball and [0, 1].
+
+  Args:
+    logits_fn: batch [B, ...] -> logits [B, C] (eval mode). For ``version="rand"`` a randomized
+      model ``(x [B, ...], keys [B]) -> logits`` (see `common.per_example_randomized`).
+    x: [B, ...] inputs in [0, 1] (NHWC images for Square; vectors are searched as 1 x D).
+    y: [B] int32 labels, or the clean prediction for label-free robustness.
+    key: a key or [B] per-example keys.
+    eps: radius (float or [B]).
+    norm: ``"linf"`` or ``"l2"``.
+    version: ``"standard"`` (APGD-CE, APGD-T, FAB-T, Square) or ``"rand"`` (APGD-CE and
+      APGD-DLR with EOT).
+    **kwargs: `autoattack_run` options: ``attacks_to_run``, ``n_iter`` (100), ``n_queries``
+      (5000), ``n_target_classes`` (9), ``eot_iter`` (20), ``active``, ``run_checks``.
+
+  Returns:
+    x_adv [B, ...]; a sample is robust iff ``argmax logits_fn(x_adv) == y``.
+  """
+  return autoattack_run(logits_fn, x, y, key=key, eps=eps, norm=norm, version=version,
+                        **kwargs).x_adv

@@ -1,0 +1,100 @@
+"""Sanity checks before an evaluation, in the spirit of AutoAttack's ``checks.py``.
+
+    checks.run_all(logits_fn, x, y)                     # warns (UserWarning), never raises
+
+Each check looks for a way in which a robustness number can be silently wrong: a model that
+returns probabilities (DLR and margin losses assume logits; softmax saturation flattens CE
+gradients), inputs whose gradient is exactly zero (masked or non-differentiable models, where
+gradient attacks report false robustness), a model whose outputs change from call to call
+(randomized defences need ``version="rand"`` and EOT), and too few classes for the DLR losses.
+"""
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_abstain.attacks import common
+
+
+def _warn(message: str):
+  warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def check_probabilities(logits: jax.Array) -> bool:
+  """Warns if every output row is in [0, 1] and sums to 1; returns True if it warned."""
+  z = np.asarray(logits)
+  if z.min() >= 0.0 and z.max() <= 1.0 and np.allclose(z.sum(-1), 1.0, atol=1e-5):
+    _warn("logits_fn seems to return probabilities (rows in [0, 1] summing to 1); attacks "
+          "expect logits, and the DLR/margin losses and CE gradients degrade on probabilities")
+    return True
+  return False
+
+
+def check_zero_gradients(logits_fn, x: jax.Array, y: jax.Array) -> bool:
+  """Warns if the CE input gradient is exactly zero for some samples; returns True if so."""
+  _, _, grad = common.loss_and_grad(logits_fn, common.ce, x, y)
+  zero = np.asarray(common.l2_norm(grad) == 0)
+  if zero.any():
+    _warn(f"the input gradient is zero for {zero.sum()} of {zero.size} samples: gradient-based "
+          "attacks cannot move them, robustness may be overestimated (gradient masking?); "
+          "rely on the gradient-free Square attack for those")
+    return True
+  return False
+
+
+def check_randomized(logits_fn, x: jax.Array, *, key=None, randomized: bool = False) -> bool:
+  """Compares two evaluations; warns if a deterministic model varies or a randomized one not.
+
+  With ``randomized=True`` logits_fn is ``(x, keys [B]) -> logits`` and the two evaluations use
+  different keys. Returns True if it warned.
+  """
+  if randomized:
+    keys = common.example_keys(jax.random.key(0) if key is None else key, x.shape[0])
+    fold = lambda i: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
+    a, b = np.asarray(logits_fn(x, fold(1))), np.asarray(logits_fn(x, fold(2)))
+    if np.array_equal(a, b):
+      _warn("version='rand' but the model gives identical outputs for different keys; EOT "
+            "only costs time here, use version='standard'")
+      return True
+    return False
+  a, b = np.asarray(logits_fn(x)), np.asarray(logits_fn(x))
+  if not np.allclose(a, b, rtol=1e-5, atol=1e-6):
+    _warn("the model's outputs differ between two calls on the same input: it looks randomized "
+          "(dropout or BN in training mode?); use eval mode, or version='rand' with EOT")
+    return True
+  return False
+
+
+def check_n_classes(n_classes: int, attacks_to_run) -> bool:
+  """Warns when a DLR-based attack has too few classes to be defined; returns True if so."""
+  need = {"apgd-dlr": 3, "apgd-t": 4}
+  bad = [a for a in attacks_to_run if a in need and n_classes < need[a]]
+  if bad:
+    _warn(f"{', '.join(bad)} need(s) more than the model's {n_classes} classes and will be "
+          "skipped")
+    return True
+  return False
+
+
+def run_all(logits_fn, x, y, *, attacks_to_run=(), randomized: bool = False, key=None,
+            n_samples: int = 16) -> list[str]:
+  """Runs every check on the first ``n_samples`` samples; returns the names of those that warned."""
+  x, y = jnp.asarray(x[:n_samples]), jnp.asarray(y[:n_samples])
+  warned = []
+  if randomized:
+    keys = common.example_keys(jax.random.key(0) if key is None else key, x.shape[0])
+    logits = logits_fn(x, keys)
+    fn = lambda z: logits_fn(z, keys)
+  else:
+    logits = logits_fn(x)
+    fn = logits_fn
+  if check_probabilities(logits):
+    warned.append("probabilities")
+  if check_zero_gradients(fn, x, y):
+    warned.append("zero_gradients")
+  if check_randomized(logits_fn, x, key=key, randomized=randomized):
+    warned.append("randomized")
+  if check_n_classes(logits.shape[-1], attacks_to_run):
+    warned.append("n_classes")
+  return warned
