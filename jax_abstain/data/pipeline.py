@@ -11,17 +11,20 @@
 
 Order. The rows are first permuted once by ``default_rng(seed)`` (so that a host's shard is a
 random part even of class-sorted data such as mnist5k); host `k` of `K` takes the k-th
-contiguous slice of that order (slices differ in size by at most one, together they are all
-rows, disjoint); grain's IndexSampler then shuffles the shard afresh each epoch as a function of
-(seed, epoch) only. Epochs run back to back (``num_epochs=None``: forever), and batches may
-span an epoch boundary; with ``drop_remainder`` only the final partial batch of a finite run is
-dropped. Augmentation draws come from grain's per-record generator, itself a function of the
-seed and the record's position in the stream, so a batch does not depend on worker count,
-on batching or on resuming.
+contiguous slice of that order (slices differ in size by at most one; together they are all
+rows, disjoint). grain's IndexSampler then shuffles the host's slice afresh each epoch as a
+function of (seed, host, epoch) only. Epochs run back to back (``num_epochs=None``: forever)
+and batches may span an epoch boundary; with ``drop_remainder`` only the final partial batch
+of a finite run is dropped. Augmentation draws come from ``default_rng([seed, host, u])`` with
+u drawn from grain's per-record generator (a function of the seed and the record's position in
+the host's stream), so a batch does not depend on worker count, batching or resuming, and
+hosts never share draws.
 
-Sharding defaults to `grain.sharding.ShardByJaxProcess` (one shard per JAX process); pass
-``shard=(index, count)`` to choose. The per-host batch size is `batch_size`; the global batch
-is ``batch_size * count``.
+We slice the hosts' shards ourselves instead of handing grain `ShardOptions`: with a row count
+not divisible by the host count, grain's DataLoader silently skips a record of the larger
+shards. ``shard=None`` means one shard per JAX process (``jax.process_index()`` of
+``jax.process_count()``, as `grain.sharding.ShardByJaxProcess`); ``shard=(index, count)``
+chooses. The per-host batch size is `batch_size`; the global batch is ``batch_size * count``.
 """
 import zlib
 
@@ -33,29 +36,31 @@ from jax_abstain.errors import UserError
 
 
 class ArraySource:
-  """Random access over in-memory arrays in a seeded permuted order (a grain data source).
+  """Random access to one host's shard of in-memory arrays (a grain data source).
 
-  Element i is ``{"image": x[p[i]], "label": y[p[i]], "index": p[i]}`` with p the permutation
-  (identity when `seed` is None). The repr names the content, so a saved iterator state is
-  refused for different data.
+  Element i is ``{"image": x[p[i]], "label": y[p[i]], "index": p[i]}``, p the `shard` slice of
+  the rows in ``default_rng(seed)`` order (data order when `seed` is None). The repr names the
+  content, so a saved iterator state is refused for different data.
   """
 
-  def __init__(self, x, y, seed=None):
+  def __init__(self, x, y, seed=None, shard=(0, 1)):
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
       raise UserError(f"data: x has {len(x)} rows but y has {len(y)}")
     if len(x) == 0:
       raise UserError("data: empty data set")
     self.x, self.y = x, y.astype(np.int32)
-    self.order = (np.arange(len(x)) if seed is None
-                  else np.random.default_rng(seed).permutation(len(x)))
+    order = (np.arange(len(x)) if seed is None
+             else np.random.default_rng(seed).permutation(len(x)))
+    start, stop = shard_bounds(len(x), *shard)
+    self.order = order[start:stop]
     sample = np.ascontiguousarray(x[::max(1, len(x) // 64)])
     fingerprint = zlib.crc32(self.y.tobytes(), zlib.crc32(sample.tobytes()))
     self._repr = (f"ArraySource(n={len(x)}, shape={x.shape[1:]}, dtype={x.dtype}, "
-                  f"seed={seed}, crc={fingerprint:08x})")
+                  f"seed={seed}, shard={tuple(shard)}, crc={fingerprint:08x})")
 
   def __len__(self):
-    return len(self.x)
+    return len(self.order)
 
   def __getitem__(self, i):
     j = self.order[i]
@@ -66,13 +71,19 @@ class ArraySource:
 
 
 class Augment(grain.transforms.RandomMap):
-  """Applies a named augmentation (see `augment.get`) to the element's image."""
+  """Applies a named augmentation (see `augment.get`) to the element's image.
 
-  def __init__(self, name: str):
+  `salt` (seed, host) is mixed into the generator: grain's per-record generator depends only on
+  seed + stream position, which would repeat across hosts and across neighbouring seeds.
+  """
+
+  def __init__(self, name: str, salt=(0, 0)):
     self.name = name
+    self.salt = tuple(int(s) for s in salt)
     self.fn = augment_lib.get(name)
 
   def random_map(self, element, rng):
+    rng = np.random.default_rng([*self.salt, int(rng.integers(2**63))])
     image = np.asarray(element["image"], np.float32)
     return dict(element, image=np.asarray(self.fn(image, rng), np.float32))
 
@@ -87,14 +98,20 @@ class _ToFloat(grain.transforms.Map):
     return dict(element, image=np.asarray(image, np.float32))
 
 
-def shard_options(shard=None, drop_remainder=False):
-  """`grain.sharding.ShardOptions` from ``(index, count)``, or one shard per JAX process."""
+def resolve_shard(shard=None):
+  """``(index, count)`` as given, or this JAX process's index among all processes."""
   if shard is None:
-    return grain.sharding.ShardByJaxProcess(drop_remainder=drop_remainder)
-  index, count = shard
+    import jax  # Imported here: only multi-host callers who omit `shard` need it.
+    return jax.process_index(), jax.process_count()
+  index, count = (int(s) for s in shard)
   if not 0 <= index < count:
-    raise UserError(f"shard: expected 0 <= index < count, got {shard}")
-  return grain.sharding.ShardOptions(index, count, drop_remainder=drop_remainder)
+    raise UserError(f"shard: expected 0 <= index < count, got {tuple(shard)}")
+  return index, count
+
+
+def shard_bounds(n: int, index: int, count: int):
+  """[start, stop) of shard `index` of `count` over n rows; sizes differ by at most one."""
+  return index * n // count, (index + 1) * n // count
 
 
 def make_loader(x, y, *, batch_size, seed=0, shuffle=True, augment="none", num_epochs=None,
@@ -122,13 +139,18 @@ def make_loader(x, y, *, batch_size, seed=0, shuffle=True, augment="none", num_e
     raise UserError(f"batch_size must be positive, got {batch_size}")
   if augment != "none" and np.ndim(x) != 4:
     raise UserError(f"augment={augment!r} needs images [N, H, W, C], got shape {np.shape(x)}")
-  source = ArraySource(x, y, seed if shuffle else None)
+  shard = resolve_shard(shard)
+  source = ArraySource(x, y, seed if shuffle else None, shard)
+  if len(source) == 0:
+    raise UserError(f"shard {shard} of {len(x)} rows is empty; fewer rows than hosts")
+  # grain wants a 32-bit seed; mixing in the host makes each host's epoch shuffles differ.
+  sampler_seed = int(np.random.default_rng([seed, shard[0]]).integers(2**31))
   sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard_options(shard), shuffle=shuffle,
-      num_epochs=num_epochs, seed=seed)
+      num_records=len(source), shard_options=grain.sharding.NoSharding(), shuffle=shuffle,
+      num_epochs=num_epochs, seed=sampler_seed)
   operations = [_ToFloat()]
   if augment != "none":
-    operations.append(Augment(augment))
+    operations.append(Augment(augment, salt=(seed, shard[0])))
   operations.append(grain.transforms.Batch(batch_size, drop_remainder=drop_remainder))
   return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
                           worker_count=worker_count)
