@@ -1,5 +1,10 @@
 """Tests for pipeline.py: batch contents, same seed -> same batches, per-epoch reshuffles,
-per-host shards disjoint and complete, and resuming an iterator from its saved state."""
+per-host shards disjoint and complete, resuming an iterator from its saved state, and grain
+worker processes (a subprocess: they need a __main__ guard and parsed absl flags)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -116,3 +121,42 @@ def test_bad_arguments():
     pipeline.train_loader(x.reshape(40, -1), y, batch_size=4, augment="crop_flip")
   with pytest.raises(UserError, match="batch_size"):
     pipeline.eval_loader(x, y, batch_size=0)
+
+
+_WORKER_SCRIPT = """
+import numpy as np
+from absl import app
+
+def main(argv):
+  from jax_abstain.data import pipeline
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(60, 8, 8, 3)).astype(np.float32)
+  y = rng.integers(0, 10, 60).astype(np.int32)
+  images = {}
+  for workers in (0, 2):
+    make = lambda: pipeline.train_loader(x, y, batch_size=5, seed=0, augment="stdaug",
+                                         shard=(0, 1), worker_count=workers)
+    it = iter(make())
+    batches = [next(it) for _ in range(6)]
+    images[workers] = {int(i): im for b in batches for i, im in zip(b["index"], b["image"])}
+    state = pipeline.get_state(it)
+    after = [next(it)["index"].tolist() for _ in range(3)]
+    resumed = pipeline.restore(make(), state)
+    assert [next(resumed)["index"].tolist() for _ in range(3)] == after, workers
+  common = set(images[0]) & set(images[2])
+  assert len(common) >= 10 and all(np.array_equal(images[0][i], images[2][i]) for i in common)
+  print("ok")
+
+if __name__ == "__main__":
+  app.run(main)
+"""
+
+
+def test_worker_processes_same_records_and_resume(tmp_path):
+  script = tmp_path / "workers.py"
+  script.write_text(_WORKER_SCRIPT)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=300)
+  assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

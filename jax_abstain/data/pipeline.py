@@ -17,8 +17,10 @@ function of (seed, host, epoch) only. Epochs run back to back (``num_epochs=None
 and batches may span an epoch boundary; with ``drop_remainder`` only the final partial batch
 of a finite run is dropped. Augmentation draws come from ``default_rng([seed, host, u])`` with
 u drawn from grain's per-record generator (a function of the seed and the record's position in
-the host's stream), so a batch does not depend on worker count, batching or resuming, and
-hosts never share draws.
+the host's stream), so a record's augmented image does not depend on batching, resuming or
+worker count, and hosts never share draws. With ``worker_count > 0`` grain groups records
+into batches per worker, so which records share a batch depends on the worker count (a saved
+state records it; `restore` refuses another); keep it fixed within a run.
 
 We slice the hosts' shards ourselves instead of handing grain `ShardOptions`: with a row count
 not divisible by the host count, grain's DataLoader silently skips a record of the larger
