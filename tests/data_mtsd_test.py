@@ -137,3 +137,14 @@ def test_bad_inputs(tmp_path):
                               os.path.dirname(os.path.abspath(__file__))))
   assert result.returncode == 2
   assert result.stderr.strip().count("\n") == 0 and "error: mtsd:" in result.stderr
+
+
+def test_keep_reason():
+  assert mtsd.keep_reason(_obj("regulatory--stop--g1", (1, 2, 5, 6))) is None
+  assert mtsd.keep_reason(_obj("other-sign", (1, 2, 5, 6))) == "other-sign"
+  assert mtsd.keep_reason(_obj("a", (1, 2, 5, 6), out_of_frame=True)) == "out-of-frame"
+  assert mtsd.keep_reason(_obj("a", (5, 2, 1, 6))) == "degenerate-or-wrapping"
+  wrapping = _obj("a", (190, 2, 10, 6))
+  wrapping["bbox"]["cross_boundary"] = {"left": {}, "right": {}}   # panorama seam
+  assert mtsd.keep_reason(wrapping) == "degenerate-or-wrapping"
+  assert mtsd.keep_reason({"label": "a", "properties": {}}) == "no-bbox"

@@ -67,10 +67,17 @@ def crop_flip(image, rng):
 
 
 def autoaugment(image, rng):
-  """crop_flip followed by the CIFAR-10 AutoAugment policy (RGB images only)."""
-  if image.shape[-1] != 3:
-    raise UserError(f"autoaugment needs RGB images, got {image.shape[-1]} channel(s)")
-  return to_float(aa.cifar10_policy(to_uint8(crop_flip(image, rng)), rng))
+  """crop_flip followed by the CIFAR-10 AutoAugment policy.
+
+  Grayscale [H, W, 1] images go through as three equal channels; every policy operation treats
+  the channels alike, so they stay equal and channel 0 is returned.
+  """
+  c = image.shape[-1]
+  if c not in (1, 3):
+    raise UserError(f"autoaugment needs 1 or 3 channels, got {c}")
+  rgb = to_uint8(crop_flip(image, rng))
+  out = to_float(aa.cifar10_policy(np.repeat(rgb, 3, -1) if c == 1 else rgb, rng))
+  return out[..., :1] if c == 1 else out
 
 
 def rotate(image, rng, degrees: float = 15.0, translate: float = 0.0):
