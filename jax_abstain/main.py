@@ -31,7 +31,7 @@ def _modes():
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = _CONFIG.value
+  config = _load_config()
   if config is None:
     raise UserError("--config is required, e.g. --config=configs/synth.py")
   if not _WORKDIR.value:
@@ -47,14 +47,34 @@ def main(argv):
   return modes[config.mode](config, workdir)
 
 
+def _load_config():
+  """The parsed config; ml_collections loads the file and applies overrides lazily, here."""
+  try:
+    config = _CONFIG.value
+    if config is not None:
+      config.keys()   # a config that failed to load is a proxy that raises on first use
+    return config
+  except UserError:
+    raise
+  except Exception as e:  # missing file, syntax error, unknown override key, wrong type, ...
+    lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+    raise UserError(f"--config: {lines[-1] if lines else type(e).__name__}") from e
+
+
 def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # absl flag errors and config-file errors (missing file, bad key, ...)
     if cli.debug_requested(argv):
       raise
-    message = str(e).strip().splitlines()
-    cli.fail(message[-1] if message else type(e).__name__)
+    if isinstance(e, (KeyError, AttributeError)) or isinstance(e.__cause__, (KeyError, AttributeError)):
+      key = str(e).strip("'\" ")
+      cli.fail(f"--config: unknown config key {key!r}; see the config file for the known keys")
+    # Errors raised inside get_config reach us as text holding their traceback: keep the
+    # final "Type: message" line and drop the type.
+    message = [l for l in str(e).strip().splitlines() if l.strip()]
+    last = message[-1] if message else type(e).__name__
+    cli.fail(last.split("Error: ", 1)[-1] if "Traceback" in str(e) else last)
 
 
 def _main_with_clean_errors(argv):

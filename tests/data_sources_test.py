@@ -139,6 +139,13 @@ def test_offline_sets_fixed_split():
 def test_synthetic_unchanged():
   x, y = data.load("synthetic", "train")
   assert x.shape == (1000, 2) and np.bincount(y).tolist() == [485, 499, 16]
+  assert data.load("synthetic", "test", n=10, seed=3)[0].shape == (10, 2)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "digits", "cifar10", "folder"])
+def test_unknown_options_are_user_errors(name):
+  with pytest.raises(UserError, match=f"data set '{name}': bad options"):
+    data.load(name, "train", bogus=1)
 
 
 def _write_images(root, classes, per_class, size=(6, 5), fmt="png"):

@@ -287,7 +287,8 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     for m in module.modules():
       if isinstance(m, (nn.Conv2d, nn.Linear)):
         fan_in = m.weight[0].numel()
-        m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+        # Gain 1 rather than He: keeps logits O(10) in deep residual stacks, like trained nets.
+        m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (1.0 / fan_in) ** 0.5)
         if m.bias is not None:
           m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
       elif isinstance(m, nn.BatchNorm2d):

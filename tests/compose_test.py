@@ -1,0 +1,125 @@
+"""Composition (eq. 12) and cascades on hand-made indicators, reports and the CLI."""
+import json
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from jax_abstain import compose, reports
+from jax_abstain.errors import UserError
+
+S = np.array([1, 1, 0, 0, 1, 0])
+B_ACC, B_ROB = np.array([1, 0, 1, 1, 1, 0]), np.array([1, 1, 0, 1, 0, 1])
+T_ACC, T_ROB = np.array([1, 1, 1, 0, 0, 1]), np.array([0, 0, 1, 1, 1, 0])
+
+
+def test_two_composition_equals_eq12():
+  comp = compose.compose_indicators([S], [B_ACC, T_ACC], [B_ROB, T_ROB])
+  nat = S * B_ACC + (1 - S) * T_ACC
+  rob = S * B_ACC * B_ROB + (1 - S) * T_ACC * T_ROB
+  np.testing.assert_array_equal(comp.is_acc, nat.astype(bool))
+  np.testing.assert_array_equal(comp.is_rob_acc, rob.astype(bool))
+  np.testing.assert_array_equal(comp.answered_by, [0, 0, 1, 1, 0, 1])
+  summary = comp.summary(S, B_ACC & B_ROB)
+  assert summary["nat_acc"] == round(100 * nat.mean(), 2)
+  assert summary["rob_acc"] == round(100 * rob.mean(), 2)
+  assert summary["rob_sel"] == 50.0
+  assert summary["commit_prec"] == round(100 / 3, 2)
+
+
+@given(st.lists(st.tuples(*[st.booleans()] * 8), min_size=1, max_size=40))
+def test_cascade_is_recursive_two_composition(rows):
+  s1, s2, a1, r1, a2, r2, a3, r3 = (np.array(c) for c in zip(*rows))
+  cascade = compose.compose_indicators([s1, s2], [a1, a2, a3], [r1, r2, r3])
+  inner = compose.compose_indicators([s2], [a2, a3], [r2, r3])
+  outer = compose.compose_indicators([s1], [a1, inner.is_acc], [r1, inner.is_rob])
+  np.testing.assert_array_equal(cascade.is_acc, outer.is_acc)
+  np.testing.assert_array_equal(cascade.is_rob_acc, outer.is_rob_acc)
+
+
+def _report(path, acc, rob1, rob2, label=None):
+  n = len(acc)
+  label = np.zeros(n, int) if label is None else label
+  reports.write_report(path, {"sample_idx": np.arange(n), "label": label, "pred": 1 - np.asarray(acc),
+                              "is_acc": acc, "conf": np.full(n, 0.9), "is_rob@1/255": rob1,
+                              "is_rob@2/255": rob2})
+
+
+def test_compose_reports_selects_at_2eps_by_default(tmp_path):
+  _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
+  _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
+  cols = [reports.read_report(tmp_path / n) for n in ("b.csv", "t.csv")]
+  result = compose.compose_reports(cols, "1/255")
+  assert result["select_at"] == ["2/255"]
+  assert result["nat_acc"] == round(100 * np.mean(S * B_ACC + (1 - S) * T_ACC), 2)
+  same_eps = compose.compose_reports(cols, "1/255", select_at=["1/255"])
+  assert same_eps["rob_sel"] == round(100 * B_ROB.mean(), 2)
+
+
+def test_compose_certified_reports():
+  cert = {"sample_idx": np.arange(4), "label": np.array([0, 1, 1, 0]), "pred": np.zeros(4, int),
+          "is_acc": np.ones(4, int), "conf": np.ones(4), "cert_pred": np.array([0, 1, -1, 1]),
+          "radius": np.array([0.5, 0.3, 0.0, 0.6])}
+  core = {"sample_idx": np.arange(4), "label": cert["label"], "pred": cert["label"],
+          "is_acc": np.ones(4, int), "conf": np.ones(4)}
+  result = compose.compose_reports([cert, core], 0.25)
+  # Certified at >= 0.25: samples 0, 1, 3; sample 3 is certified but wrong; sample 2 -> core.
+  assert result["select_at"] == ["0.25"]
+  assert result["rob_sel"] == 75.0
+  assert result["nat_acc"] == 75.0
+  assert result["rob_acc"] == 50.0      # the core is taken as non-robust (authors' convention)
+
+
+def test_compose_rejects_misaligned_reports(tmp_path):
+  _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
+  _report(tmp_path / "t.csv", T_ACC[:4], T_ROB[:4], T_ROB[:4])
+  cols = [reports.read_report(tmp_path / n) for n in ("b.csv", "t.csv")]
+  with pytest.raises(UserError, match="samples"):
+    compose.compose_reports(cols, "1/255")
+
+
+def test_live_predict_matches_eq12():
+  x = jnp.array([[0.1], [0.9], [0.5]])
+  branch = lambda v: jnp.concatenate([v, 1 - v], -1)        # class 1 for x < 0.5
+  core = lambda v: jnp.concatenate([1 - v, v], -1)          # class 1 for x > 0.5 (0 at ties)
+  selector = lambda v: v[:, 0] < 0.3
+  pred, answered = compose.predict([branch, core], [selector], x)
+  np.testing.assert_array_equal(answered, [0, 1, 1])
+  np.testing.assert_array_equal(pred, [1, 1, 0])
+
+
+def test_cli_prints_table_and_writes_json(tmp_path):
+  _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
+  _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
+  out = tmp_path / "c.json"
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "b.csv"),
+                         str(tmp_path / "t.csv"), "--eps", "1/255", "--json", str(out)],
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert "rob_acc" in proc.stdout
+  assert json.loads(out.read_text())["rob_sel"] == 50.0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--eps", "1/0"], "division by zero"),
+    (["--eps", "-1"], "positive"),
+    (["--eps", "4/255"], "is_rob@4/255"),
+])
+def test_cli_bad_input_one_line_no_output(tmp_path, args, message):
+  _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
+  _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
+  out = tmp_path / "c.json"
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "b.csv"),
+                         str(tmp_path / "t.csv"), "--json", str(out), *args], capture_output=True, text=True)
+  assert proc.returncode == 2
+  assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+  assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_cli_missing_report(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "x.csv"),
+                         str(tmp_path / "y.csv"), "--eps", "0.1"], capture_output=True, text=True)
+  assert proc.returncode == 2 and "no such report" in proc.stderr
