@@ -12,6 +12,7 @@ Training input (shuffling, sharding, augmentation, resumable iterators) is built
 arrays by `jax_abstain.data.pipeline`.
 """
 import importlib
+import inspect
 
 import numpy as np
 
@@ -21,30 +22,39 @@ from jax_abstain.errors import UserError
 SPLITS = ("train", "val", "test")
 
 
-def _synthetic(split, path=None, **opts):
+def _synthetic(split, path=None, *, n=1000, seed=1):
   del path
   if split == "val":
     raise UserError("split: the synthetic data set has train and test only, got 'val'")
-  return synthetic.load(split, **opts)
+  return synthetic.load(split, n=n, seed=seed)
 
 
-def _lazy(module: str, attr: str, *args):
+def _call(name, fn, split, path, opts):
+  """Calls a loader, turning options it does not take into a one-line UserError."""
+  try:
+    inspect.signature(fn).bind(split, path=path, **opts)
+  except TypeError as e:
+    raise UserError(f"data set {name!r}: bad options {sorted(opts)} ({e})") from None
+  return fn(split, path=path, **opts)
+
+
+def _lazy(name: str, module: str, attr: str, *args):
   """A loader imported on first use: keeps `import jax_abstain` light (no Pillow, tarfile),
   and lets ``python -m jax_abstain.data.mtsd`` run without the module being imported twice."""
   def load(split, path=None, **opts):
     fn = getattr(importlib.import_module(f"jax_abstain.data.{module}"), attr)
-    return (fn(*args) if args else fn)(split, path=path, **opts)
+    return _call(name, fn(*args) if args else fn, split, path, opts)
   return load
 
 
 _LOADERS = {
     "synthetic": _synthetic,
-    "mnist5k": _lazy("offline", "load_mnist5k"),
-    "digits": _lazy("offline", "load_digits"),
-    "cifar10": _lazy("cifar", "loader", "cifar10"),
-    "cifar100": _lazy("cifar", "loader", "cifar100"),
-    "mtsd": _lazy("mtsd", "load"),
-    "folder": _lazy("folder", "load"),
+    "mnist5k": _lazy("mnist5k", "offline", "load_mnist5k"),
+    "digits": _lazy("digits", "offline", "load_digits"),
+    "cifar10": _lazy("cifar10", "cifar", "loader", "cifar10"),
+    "cifar100": _lazy("cifar100", "cifar", "loader", "cifar100"),
+    "mtsd": _lazy("mtsd", "mtsd", "load"),
+    "folder": _lazy("folder", "folder", "load"),
 }
 
 
@@ -73,7 +83,7 @@ def load(name: str, split: str, path=None, **opts):
     raise UserError(f"unknown data set {name!r}; known: {', '.join(names())}")
   if split not in SPLITS:
     raise UserError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
-  x, y = _LOADERS[name](split, path=path, **opts)
+  x, y = _call(name, _LOADERS[name], split, path, opts)
   return np.asarray(x, np.float32), np.asarray(y, np.int32)
 
 

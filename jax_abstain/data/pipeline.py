@@ -166,7 +166,11 @@ def train_loader(x, y, *, batch_size, seed=0, augment="none", shard=None, worker
 
 
 def eval_loader(x, y, *, batch_size, shard=None):
-  """One pass in data order, last batch possibly smaller; `index` gives each row's position."""
+  """One pass in data order, last batch possibly smaller; `index` gives each row's position.
+
+  With several hosts and N not divisible by their count, shards differ by one row, so hosts
+  may see different batch counts: SPMD evaluation must pad (e.g. to `steps_per_epoch` + 1).
+  """
   return make_loader(x, y, batch_size=batch_size, seed=0, shuffle=False, augment="none",
                      num_epochs=1, shard=shard, drop_remainder=False)
 
