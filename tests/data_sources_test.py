@@ -22,7 +22,9 @@ def _batch_bytes(n, label_key, classes, seed, rgb=None):
   batch = {b"batch_label": b"testing", b"data": pixels,
            label_key: rng.integers(0, classes, n).tolist(),
            b"filenames": [b"f%d.png" % i for i in range(n)]}
-  return pickle.dumps(batch, protocol=2)
+  # The official files were pickled under numpy 1.x, which names its module numpy.core.
+  return pickle.dumps(batch, protocol=2).replace(b"numpy._core.multiarray",
+                                                 b"numpy.core.multiarray")
 
 
 def write_cifar(root, name, n=6):
