@@ -137,7 +137,7 @@ def _run_port(*args):
 
 @pytest.fixture(scope="module")
 def cohen_ckpt(tmp_path_factory):
-  module = T.randomize(T.CifarResNet(8), seed=7)
+  module = T.randomize(T.CifarResNet(20), seed=7)
   path = tmp_path_factory.mktemp("ckpt") / "noise_0.25.pth.tar"
   _save_like_zoo(module, "cohen", path)
   return module, path
@@ -196,7 +196,7 @@ EXPECTED = {
     "missing_key": "1 missing keys (layer2.0.conv1.weight)",
     "unexpected_key": "1 unexpected keys (extra.weight)",
     "wrong_shape": "fc.weight (100, 64) != (10, 64)",
-    "other_architecture": "does not match architecture 'cifar-resnet110'",
+    "other_architecture": "does not match architecture 'cifar-resnet20'",
     "needs_pickle": "pickles more than tensors",
     "missing_file": "no such checkpoint file",
 }
@@ -206,7 +206,7 @@ def test_bad_checkpoints_fail_cleanly_in_library(cohen_ckpt, tmp_path):
   files = _bad_files(tmp_path, cohen_ckpt[0])
   for name, path in files.items():
     with pytest.raises(UserError) as e:
-      porting.convert("cifar-resnet110", path, depth=8)
+      porting.convert("cifar-resnet20", path)
     assert EXPECTED[name] in str(e.value), (name, str(e.value))
     assert "\n" not in str(e.value)
 
@@ -221,7 +221,7 @@ def _port_in_process(argv, capsys):
 
 def test_bad_inputs_cli_one_line_and_no_output(cohen_ckpt, tmp_path, capsys):
   files = _bad_files(tmp_path, cohen_ckpt[0])
-  cases = [("cifar-resnet110", path, EXPECTED[name]) for name, path in files.items()]
+  cases = [("cifar-resnet20", path, EXPECTED[name]) for name, path in files.items()]
   cases.append(("NoSuchModel2099", cohen_ckpt[1], "known models: Carmon2019Unlabeled"))
   for arch, ckpt, expected in cases:
     out = tmp_path / f"out_{ckpt.stem}_{arch}"
@@ -238,7 +238,7 @@ def test_cli_refuses_non_empty_out(cohen_ckpt, tmp_path, capsys):
   out = tmp_path / "taken"
   out.mkdir()
   (out / "keep.txt").write_text("x")
-  code, err = _port_in_process(["--arch", "cifar-resnet110", "--checkpoint", cohen_ckpt[1],
+  code, err = _port_in_process(["--arch", "cifar-resnet20", "--checkpoint", cohen_ckpt[1],
                                 "--out", out, "--num-classes", "10"], capsys)
   assert code == 2 and "not empty" in err
   assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]

@@ -66,6 +66,8 @@ class Normalize(nnx.Module):
       raise ValueError(f"unknown normalization mode {mode!r}")
     self.mode = mode
     self.torch_names = torch_names
+    # Kept as plain tuples so `io.instantiate` can materialise an abstract (eval_shape) model.
+    self.init_values = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
     self.mean = Constant(jnp.asarray(mean, jnp.float32))
     self.std = Constant(jnp.asarray(std, jnp.float32))
 

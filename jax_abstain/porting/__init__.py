@@ -10,8 +10,6 @@ Command line: ``python -m jax_abstain.port --arch NAME --checkpoint FILE.pt --ou
 """
 import pathlib
 
-from flax import nnx
-
 from jax_abstain.porting import checkpoint, mapping
 
 
@@ -30,7 +28,7 @@ def convert(arch: str, checkpoint_path, **options):
   from jax_abstain import models  # pylint: disable=import-outside-toplevel
   entry, options = models.resolve(arch, **options)   # unknown names fail before any reading
   state_dict, digest = checkpoint.read(checkpoint_path)
-  model = entry.constructor(rngs=nnx.Rngs(0), **options)
+  model = models.io.instantiate(entry.constructor, options)
   mapping.assign(model, state_dict, arch)
   model.eval()
   source = {"file": pathlib.Path(checkpoint_path).name, "sha256": digest,

@@ -50,11 +50,16 @@ def _load(path: pathlib.Path):
           f"{path}: the file pickles more than tensors ({reason}); torch.load(weights_only=True) "
           "refuses it. Re-save only the weights where the file was made: "
           "torch.save(model.state_dict(), 'weights.pt')") from None
-    raise UserError(f"{path}: not a PyTorch checkpoint, or a truncated one ({text[:160]})") from None
-  except (RuntimeError, EOFError, ValueError, OSError) as e:
+    text = text.split(". ")[0][:160]
+    raise UserError(f"{path}: not a PyTorch checkpoint, or a truncated one ({text})") from None
+  except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError,
+          AttributeError) as e:
+    # torch's legacy (non-zip) reader fails on arbitrary bytes with whatever the first
+    # misread field provokes (KeyError on a text file, EOFError on an empty one, ...).
     if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
       raise
-    text = " ".join(str(e).split())[:160] or type(e).__name__
+    text = " ".join(str(e).split()).split(". ")[0][:160]
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     raise UserError(f"{path}: not a PyTorch checkpoint, or a truncated one ({text})") from None
 
 

@@ -21,6 +21,7 @@ that lists them.
 """
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -79,28 +80,28 @@ def table(model: nnx.Module) -> tuple[list[Rule], set[str]]:
     prefix = _key(path)
     dot = prefix + "." if prefix else ""
     if isinstance(mod, nnx.Conv):
-      k = mod.kernel[...].shape
+      k = mod.kernel.get_value().shape
       rules.append(Rule(dot + "weight", path + ("kernel",), "conv", (k[3], k[2], k[0], k[1])))
       if mod.bias is not None:
-        rules.append(Rule(dot + "bias", path + ("bias",), "copy", tuple(mod.bias[...].shape)))
+        rules.append(Rule(dot + "bias", path + ("bias",), "copy", tuple(mod.bias.get_value().shape)))
     elif isinstance(mod, nnx.Linear):
-      k = mod.kernel[...].shape
+      k = mod.kernel.get_value().shape
       rules.append(Rule(dot + "weight", path + ("kernel",), "linear", (k[1], k[0])))
       if mod.bias is not None:
-        rules.append(Rule(dot + "bias", path + ("bias",), "copy", tuple(mod.bias[...].shape)))
+        rules.append(Rule(dot + "bias", path + ("bias",), "copy", tuple(mod.bias.get_value().shape)))
     elif isinstance(mod, nnx.BatchNorm):
       for torch_leaf, leaf in _BN_LEAVES:
         if getattr(mod, leaf, None) is None:
           raise TypeError(f"{prefix}: BatchNorm without {leaf} cannot be ported")
         rules.append(Rule(dot + torch_leaf, path + (leaf,), "copy",
-                          tuple(getattr(mod, leaf)[...].shape)))
+                          tuple(getattr(mod, leaf).get_value().shape)))
       optional.add(dot + "num_batches_tracked")
     elif isinstance(mod, layers.Normalize):
       if mod.torch_names is not None:
         parent = _key(path[:-1])
         pdot = parent + "." if parent else ""
         for torch_leaf, leaf in zip(mod.torch_names, ("mean", "std")):
-          c = getattr(mod, leaf)[...].shape[0]
+          c = getattr(mod, leaf).get_value().shape[0]
           rules.append(Rule(pdot + torch_leaf, path + (leaf,), "channel_buffer", (c, 1, 1)))
       else:
         covered.update({path + ("mean",), path + ("std",)})
@@ -162,8 +163,8 @@ def assign(model: nnx.Module, state_dict: dict, arch: str) -> None:
   check(rules, optional, state_dict, arch)
   for r in rules:
     var = _variable(model, r.path)
-    value = r.to_jax(np.asarray(state_dict[r.torch_key])).astype(var[...].dtype)
-    var.set_value(value)
+    value = r.to_jax(np.asarray(state_dict[r.torch_key])).astype(var.get_value().dtype)
+    var.set_value(jnp.asarray(value))
 
 
 def extract(model: nnx.Module) -> dict:
@@ -175,7 +176,7 @@ def extract(model: nnx.Module) -> dict:
   rules, optional = table(model)
   out = {}
   for r in rules:
-    out[r.torch_key] = np.ascontiguousarray(r.to_torch(np.asarray(_variable(model, r.path)[...])))
+    out[r.torch_key] = np.ascontiguousarray(r.to_torch(np.asarray(_variable(model, r.path).get_value())))
   for k in sorted(optional):
     out[k] = np.zeros((), np.int64)
   return out
