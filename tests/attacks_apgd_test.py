@@ -1,5 +1,7 @@
 """APGD (ce, dlr, dlr-targeted, conf): closed-form linear cases, the ball/box contract, batch
 independence, EOT, bad input, and a comparison with torchattacks' independent APGD."""
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -69,19 +71,23 @@ def test_linear_minimal_perturbation(norm, loss, n_classes):
 @given(eps=st.floats(0.01, 0.5), norm=st.sampled_from(["linf", "l2"]),
        loss=st.sampled_from(["ce", "dlr", "dlr-targeted", "conf"]), seed=st.integers(0, 3))
 def test_ball_and_box(eps, norm, loss, seed):
-  f = mlp(seed=seed)
   x = jax.random.uniform(jax.random.key(seed), (6, 20))
   x = x.at[0].set(0.0).at[1].set(1.0)  # inputs on the box faces
-  y = jnp.argmax(f(x), -1)
-  x_adv = _apgd_jit(f, norm, loss)(x, y, jnp.float32(eps))
+  y = jnp.argmax(_MLP(x), -1)
+  x_adv = _apgd_jit(norm, loss)(x, y, jnp.float32(eps))
   chex.assert_shape(x_adv, x.shape)
   assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
   assert float(jnp.max(common.norm_of(x_adv - x, norm))) <= eps + 1e-6
 
 
 
-def _apgd_jit(f, norm, loss):
-  return jax.jit(lambda x, y, eps: attacks.apgd(f, x, y, key=jax.random.key(1), eps=eps,
+_MLP = mlp(seed=5)
+
+
+@functools.cache
+def _apgd_jit(norm, loss):
+  """One compilation per (norm, loss) across hypothesis examples: eps is a jit argument."""
+  return jax.jit(lambda x, y, eps: attacks.apgd(_MLP, x, y, key=jax.random.key(1), eps=eps,
                                                 norm=norm, n_iter=10, loss=loss,
                                                 n_target_classes=2))
 
@@ -177,18 +183,20 @@ def test_matches_torchattacks_apgd_on_the_same_weights():
   x = rng.uniform(0, 1, size=(n, d)).astype(np.float32)
   f = lambda z: jnp.tanh(z @ w1) @ w2
   y = np.asarray(jnp.argmax(f(jnp.asarray(x)), -1))
-  net = torch.nn.Sequential(torch.nn.Linear(d, h, bias=False), torch.nn.Tanh(),
+  net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, h, bias=False), torch.nn.Tanh(),
                             torch.nn.Linear(h, c, bias=False))
   with torch.no_grad():
-    net[0].weight.copy_(torch.from_numpy(w1.T))
-    net[2].weight.copy_(torch.from_numpy(w2.T))
+    net[1].weight.copy_(torch.from_numpy(w1.T))
+    net[3].weight.copy_(torch.from_numpy(w2.T))
   for norm, eps in (("linf", 0.05), ("l2", 0.25)):
     ta = torchattacks.APGD(net, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, steps=40,
                            n_restarts=1, loss="ce", seed=0)
-    x_t = ta(torch.from_numpy(x), torch.from_numpy(y).long())
+    # torchattacks wants image batches: the same vectors as [n, 1, 1, d].
+    x_t = ta(torch.from_numpy(x.reshape(n, 1, 1, d)), torch.from_numpy(y.copy()).long())
     rob_torch = float((net(x_t).argmax(1).numpy() == y).mean())
     x_j = attacks.apgd(f, jnp.asarray(x), jnp.asarray(y), key=jax.random.key(0), eps=eps,
                        norm=norm, n_iter=40)
     rob_jax = float(jnp.mean(attacks.is_robust(f, x_j, jnp.asarray(y))))
+    print(f"{norm}: robust accuracy jax {rob_jax:.3f} torchattacks {rob_torch:.3f}")
     assert 0.1 < rob_torch < 0.9, rob_torch  # the comparison is informative
     assert abs(rob_jax - rob_torch) <= 0.03, (norm, rob_jax, rob_torch)

@@ -190,20 +190,23 @@ def apgd_run(logits_fn, x, y, *, key, eps, norm="linf", n_iter=40, n_restarts=1,
       raise UserError(f"apgd: loss dlr-targeted needs >= 4 classes, got {clean_logits.shape[-1]}")
     targets = target_classes(clean_logits, n_target_classes)
   else:
-    targets = [None]
-  result = None
-  for t, y_target in enumerate(targets):
-    for r in range(n_restarts):
-      run_keys = _fold(keys, t * n_restarts + r)
-      if result is None:
-        result = run(run_keys, y_target=y_target, active=active)
-        continue
-      new = run(run_keys, y_target=y_target, active=None if best_loss else result.robust)
-      take = (new.best_loss > result.best_loss) if best_loss else (result.robust & ~new.robust)
-      result = ApgdResult(jnp.where(_bshape(take, x), new.x_adv, result.x_adv),
-                          result.robust & new.robust,
-                          jnp.maximum(result.best_loss, new.best_loss))
-  return result
+    targets = jnp.zeros((1, x.shape[0]), jnp.int32)  # unused by the untargeted losses
+  y_target_of = (lambda t: targets[t]) if loss == "dlr-targeted" else (lambda t: None)
+
+  def combine(result, j):
+    """Runs (target, restart) number j and merges it into `result`."""
+    t = j // n_restarts
+    new = run(_fold(keys, j), y_target=y_target_of(t),
+              active=None if best_loss else result.robust)
+    take = (new.best_loss > result.best_loss) if best_loss else (result.robust & ~new.robust)
+    return ApgdResult(jnp.where(_bshape(take, x), new.x_adv, result.x_adv),
+                      result.robust & new.robust, jnp.maximum(result.best_loss, new.best_loss))
+
+  batch = x.shape[0]
+  robust0 = jnp.ones((batch,), bool) if active is None else jnp.asarray(active, bool)
+  result = ApgdResult(x, robust0, jnp.full((batch,), -jnp.inf, x.dtype))
+  # A fori_loop (not a Python loop) over targets and restarts: one compiled run, not nine.
+  return jax.lax.fori_loop(0, targets.shape[0] * n_restarts, lambda j, r: combine(r, j), result)
 
 
 def apgd(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 40,

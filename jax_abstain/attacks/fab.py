@@ -155,21 +155,26 @@ def fab_run(logits_fn, x, y, *, key, eps=None, norm="linf", n_iter=100, n_restar
     correct = correct & active
   adv = x.reshape(batch, -1)
   dist = jnp.where(correct, jnp.inf, 0.0).astype(x.dtype)
-  for ti, y_target in enumerate(target_classes(logits, n_target_classes)):
-    for r in range(n_restarts):
-      if r == 0:
-        start = x
-      else:
-        radius = jnp.minimum(dist, 1.0 if eps is None else eps_b)
-        rkeys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, ti * n_restarts + r)
-        start = jax.vmap(_random_start, in_axes=(0, 0, 0, None))(rkeys, x, radius, norm)
-      todo = correct if eps is None else correct & (dist > eps_b)
-      new_adv, new_dist = fab_single_run(
-          logits_fn, x, y, y_target, start, todo, eps=eps_b, norm=norm, n_iter=n_iter,
-          alpha_max=alpha_max, eta=eta, beta=beta)
-      better = todo & (new_dist < dist)
-      adv = jnp.where(better[:, None], new_adv, adv)
-      dist = jnp.where(better, new_dist, dist)
+  targets = target_classes(logits, n_target_classes)
+
+  def one(j, carry):
+    """Target j // n_restarts, restart j % n_restarts; keeps the closer point."""
+    adv, dist = carry
+    r = j % n_restarts
+    radius = jnp.minimum(dist, 1.0 if eps is None else eps_b)
+    rkeys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, j)
+    rand = jax.vmap(_random_start, in_axes=(0, 0, 0, None))(rkeys, x, radius, norm)
+    # The first restart starts at x itself (AutoAttack's use_rand_start=False).
+    start = jnp.where(r == 0, x, rand)
+    todo = correct if eps is None else correct & (dist > eps_b)
+    new_adv, new_dist = fab_single_run(
+        logits_fn, x, y, targets[j // n_restarts], start, todo, eps=eps_b, norm=norm,
+        n_iter=n_iter, alpha_max=alpha_max, eta=eta, beta=beta)
+    better = todo & (new_dist < dist)
+    return jnp.where(better[:, None], new_adv, adv), jnp.where(better, new_dist, dist)
+
+  # fori_loop over (target, restart): one compiled FAB run instead of nine.
+  adv, dist = jax.lax.fori_loop(0, targets.shape[0] * n_restarts, one, (adv, dist))
   return FabResult(adv.reshape(x.shape), dist)
 
 
