@@ -51,8 +51,10 @@ def _from_pil(im, channels):
 
 def random_crop(image, rng, pad: int = 4):
   """Crops an [H, W, C] window at a uniform offset from the image zero-padded by `pad`."""
-  h, w = image.shape[:2]
-  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  h, w, c = image.shape
+  # Filled by hand: np.pad costs ~10x more than the rest of this function.
+  padded = np.zeros((h + 2 * pad, w + 2 * pad, c), image.dtype)
+  padded[pad:pad + h, pad:pad + w] = image
   dy, dx = rng.integers(0, 2 * pad + 1, size=2)
   return padded[dy:dy + h, dx:dx + w]
 

@@ -154,8 +154,11 @@ def make_loader(x, y, *, batch_size, seed=0, shuffle=True, augment="none", num_e
   if augment != "none":
     operations.append(Augment(augment, salt=(seed, shard[0])))
   operations.append(grain.transforms.Batch(batch_size, drop_remainder=drop_remainder))
+  # Reads from memory need no reader threads; grain's default (16 threads, 500 prefetched
+  # records) spends most of its time polling its futures: 3.4k vs 22k images/s on 2 cores.
+  read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
   return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                          worker_count=worker_count)
+                          worker_count=worker_count, read_options=read_options)
 
 
 def train_loader(x, y, *, batch_size, seed=0, augment="none", shard=None, worker_count=0):
