@@ -21,7 +21,6 @@ most 1/510 rounding error; crop and flip are exact.
 import argparse
 import sys
 
-from matplotlib import colors
 import numpy as np
 from PIL import Image, ImageEnhance
 
@@ -110,10 +109,12 @@ def color_jitter(image, rng, strength: float = 0.1):
     elif op == 2 and c == 3:
       im = ImageEnhance.Color(im).enhance(factors[2])
     elif op == 3 and c == 3 and hue != 0:
-      # In float, not Pillow's 8-bit HSV, whose round trip alone moves pixels by up to 6 levels.
-      hsv = colors.rgb_to_hsv(np.asarray(im, np.float32) / 255.0)
-      hsv[..., 0] = (hsv[..., 0] + hue) % 1.0
-      im = Image.fromarray(to_uint8(colors.hsv_to_rgb(hsv)))
+      # Pillow's 8-bit HSV, as torchvision's adjust_hue does on the PIL images the authors'
+      # pipeline feeds it (float HSV would be 20x slower). Its round trip is lossy (a few
+      # levels), hence skipped when there is no shift.
+      hsv = np.asarray(im.convert("HSV")).copy()
+      hsv[..., 0] = (hsv[..., 0].astype(np.int32) + int(round(hue * 255))) % 256
+      im = Image.fromarray(hsv, "HSV").convert("RGB")
   return _from_pil(im, c)
 
 
