@@ -268,3 +268,19 @@ def test_load_refuses_corrupt_or_mismatched_dirs(tmp_path):
     models.load(d2)
   with pytest.raises(UserError, match="not a model directory"):
     models.load(tmp_path / "empty")
+
+
+def test_full_size_wrn_28_10_ports_in_seconds(tmp_path):
+  import time  # pylint: disable=import-outside-toplevel
+  module = T.randomize(T.WideResNet(28, 10, 10, sub_block1=True), seed=11)
+  ckpt = tmp_path / "carmon.pt"
+  _save_like_zoo(module, "module", ckpt)
+  x, xt = _inputs((32, 32, 3), n=2)
+  ref = _torch_logits(module, None, xt)
+  start = time.time()
+  out_dir = porting.port("Carmon2019Unlabeled", ckpt, tmp_path / "carmon")
+  elapsed = time.time() - start
+  out = np.asarray(models.load(out_dir)(jnp.asarray(x)))
+  print(f"WRN-28-10 port {elapsed:.1f}s, parity max|diff| = {np.abs(out - ref).max():.2e}")
+  assert elapsed < 30
+  assert np.abs(out - ref).max() < TOL

@@ -140,8 +140,8 @@ def read_manifest(directory) -> dict:
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise UserError(f"{path}: not valid JSON ({e})") from None
   if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-    raise UserError(f"{path}: unknown format {manifest.get('format') if isinstance(manifest, dict) else None!r}"
-                    f", expected {FORMAT!r}")
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    raise UserError(f"{path}: unknown format {found!r}, expected {FORMAT!r}")
   return manifest
 
 
