@@ -7,9 +7,10 @@ Each query changes one square window of the current perturbation (Linf: every pi
 window to a vertex +-eps per channel; L2: mass moved between two windows with a pseudo-Gaussian
 profile) and keeps the change if the margin ``z_y - max_{i != y} z_i`` decreases. The window
 side follows AutoAttack's schedule (``p_init = 0.8`` halved at query 10, 50, 200, 500, 1000,
-2000, 4000, 6000, 8000 of a schedule rescaled to 10,000 queries). Because the window side must
-be static under `jit`, the queries are split into phases of constant side, each one
-`lax.while_loop` that stops when every sample is broken. Window positions and signs come from
+2000, 4000, 6000, 8000 of a schedule rescaled to 10,000 queries). All queries run in one
+`lax.while_loop` that stops when every sample is broken: windows are masks over the whole
+image (their side is a traced value read from the schedule table), so changing the side
+needs no new shapes and no recompilation. Window positions and signs come from
 ``fold_in(example_key, query)``, so a sample's search does not depend on its batch (AutoAttack
 draws one window position for the whole batch; per-example draws are what the original Square
 code does).
@@ -82,14 +83,6 @@ def meta_pseudo_gaussian(sh: int, sw: int) -> np.ndarray:
   return (delta / np.sqrt((delta ** 2).sum())).astype(np.float32)
 
 
-def _profile(key, sh, sw, dtype):
-  """The window profile, transposed at random when the window is square (as AutoAttack)."""
-  prof = jnp.asarray(meta_pseudo_gaussian(sh, sw), dtype)
-  if sh == sw:
-    prof = jnp.where(jax.random.bernoulli(key), prof.T, prof)
-  return prof
-
-
 def _signs(key, shape, dtype):
   return jnp.where(jax.random.bernoulli(key, 0.5, shape), 1.0, -1.0).astype(dtype)
 
@@ -101,62 +94,87 @@ def _margin(logits_fn, x, y):
   return z_y - jnp.max(other, axis=-1)
 
 
+def _tables(n_queries, p_init, h, w, c, norm):
+  """Per-query window sides [n_queries, 2] and, per query, an index into L2 profile canvases
+  [P, h, w] (each profile in the top-left corner; its transpose in a second table)."""
+  sides = np.zeros((n_queries, 2), np.int32)
+  index = np.zeros(n_queries, np.int32)
+  canvases, canvases_t = [], []
+  for p_i, (start, stop, (sh, sw)) in enumerate(window_schedule(n_queries, p_init, h, w, c, norm)):
+    sides[start:stop] = (sh, sw)
+    index[start:stop] = p_i
+    canvas = np.zeros((h, w), np.float32)
+    canvas_t = np.zeros((h, w), np.float32)
+    if norm == "l2":
+      prof = meta_pseudo_gaussian(sh, sw)
+      canvas[:sh, :sw] = prof
+      canvas_t[:sh, :sw] = prof.T if sh == sw else prof
+    canvases.append(canvas)
+    canvases_t.append(canvas_t)
+  return (jnp.asarray(sides), jnp.asarray(index), jnp.asarray(np.stack(canvases)),
+          jnp.asarray(np.stack(canvases_t)))
+
+
+def _window(key, h, w, sh, sw):
+  """Random top-left corner and the [h, w, 1] bool mask of an sh x sw window (traced sides)."""
+  k1, k2 = jax.random.split(key)
+  vh = jax.random.randint(k1, (), 0, h - sh + 1)
+  vw = jax.random.randint(k2, (), 0, w - sw + 1)
+  rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+  mask = (rows >= vh) & (rows < vh + sh) & (cols >= vw) & (cols < vw + sw)
+  return vh, vw, mask[:, :, None]
+
+
 def _l2_init(key, x, eps):
-  """AutoAttack's L2 start: a 5x5 grid of pseudo-Gaussian blocks with random signs, norm eps."""
+  """AutoAttack's L2 start: a grid of s x s pseudo-Gaussian blocks (s = H // 5), each randomly
+  transposed and signed per channel, scaled to norm eps. Built as one tensor (not a Python loop
+  of updates) to keep compilation small."""
   h, w, c = x.shape
   s = h // 5
-  if s < 1 or w // s < 1:
+  start = (h - 5 * s) // 2
+  nb_h, nb_w = ((h - start) // s, (w - start) // s) if s else (0, 0)
+  if nb_h < 1 or nb_w < 1:
     delta = jax.random.normal(key, x.shape, x.dtype)
   else:
-    start = (h - 5 * s) // 2
-    delta = jnp.zeros_like(x)
-    for bi in range(h // s):
-      for bj in range(w // s):
-        r0, c0 = start + bi * s, start + bj * s
-        if r0 + s > h or c0 + s > w:
-          continue
-        kb = jax.random.fold_in(key, bi * 1000 + bj)
-        k1, k2 = jax.random.split(kb)
-        block = _profile(k1, s, s, x.dtype)[:, :, None] * _signs(k2, (1, 1, c), x.dtype)
-        delta = delta.at[r0:r0 + s, c0:c0 + s, :].add(block)
+    k1, k2 = jax.random.split(key)
+    prof = jnp.asarray(meta_pseudo_gaussian(s, s), x.dtype)
+    flip = jax.random.bernoulli(k1, 0.5, (nb_h, nb_w))[:, :, None, None]
+    blocks = jnp.where(flip, prof.T, prof)[..., None] * _signs(k2, (nb_h, nb_w, 1, 1, c), x.dtype)
+    grid = blocks.transpose(0, 2, 1, 3, 4).reshape(nb_h * s, nb_w * s, c)
+    delta = jnp.zeros_like(x).at[start:start + nb_h * s, start:start + nb_w * s].set(grid)
   delta = delta / jnp.maximum(jnp.sqrt(jnp.sum(delta ** 2)), 1e-12)
   return jnp.clip(x + eps * delta, 0.0, 1.0)
 
 
-def _linf_proposal(key, xb, x0, eps, sh, sw):
+def _linf_proposal(key, xb, x0, eps, sh, sw, canvas, canvas_t):
   """One example [H, W, C]: a window of xb set to the vertex x0 +- eps (sign per channel)."""
+  del canvas, canvas_t
   h, w, c = x0.shape
-  k1, k2, k3 = jax.random.split(key, 3)
-  vh = jax.random.randint(k1, (), 0, h - sh + 1)
-  vw = jax.random.randint(k2, (), 0, w - sw + 1)
-  win = jax.lax.dynamic_slice(xb, (vh, vw, 0), (sh, sw, c))
-  win0 = jax.lax.dynamic_slice(x0, (vh, vw, 0), (sh, sw, c))
-  win = win + 2.0 * eps * _signs(k3, (1, 1, c), x0.dtype)
-  win = jnp.clip(jnp.clip(win, win0 - eps, win0 + eps), 0.0, 1.0)
-  return jax.lax.dynamic_update_slice(xb, win, (vh, vw, 0))
+  k1, k2 = jax.random.split(key)
+  _, _, mask = _window(k1, h, w, sh, sw)
+  vertex = jnp.clip(jnp.clip(xb + 2.0 * eps * _signs(k2, (1, 1, c), x0.dtype), x0 - eps, x0 + eps),
+                    0.0, 1.0)
+  return jnp.where(mask, vertex, xb)
 
 
-def _l2_proposal(key, xb, x0, eps, sh, sw):
+def _l2_proposal(key, xb, x0, eps, sh, sw, canvas, canvas_t):
   """One example [H, W, C]: AutoAttack's L2 update (move mass from window 2 into window 1)."""
   h, w, c = x0.shape
-  ks = jax.random.split(key, 6)
-  vh, vw = (jax.random.randint(ks[0], (), 0, h - sh + 1), jax.random.randint(ks[1], (), 0, w - sw + 1))
-  vh2, vw2 = (jax.random.randint(ks[2], (), 0, h - sh + 1), jax.random.randint(ks[3], (), 0, w - sw + 1))
+  ks = jax.random.split(key, 4)
+  vh, vw, mask1 = _window(ks[0], h, w, sh, sw)
+  _, _, mask2 = _window(ks[1], h, w, sh, sw)
   delta = xb - x0
-  win1 = jax.lax.dynamic_slice(delta, (vh, vw, 0), (sh, sw, c))
+  win1 = jnp.where(mask1, delta, 0.0)
   norm_win1 = jnp.sqrt(jnp.sum(win1 ** 2, axis=(0, 1), keepdims=True))
-  ones = jnp.ones((sh, sw, c), delta.dtype)
-  mask = jnp.maximum(jax.lax.dynamic_update_slice(jnp.zeros_like(delta), ones, (vh, vw, 0)),
-                     jax.lax.dynamic_update_slice(jnp.zeros_like(delta), ones, (vh2, vw2, 0)))
   norm_image = jnp.sqrt(jnp.sum(delta ** 2))
-  norm_windows = jnp.sqrt(jnp.sum((delta * mask) ** 2))
-  new = _profile(ks[4], sh, sw, delta.dtype)[:, :, None] * _signs(ks[5], (1, 1, c), delta.dtype)
-  new = new + win1 / (1e-12 + norm_win1)
+  norm_windows = jnp.sqrt(jnp.sum(jnp.where(mask1 | mask2, delta, 0.0) ** 2))
+  prof = jnp.where(jax.random.bernoulli(ks[2]), canvas_t, canvas)
+  prof = jnp.roll(prof, (vh, vw), axis=(0, 1))[:, :, None]  # no wrap: vh <= h - sh
+  new = prof * _signs(ks[3], (1, 1, c), delta.dtype) + win1 / (1e-12 + norm_win1)
   # Rescale so the window carries its old mass plus whatever budget is still unused.
   budget = jnp.sqrt(jnp.maximum(eps ** 2 - norm_image ** 2, 0.0) / c + norm_windows ** 2)
   new = new / (1e-12 + jnp.sqrt(jnp.sum(new ** 2, axis=(0, 1), keepdims=True))) * budget
-  delta = jax.lax.dynamic_update_slice(delta, jnp.zeros((sh, sw, c), delta.dtype), (vh2, vw2, 0))
-  delta = jax.lax.dynamic_update_slice(delta, new, (vh, vw, 0))
+  delta = jnp.where(mask1, new, jnp.where(mask2, 0.0, delta))
   delta = delta / jnp.maximum(jnp.sqrt(jnp.sum(delta ** 2)), 1e-12) * eps
   return jnp.clip(x0 + delta, 0.0, 1.0)
 
@@ -197,28 +215,31 @@ def square_run(logits_fn, x, y, *, key, eps, norm="linf", n_queries=5000, p_init
     margin = jnp.where(active, margin, -1.0)
   state = (x_best, margin, margin, jnp.ones((batch,), jnp.int32))
 
-  for start, stop, (sh, sw) in window_schedule(n_queries, p_init, h, w, c, norm):
-    def cond(carry, stop=stop):
-      i, (_, margin_min, _, _) = carry
-      return (i < stop) & jnp.any(margin_min > 0)
+  sides, index, canvases, canvases_t = _tables(n_queries, p_init, h, w, c, norm)
 
-    def body(carry, sh=sh, sw=sw):
-      i, (x_best, margin_min, loss_min, n_q) = carry
-      todo = margin_min > 0
-      step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
-      x_new = jax.vmap(lambda k, xb, x0, e: propose(k, xb, x0, e, sh, sw))(
-          step_keys, x_best, xi, eps_b)
-      m = _margin(fn, x_new, y)
-      # AutoAttack's rule with the margin loss: keep a proposal that lowers the loss; a
-      # misclassified proposal is kept for the margin record too.
-      better = todo & (m < loss_min)
-      accept = todo & (better | (m <= 0))
-      loss_min = jnp.where(better, m, loss_min)
-      margin_min = jnp.where(accept, m, margin_min)
-      x_best = jnp.where(accept[:, None, None, None], x_new, x_best)
-      return i + 1, (x_best, margin_min, loss_min, n_q + todo.astype(jnp.int32))
+  def cond(carry):
+    i, (_, margin_min, _, _) = carry
+    return (i < n_queries) & jnp.any(margin_min > 0)
 
-    _, state = jax.lax.while_loop(cond, body, (jnp.int32(start), state))
+  def body(carry):
+    i, (x_best, margin_min, loss_min, n_q) = carry
+    todo = margin_min > 0
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
+    sh, sw = sides[i, 0], sides[i, 1]
+    canvas, canvas_t = canvases[index[i]], canvases_t[index[i]]
+    x_new = jax.vmap(lambda k, xb, x0, e: propose(k, xb, x0, e, sh, sw, canvas, canvas_t))(
+        step_keys, x_best, xi, eps_b)
+    m = _margin(fn, x_new, y)
+    # AutoAttack's rule with the margin loss: keep a proposal that lowers the loss; a
+    # misclassified proposal is kept too.
+    better = todo & (m < loss_min)
+    accept = todo & (better | (m <= 0))
+    loss_min = jnp.where(better, m, loss_min)
+    margin_min = jnp.where(accept, m, margin_min)
+    x_best = jnp.where(accept[:, None, None, None], x_new, x_best)
+    return i + 1, (x_best, margin_min, loss_min, n_q + todo.astype(jnp.int32))
+
+  _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), state))
   x_best, margin_min, _, n_q = state
   return SquareResult(x_best.reshape(shape), margin_min > 0, n_q)
 
