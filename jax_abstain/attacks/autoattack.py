@@ -147,6 +147,7 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
   run = _jitted_attack(logits_fn, kw)
   x_adv, robust, broken_by = np.array(x), np.array(robust), np.array(broken_by)
   x_j, y_j = jnp.asarray(x), jnp.asarray(y)
+  robust_after = {}
   for i, name in enumerate(names):
     todo = np.flatnonzero(robust)
     if todo.size:
@@ -161,6 +162,9 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
       broken_by[newly] = i
       robust[newly] = False
     _log(name, int(robust.sum()), batch)
+    robust_after[name] = float(robust.mean())
+  if run_checks:
+    checks.check_square_success(robust_after)
   return AutoAttackResult(jnp.asarray(x_adv), jnp.asarray(robust), jnp.asarray(broken_by))
 
 

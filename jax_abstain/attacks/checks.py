@@ -6,7 +6,8 @@ Each check looks for a way in which a robustness number can be silently wrong: a
 returns probabilities (DLR and margin losses assume logits; softmax saturation flattens CE
 gradients), inputs whose gradient is exactly zero (masked or non-differentiable models, where
 gradient attacks report false robustness), a model whose outputs change from call to call
-(randomized defences need ``version="rand"`` and EOT), and too few classes for the DLR losses.
+(randomized defences need ``version="rand"`` and EOT), too few classes for the DLR losses, and
+(after the run) a gradient-free attack that still finds many points the gradient attacks missed.
 """
 import warnings
 
@@ -73,6 +74,24 @@ def check_n_classes(n_classes: int, attacks_to_run) -> bool:
   if bad:
     _warn(f"{', '.join(bad)} need(s) more than the model's {n_classes} classes and will be "
           "skipped")
+    return True
+  return False
+
+
+def check_square_success(robust_after: dict, alpha: float = 0.002) -> bool:
+  """Warns if Square (gradient-free, run last) still lowered robust accuracy by more than
+  ``alpha``: the gradient attacks before it were then probably misled (gradient masking).
+
+  Args:
+    robust_after: attack name -> robust accuracy (fraction) after that attack, in run order.
+  """
+  if "square" not in robust_after or len(robust_after) < 2:
+    return False
+  before = min(v for k, v in robust_after.items() if k != "square")
+  if robust_after["square"] < before - alpha:
+    _warn(f"Square lowered the robust accuracy by {before - robust_after['square']:.2%} after "
+          "the gradient attacks: the evaluation may be unreliable (gradient masking?); consider "
+          "more Square queries and restarts or an adaptive attack")
     return True
   return False
 
