@@ -1,0 +1,1 @@
+"""Benchmarks of jax-abstain against PyTorch on this machine: ``python -m benchmarks.run``."""
