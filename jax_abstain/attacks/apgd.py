@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain.attacks import common
+from jax_abstain.attacks import common, l1
 from jax_abstain.errors import UserError
 
 
@@ -82,10 +82,16 @@ def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss
   loss_fn = common.attack_loss(loss, y_target)
   grad_fn = common.make_grad_fn(logits_fn, loss_fn, y, keys if randomized else None, eot_iter)
   is_checkpoint, window = (jnp.asarray(a) for a in checkpoint_schedule(n_iter))
+  is_checkpoint_l1 = jnp.asarray(l1.checkpoint_schedule(n_iter))
   batch = x.shape[0]
-  eps_b = _bshape(jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype), x)
+  eps_vec = jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype)
+  eps_b = _bshape(eps_vec, x)
+  n_features = int(np.prod(x.shape[1:]))
 
-  x_adv = common.random_start(keys, x, eps_b, norm)
+  if norm == "l1":
+    x_adv = l1.random_start(keys, x, eps_vec)
+  else:
+    x_adv = common.random_start(keys, x, eps_b, norm)
   loss0, logits0, grad = grad_fn(x_adv, jnp.int32(-1))
   robust = jnp.argmax(logits0, -1) == y
   if active is not None:
@@ -94,8 +100,12 @@ def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss
       i=jnp.int32(0), x_adv=x_adv, x_prev=x_adv, grad=grad,
       x_best=x_adv, grad_best=grad, loss_best=loss0,
       x_best_adv=jnp.where(_bshape(robust, x), x, x_adv), robust=robust,
-      step_size=2.0 * eps_b, loss_steps=jnp.zeros((n_iter, batch), x.dtype),
-      loss_best_last_check=loss0, reduced_last_check=jnp.ones((batch,), bool))
+      # Initial step: 2 eps (Linf, L2), eps (L1).
+      step_size=(1.0 if norm == "l1" else 2.0) * eps_b,
+      loss_steps=jnp.zeros((n_iter, batch), x.dtype),
+      loss_best_last_check=loss0, reduced_last_check=jnp.ones((batch,), bool),
+      # l1-APGD: fraction of coordinates moved per step, and the sparsity at the last check.
+      topk=jnp.full((batch,), 0.2, x.dtype), sp_old=jnp.full((batch,), n_features, x.dtype))
 
   def cond(s):
     keep_going = s["i"] < n_iter
@@ -105,7 +115,10 @@ def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss
     i = s["i"]
     active = s["robust"] if not best_loss else jnp.ones((batch,), bool)
     momentum = jnp.where(i > 0, 0.75, 1.0).astype(x.dtype)
-    x_new = _step(s["x_adv"], s["x_prev"], s["grad"], x, eps_b, s["step_size"], momentum, norm)
+    if norm == "l1":  # no momentum in l1-APGD
+      x_new = l1.sparse_step(s["x_adv"], s["grad"], x, s["step_size"], s["topk"], eps_vec)
+    else:
+      x_new = _step(s["x_adv"], s["x_prev"], s["grad"], x, eps_b, s["step_size"], momentum, norm)
     loss_i, logits, grad = grad_fn(x_new, i)
     flipped = jnp.argmax(logits, -1) != y
     newly_broken = active & flipped
@@ -130,6 +143,21 @@ def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss
     grad_next = jnp.where(_bshape(reduce, x), grad_best, grad)
     reduced_last_check = jnp.where(is_checkpoint[i], reduce, s["reduced_last_check"])
     loss_best_last_check = jnp.where(is_checkpoint[i], loss_best, s["loss_best_last_check"])
+    topk, sp_old = s["topk"], s["sp_old"]
+    if norm == "l1":
+      # l1-APGD's rule: if the best point got much sparser since the last check, restart from
+      # it with the full step; otherwise shrink the step (within [eps/10, eps]). The number of
+      # coordinates moved follows the sparsity of the best point.
+      check = is_checkpoint_l1[i]
+      sp_curr = l1.l0(x_best - x)
+      sparser = check & active & (sp_curr / sp_old < 0.95)
+      new_step = jnp.clip(jnp.where(_bshape(sparser, x), eps_b, s["step_size"] / 1.5),
+                          eps_b / 10.0, eps_b)
+      step_size = jnp.where(check, new_step, s["step_size"])
+      topk = jnp.where(check, sp_curr / n_features / 1.5, topk)
+      sp_old = jnp.where(check, sp_curr, sp_old)
+      x_next = jnp.where(_bshape(sparser, x), x_best, x_new)
+      grad_next = jnp.where(_bshape(sparser, x), grad_best, grad)
 
     # Samples that are already broken (misclassification losses) are frozen.
     freeze = lambda new, old: jnp.where(_bshape(active, new) if new.ndim > 1 else active, new, old)
@@ -137,7 +165,8 @@ def apgd_single_run(logits_fn, x, y, keys, *, eps, norm, n_iter, loss, best_loss
         i=i + 1, x_adv=freeze(x_next, s["x_adv"]), x_prev=freeze(s["x_adv"], s["x_prev"]),
         grad=freeze(grad_next, s["grad"]), x_best=x_best, grad_best=grad_best, loss_best=loss_best,
         x_best_adv=x_best_adv, robust=robust, step_size=step_size, loss_steps=loss_steps,
-        loss_best_last_check=loss_best_last_check, reduced_last_check=reduced_last_check)
+        loss_best_last_check=loss_best_last_check, reduced_last_check=reduced_last_check,
+        topk=topk, sp_old=sp_old)
 
   s = jax.lax.while_loop(cond, body, state)
   x_out = s["x_best"] if best_loss else s["x_best_adv"]
@@ -171,7 +200,7 @@ def apgd_run(logits_fn, x, y, *, key, eps, norm="linf", n_iter=40, n_restarts=1,
   run has broken, and a broken sample keeps its point; for ``conf`` the highest-loss point over
   restarts wins.
   """
-  norm = common.check_norm(norm)
+  norm = common.check_norm(norm, common.APGD_NORMS)
   common.check_loss(loss)
   common.validate_inputs(x, y, eps, "apgd")
   if n_iter < 1 or n_restarts < 1 or eot_iter < 1:
@@ -221,7 +250,8 @@ def apgd(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 40,
     y: [B] int32; pass the model's own clean prediction for label-free robustness.
     key: a key or [B] per-example keys (results do not depend on the batch then).
     eps: radius (float or [B]).
-    norm: ``"linf"`` or ``"l2"``.
+    norm: ``"linf"``, ``"l2"`` or ``"l1"`` (l1-APGD: sparse steps, no momentum, step eps,
+      checks every 4% of the iterations driven by the sparsity of the best point).
     n_iter: iterations per restart (40 in the paper's evaluation, 100 in AutoAttack).
     n_restarts: random restarts (per target class for ``dlr-targeted``).
     loss: ``"ce"``, ``"dlr"``, ``"dlr-targeted"`` (APGD-T: one run per target class, the

@@ -16,13 +16,14 @@ from jax_abstain import losses
 from jax_abstain.errors import UserError
 
 NORMS = ("linf", "l2")
+APGD_NORMS = ("linf", "l2", "l1")  # l1 only for APGD (l1-APGD); FAB and Square are Linf/L2
 LogitsFn = Callable[[jax.Array], jax.Array]
 
 
-def check_norm(norm: str) -> str:
+def check_norm(norm: str, allowed=NORMS) -> str:
   norm = str(norm).lower()
-  if norm not in NORMS:
-    raise UserError(f"norm: expected one of {', '.join(NORMS)}, got {norm!r}")
+  if norm not in allowed:
+    raise UserError(f"norm: expected one of {', '.join(allowed)}, got {norm!r}")
   return norm
 
 
@@ -40,8 +41,12 @@ def linf_norm(v: jax.Array) -> jax.Array:
   return jnp.max(jnp.abs(v.reshape(v.shape[0], -1)), axis=-1)
 
 
+def l1_norm(v: jax.Array) -> jax.Array:
+  return jnp.sum(jnp.abs(v.reshape(v.shape[0], -1)), axis=-1)
+
+
 def norm_of(v: jax.Array, norm: str) -> jax.Array:
-  return linf_norm(v) if norm == "linf" else l2_norm(v)
+  return {"linf": linf_norm, "l2": l2_norm, "l1": l1_norm}[norm](v)
 
 
 def project(x_adv: jax.Array, x: jax.Array, eps, norm: str) -> jax.Array:
@@ -50,8 +55,12 @@ def project(x_adv: jax.Array, x: jax.Array, eps, norm: str) -> jax.Array:
   For Linf both sets are boxes, so clip-then-clip is the exact projection onto their
   intersection. For L2 this is APGD's order (ball, then box); the result is in [0,1] and,
   because clipping toward x (which is itself in [0,1]) only shrinks |delta|, stays in the ball.
-  eps may be a scalar or a per-example [B] array.
+  eps may be a scalar or a per-example [B] array. For L1 the exact Euclidean projection onto
+  the intersection of ball and box (`l1.project_l1_box`).
   """
+  if norm == "l1":
+    from jax_abstain.attacks import l1  # local: l1 is a leaf module, avoids an import cycle
+    return jnp.clip(x + l1.project_l1_box(x, x_adv - x, jnp.reshape(eps, (-1,))), 0.0, 1.0)
   eps = _bcast(jnp.asarray(eps, x.dtype), x) if jnp.ndim(eps) else eps
   delta = x_adv - x
   if norm == "linf":
