@@ -177,3 +177,19 @@ def test_matches_torchattacks_autoattack_with_the_same_budgets():
                                n_queries=queries, n_target_classes=9)
   assert 0.1 < rob_torch < 0.9
   assert abs(float(res.robust.mean()) - rob_torch) <= 2 / 48 + 1e-6, (res.robust.mean(), rob_torch)
+
+
+def test_nnx_models_run_under_jit_attack_and_autoattack():
+  from jax_abstain import models
+  net = models.create("mlp", num_classes=4, in_features=16)
+  net.eval()
+  x = jax.random.uniform(jax.random.key(0), (6, 16))
+  y = jnp.argmax(net(x), -1)
+  for attack, kw in ((attacks.fab, dict(n_iter=5, n_target_classes=2)),
+                     (attacks.square, dict(n_queries=20)),
+                     (attacks.autoattack, SMALL)):
+    x_adv = attacks.jit_attack(net, attack, eps=0.2, **kw)(x, y, jax.random.key(1))
+    assert float(jnp.max(common.norm_of(x_adv - x, "linf"))) <= 0.2 + 1e-6
+  # The host path splits the module and passes its state into jit.
+  res = attacks.autoattack_run(net, x, y, key=jax.random.key(1), eps=0.2, **SMALL)
+  np.testing.assert_array_equal(res.robust, attacks.is_robust(net, res.x_adv, y))
