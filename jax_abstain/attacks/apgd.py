@@ -3,17 +3,20 @@
     x_adv = apgd(logits_fn, x, y, key=key, eps=8/255)                  # APGD-CE, 40 steps
     x_adv = apgd(logits_fn, x, y, key=key, eps=eps, loss="conf")       # APGDconf, paper eq. 17
     x_adv = apgd(logits_fn, x, y, key=key, eps=eps, loss="dlr-targeted", n_iter=100)  # APGD-T
+    x_adv = apgd(logits_fn, x, y, key=key, eps=12.0, norm="l1")         # l1-APGD
 
-The schedule is the published one: step ``2 * eps``; momentum 0.75 (1.0 on the first step);
+For Linf and L2 the schedule is the published one: step ``2 * eps``; momentum 0.75 (1.0 on the first step);
 checkpoints after ``p1 = max(int(0.22 n), 1)`` iterations, then at intervals shrinking by
 ``max(int(0.03 n), 1)`` down to ``max(int(0.06 n), 1)``; at a checkpoint a sample's step is
 halved and its iterate reset to its best point if its loss increased in at most 75% of the
 steps since the last checkpoint, or if its best loss did not improve and its step was not
 halved at the previous checkpoint. Everything is per example, so a sample's trajectory does
-not depend on the rest of the batch.
+not depend on the rest of the batch. L1 follows l1-APGD (see `l1`). APGD-T runs once per target
+class (the 2nd .. 10th most likely at x), only on the samples earlier targets left robust; a
+randomized model is attacked with EOT (``randomized=True, eot_iter=...``).
 
-Return value: for misclassification losses (``ce``, ``dlr``, ``dlr-targeted``) the first iterate at which the
-prediction differs from y (a sample that never flips returns the clean x), so ``argmax
+Return value: for misclassification losses (``ce``, ``dlr``, ``dlr-targeted``) the first
+iterate at which the prediction differs from y (a sample that never flips returns the clean x), so ``argmax
 logits_fn(x_adv) == y`` iff the sample survived; the loop stops early once every sample has
 flipped, which cannot change any result because flipped samples are frozen. For ``conf``
 (``best_loss``) the highest-loss iterate is returned, as in the paper's APGDconf.
