@@ -193,3 +193,18 @@ def test_nnx_models_run_under_jit_attack_and_autoattack():
   # The host path splits the module and passes its state into jit.
   res = attacks.autoattack_run(net, x, y, key=jax.random.key(1), eps=0.2, **SMALL)
   np.testing.assert_array_equal(res.robust, attacks.is_robust(net, res.x_adv, y))
+
+
+def test_robust_at_radii_is_nested_and_batch_independent():
+  f, x, y = digits_model()
+  x, y = x[:12], y[:12]
+  keys = common.example_keys(jax.random.key(3), 12)
+  radii = [0.15, 0.05, 0.1]
+  kw = dict(attack="autoattack", attacks_to_run=["apgd-ce"], n_iter=10, run_checks=False)
+  rob = attacks.robust_at_radii(f, x, y, key=keys, radii=radii, **kw)
+  assert list(rob) == [0.05, 0.1, 0.15]
+  assert np.all(rob[0.1] <= rob[0.05]) and np.all(rob[0.15] <= rob[0.1])
+  assert rob[0.05].mean() > rob[0.15].mean()
+  # The largest radius alone gives the same answer for the samples it attacks.
+  alone = attacks.robust_at_radii(f, x[:6], y[:6], key=keys[:6], radii=[0.1], **kw)
+  np.testing.assert_array_equal(alone[0.1][rob[0.05][:6]], rob[0.1][:6][rob[0.05][:6]])

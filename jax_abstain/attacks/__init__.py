@@ -22,6 +22,7 @@ from jax_abstain.attacks.apgd import ApgdResult, apgd, apgd_run, checkpoint_sche
 from jax_abstain.attacks.autoattack import AutoAttackResult, autoattack, autoattack_run
 from jax_abstain.attacks.common import per_example_randomized
 from jax_abstain.attacks.fab import FabResult, fab, fab_run
+from jax_abstain.attacks.multi_radius import robust_at_radii
 from jax_abstain.attacks.pgd import pgd
 from jax_abstain.attacks.square import SquareResult, square, square_run
 
@@ -51,4 +52,5 @@ def jit_attack(model: nnx.Module, attack, **attack_kwargs):
 
 __all__ = ["ATTACKS", "ApgdResult", "AutoAttackResult", "FabResult", "SquareResult", "apgd",
            "apgd_run", "autoattack", "autoattack_run", "checkpoint_schedule", "fab", "fab_run",
-           "is_robust", "jit_attack", "per_example_randomized", "pgd", "square", "square_run"]
+           "is_robust", "jit_attack", "per_example_randomized", "pgd", "robust_at_radii", "square",
+           "square_run"]
