@@ -170,14 +170,32 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
 
 def _jitted_attack(logits_fn, kw):
   """``run(name, x, y, keys, eps, active)``, one jit per attack; an NNX model's state is an
-  argument (not a baked-in constant), so compilation is cheap and shared across buckets."""
+  argument (not a baked-in constant), so compilation is cheap and shared across buckets.
+
+  The jitted functions are cached per (graphdef or function, options), so calling autoattack
+  chunk after chunk on the same model compiles each attack once per bucket size, not per call.
+  """
+  items = tuple(sorted(kw.items()))
   if isinstance(logits_fn, nnx.Module):
     graphdef, state = nnx.split(logits_fn)
-
-    @functools.partial(jax.jit, static_argnums=1)
-    def run_state(state, name, x, y, keys, eps, active):
-      return _one_attack(name, nnx.merge(graphdef, state), x, y, keys, eps, active, **kw)
+    run_state = _jit_for_graph(graphdef, items)
     return lambda name, *args: run_state(state, name, *args)
+  return _jit_for_fn(logits_fn, items)
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_for_graph(graphdef, items):
+  kw = dict(items)
+
+  @functools.partial(jax.jit, static_argnums=1)
+  def run_state(state, name, x, y, keys, eps, active):
+    return _one_attack(name, nnx.merge(graphdef, state), x, y, keys, eps, active, **kw)
+  return run_state
+
+
+@functools.lru_cache(maxsize=8)
+def _jit_for_fn(logits_fn, items):
+  kw = dict(items)
 
   @functools.partial(jax.jit, static_argnums=0)
   def run(name, x, y, keys, eps, active):
