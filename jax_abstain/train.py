@@ -55,11 +55,13 @@ def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
 
 
 def _forward(graphdef, params, rest, x, mode: str):
-  """Logits and updated non-parameter state (batch stats) in BN mode ``train`` or ``eval``."""
+  """Logits and updated non-parameter state (batch stats, RNG counts) in BN mode ``train`` or
+  ``eval``. params and rest are pure dicts of arrays, and so is the returned state: NNX
+  Variables carried across `jax.grad` would be mutated from another trace level."""
   model = nnx.merge(graphdef, params, rest)
   model.train() if mode == "train" else model.eval()
   logits = model(x)
-  return logits, nnx.split(model, nnx.Param, ...)[2]
+  return logits, nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
 
 
 def make_loss_fn(graphdef, cfg):
@@ -135,7 +137,7 @@ def make_train_step(graphdef, cfg, tx):
         params, rest, x, y, key)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return params, new_rest, opt_state, metrics
 
   return step

@@ -57,3 +57,20 @@ def test_bad_training_config(tmp_path):
     train.fit(model, X, Y, _cfg(loss="nope"), workdir=tmp_path, name="m", progress=False)
   with pytest.raises(UserError, match="exceeds"):
     train.fit(model, X, Y, _cfg(batch_size=10_000), workdir=tmp_path, name="m", progress=False)
+
+
+@pytest.mark.parametrize("loss,stats_move", [("std", True), ("trades", True), ("era", False)])
+def test_batch_norm_model_trains_with_the_configured_bn_mode(tmp_path, loss, stats_move):
+  """A WRN with BatchNorm trains for several steps; train-mode losses update the running
+  statistics, ERA (eval mode, as the authors freeze them) leaves them unchanged."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(32, 32, 32, 3)).astype(np.float32)
+  y = (np.arange(32) % 10).astype(np.int32)
+  model = models.create("wrn-10-1", num_classes=10, seed=0)
+  before = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat).to_pure_dict())
+  train.fit(model, x, y, _cfg(loss=loss, eps="2/255", batch_size=16, epochs=1, attack_steps=2),
+            workdir=tmp_path, name=loss, progress=False)
+  after = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat).to_pure_dict())
+  moved = any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+  assert moved == stats_move
+  assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
