@@ -1,5 +1,4 @@
 """Certification throughput: `smoothing.certify` vs the same CERTIFY loop in PyTorch."""
-import time
 import warnings
 
 import jax

@@ -1,5 +1,4 @@
 """Input pipeline (grain, AutoAugment) throughput vs what an ERA training step consumes."""
-import itertools
 import time
 import types
 

@@ -7,10 +7,10 @@ Report columns (DESIGN.md): ``sample_idx,label,pred,is_acc,conf``, ``is_rob@<r>`
 radius, ``adv_conf@<r>`` per APGDconf radius. Robustness is label-free: the attack's label is
 the model's own clean prediction F(x).
 
-Work is re-used across radii: radii are attacked in increasing order and a sample already
-broken at a smaller radius is not attacked again (the balls are nested, so it is non-robust at
-every larger radius). Attack keys are ``fold_in(fold_in(key, sample_idx), crc32(radius))``, so a
-sample's result depends on neither the batch it lands in nor the other radii requested.
+Work is re-used across radii by `attacks.robust_at_radii`: radii are attacked in increasing
+order and a sample already broken at a smaller radius is not attacked again (the balls are
+nested). Attack keys derive from ``fold_in(key, sample_idx)`` and the radius, so a sample's
+result depends on neither the batch it lands in nor the other radii requested.
 Chunks of ``batch_size`` samples are appended to the report as they finish; a killed run resumes
 with the chunks that are missing.
 """
@@ -25,11 +25,12 @@ from tqdm import tqdm
 
 from jax_abstain import attacks, radii as radii_lib, reports
 from jax_abstain.attacks import common
+from jax_abstain.attacks.multi_radius import pad_rows, radius_keys
 from jax_abstain.errors import UserError
 
 
-def _radius_key(radius_text: str) -> int:
-  return zlib.crc32(radius_text.encode()) & 0x7FFFFFFF
+# APGDconf keys differ from APGD-CE keys at the same radius.
+_CONF_TAG = zlib.crc32(b"apgd-conf") & 0x7FFFFFFF
 
 
 class _Runner:
@@ -40,25 +41,21 @@ class _Runner:
     self.norm, self.n_iter, self.n_restarts = norm, n_iter, n_restarts
 
   @functools.partial(jax.jit, static_argnums=0)
+  def logits(self, state, x):
+    return nnx.merge(self.graphdef, state)(x)
+
+  @functools.partial(jax.jit, static_argnums=0)
   def clean(self, state, x):
     logits = nnx.merge(self.graphdef, state)(x)
     return jnp.argmax(logits, -1).astype(jnp.int32), jax.nn.softmax(logits, -1).max(-1)
 
   @functools.partial(jax.jit, static_argnums=(0, 6))
   def attack(self, state, x, y, keys, eps, loss):
-    """x_adv, robust [B], max softmax at x_adv [B]; eps is [B] so radii share one compilation."""
+    """x_adv [B, ...] and the max softmax at x_adv [B]; eps is [B] so radii share one compilation."""
     model = nnx.merge(self.graphdef, state)
-    res = attacks.apgd_run(model, x, y, key=keys, eps=eps, norm=self.norm, n_iter=self.n_iter,
-                           n_restarts=self.n_restarts, loss=loss)
-    logits = model(res.x_adv)
-    # Soundness: robustness is re-read from the returned point, never taken on the attack's word.
-    return res.x_adv, jnp.argmax(logits, -1) == y, jax.nn.softmax(logits, -1).max(-1)
-
-
-def _check_ball(x_adv, x, eps, norm):
-  dist = np.asarray(common.norm_of(jnp.asarray(x_adv - x), norm))
-  if np.any(dist > eps * (1 + 1e-4) + 1e-6) or x_adv.min() < 0 or x_adv.max() > 1:
-    raise AssertionError("attack returned a point outside the eps-ball or [0, 1]")
+    x_adv = attacks.apgd_run(model, x, y, key=keys, eps=eps, norm=self.norm, n_iter=self.n_iter,
+                             n_restarts=self.n_restarts, loss=loss).x_adv
+    return x_adv, jax.nn.softmax(model(x_adv), -1).max(-1)
 
 
 def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int = 40,
@@ -96,28 +93,22 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
   def run_chunk(lo, hi):
     xb, yb, ib = x[lo:hi], y[lo:hi], sample_idx[lo:hi]
     m = hi - lo
-    pad = lambda a: np.concatenate([a, np.repeat(a[:1], batch_size - len(a), 0)]) if len(a) < batch_size else a
+    pad = lambda a: pad_rows(a, batch_size)
     pred, conf = (np.asarray(v)[:m] for v in runner.clean(runner.state, jnp.asarray(pad(xb))))
     sample_keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(jnp.asarray(pad(ib)))
     row = {"sample_idx": ib, "label": yb, "pred": pred, "is_acc": pred == yb, "conf": conf}
-    still = np.ones(m, bool)
-    for text in texts:
-      eps = radii_lib.parse_radius(text)
-      rob = np.zeros(m, bool)
-      todo = np.flatnonzero(still)
-      if todo.size:
-        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(sample_keys, _radius_key(text))
-        sel = pad(todo)
-        x_adv, robust, _ = runner.attack(runner.state, jnp.asarray(xb[sel]), jnp.asarray(pred[sel]),
-                                         keys[sel], jnp.full((batch_size,), eps, jnp.float32), "ce")
-        _check_ball(np.asarray(x_adv)[:todo.size], xb[todo], eps, norm)
-        rob[todo] = np.asarray(robust)[:todo.size]
-      row[f"is_rob@{text}"] = rob
-      still &= rob
+    if texts:
+      robust = attacks.robust_at_radii(
+          functools.partial(runner.logits, runner.state), pad(xb), pad(pred), key=sample_keys,
+          radii=[radii_lib.parse_radius(t) for t in texts], norm=norm,
+          attack_fn=lambda xa, ya, keys, eps: runner.attack(runner.state, xa, ya, keys, eps, "ce")[0])
+      for text in texts:
+        row[f"is_rob@{text}"] = robust[radii_lib.parse_radius(text)][:m]
     for text in conf_texts:
       eps = radii_lib.parse_radius(text)
-      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(sample_keys, _radius_key("conf" + text))
-      _, _, adv_conf = runner.attack(runner.state, jnp.asarray(pad(xb)), jnp.asarray(pad(pred)), keys,
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(sample_keys, _CONF_TAG)
+      keys = radius_keys(keys, eps)
+      _, adv_conf = runner.attack(runner.state, jnp.asarray(pad(xb)), jnp.asarray(pad(pred)), keys,
                                      jnp.full((batch_size,), eps, jnp.float32), "conf")
       row[f"adv_conf@{text}"] = np.asarray(adv_conf)[:m]
     return row

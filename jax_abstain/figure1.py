@@ -14,7 +14,6 @@ writes into the workdir:
   checkpoints/<model>/    orbax checkpoints (a rerun resumes and skips finished work)
 """
 import pathlib
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jax_abstain import attacks, compose, data, evaluate, metrics, models, plots, radii, reports, train
+from jax_abstain import compose, data, evaluate, metrics, models, plots, radii, reports, train
 from jax_abstain.errors import UserError
 
 
@@ -48,9 +47,9 @@ def _summary(cols: dict, eps_text: str) -> dict:
           for k, v in out.items()}
 
 
-def _build_model(config, seed_offset: int = 0):
+def _build_model(config):
   m = config.model
-  return models.create(m.name, num_classes=m.num_classes, seed=config.seed + seed_offset,
+  return models.create(m.name, num_classes=m.num_classes, seed=config.seed,
                        in_features=m.in_features, hidden=tuple(m.hidden))
 
 
@@ -59,7 +58,7 @@ def run(config, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   eps_text = radii.format_radius(config.eps)
   eps2_text = radii.double_radius(eps_text)
-  eps, eps2 = radii.parse_radius(eps_text), radii.parse_radius(eps2_text)
+  eps2 = radii.parse_radius(eps2_text)
   for role in ("branch", "core"):
     if config.compose[role] not in config.models:
       raise UserError(f"config.compose.{role}: {config.compose[role]!r} is not one of "
@@ -103,38 +102,24 @@ def run(config, workdir) -> dict:
 
 def _plot(config, workdir, trained, cols, comp, x_eval, eps_text, eps2):
   """decision_regions.png: std, TRADES, ERA (first three models) and the composition H."""
-  def grid_predictor(model):
-    fn = jax.jit(lambda p: jnp.argmax(model(p), -1))
-    return lambda p: np.asarray(fn(jnp.asarray(p)))
-
+  points = jnp.asarray(plots.grid_points(config.plot.grid))
   panels = []
   for name in [n for n in ("std", "trades", "era") if n in trained]:
-    c = cols[name]
-    panels.append((f"L_{name}" if name != "trades" else "L_TRADES", grid_predictor(trained[name]),
-                   c["is_acc"], c[f"is_rob@{eps_text}"], None))
+    regions = jax.jit(lambda p, m=trained[name]: jnp.argmax(m(p), -1))(points)
+    title = "L_TRADES" if name == "trades" else f"L_{name}"
+    panels.append((title, regions, cols[name]["is_acc"], cols[name][f"is_rob@{eps_text}"], None))
+  # H on the grid by live inference (eq. 12): the branch answers where APGD at the selector
+  # radius does not flip it; the hatched area is where the core answers.
   branch, core = trained[config.compose.branch], trained[config.compose.core]
-  key = jax.random.key(config.seed + 1)
   select_at = radii.parse_radius(config.compose.select_at) if config.compose.select_at else eps2
-  selector = compose.robustness_selector(branch, eps=select_at, key=key, n_iter=config.eval.n_iter)
-  live = jax.jit(lambda p: compose.predict([branch, core], [selector], p))
-  cache = {}
-
-  def predict_h(p):
-    pred, answered_by = live(jnp.asarray(p))
-    cache["core_answers"] = np.asarray(answered_by) == 1
-    return np.asarray(pred)
-
-  panels.append(("H = (ERA branch, S@2eps) + std core", predict_h, comp.is_acc, comp.is_rob, None))
-  grid = config.plot.grid
-  # The H panel hatches the region where the core answers (the branch abstains there).
-  lin = np.linspace(0, 1, grid)
-  gx, gy = np.meshgrid(lin, lin)
-  predict_h(np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32))
-  title, fn, a, r, _ = panels[-1]
-  panels[-1] = (title, fn, a, r, cache["core_answers"])
+  selector = compose.robustness_selector(branch, eps=select_at, key=jax.random.key(config.seed + 1),
+                                         n_iter=config.eval.n_iter)
+  h_pred, answered_by = jax.jit(lambda p: compose.predict([branch, core], [selector], p))(points)
+  panels.append(("H = (ERA branch, S@2eps) + std core", h_pred, comp.is_acc, comp.is_rob,
+                 np.asarray(answered_by) == 1))
   plots.decision_regions(workdir / "decision_regions.png", panels, x_eval,
                          num_classes=config.model.num_classes, eps=radii.parse_radius(eps_text),
-                         grid=grid)
+                         grid=config.plot.grid)
 
 
 def format_table(results: dict) -> str:

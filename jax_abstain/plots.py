@@ -1,10 +1,11 @@
 """Plots (PNG, matplotlib Agg): decision regions of 2-D models (Figure 1).
 
-    plots.decision_regions(path, panels, x, y, eps=0.1)
+    points = plots.grid_points(200)                      # [200*200, 2]
+    plots.decision_regions(path, [(title, predict(points), is_acc, is_rob, None)], x, ...)
 
-Each panel is ``(title, predict_grid, is_acc, is_rob)``: ``predict_grid`` maps [M, 2] points to
-[M] class ids, and the markers show the evaluated points split into robust-accurate,
-robust-inaccurate and non-robust (the paper's Figure 1). Files are written atomically.
+Each panel holds a model's class ids on the grid and the evaluated points split into
+robust-accurate, robust-inaccurate and non-robust (the paper's Figure 1). Files are written
+atomically.
 """
 import os
 import pathlib
@@ -34,26 +35,33 @@ def save_figure(fig, path) -> None:
     pathlib.Path(tmp).unlink(missing_ok=True)
 
 
-def decision_regions(path, panels, x, *, num_classes: int, eps: float, grid: int = 200,
+def grid_points(grid: int, lim=(0.0, 1.0)) -> np.ndarray:
+  """[grid * grid, 2] float32 points of a regular grid over lim x lim (row-major in y)."""
+  lin = np.linspace(*lim, grid)
+  gx, gy = np.meshgrid(lin, lin)
+  return np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32)
+
+
+def decision_regions(path, panels, x, *, num_classes: int, eps: float, grid: int,
                      lim=(0.0, 1.0)) -> None:
   """Draws one panel per model: coloured decision regions and the points by robustness split.
 
   Args:
     path: output PNG.
-    panels: list of ``(title, predict_grid, is_acc [N], is_rob [N], shade [G*G] or None)``;
-      ``shade`` marks grid points to hatch (e.g. where a composition's core answers).
+    panels: list of ``(title, regions [G*G], is_acc [N], is_rob [N], shade [G*G] or None)``;
+      ``regions`` are class ids at `grid_points(grid, lim)`, ``shade`` marks grid points to
+      hatch (e.g. where a composition's core answers).
     x: [N, 2] evaluated points.
     num_classes: number of classes (region colours).
     eps: threat radius, shown in the titles.
-    grid: grid resolution per axis.
+    grid: grid resolution per axis (G).
   """
-  lin = np.linspace(*lim, grid)
-  gx, gy = np.meshgrid(lin, lin)
-  points = np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float32)
+  points = grid_points(grid, lim)
+  gx, gy = points[:, 0].reshape(grid, grid), points[:, 1].reshape(grid, grid)
   cmap = ListedColormap(REGION_COLORS[:num_classes])
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
-  for ax, (title, predict_grid, is_acc, is_rob, shade) in zip(axes[0], panels):
-    regions = np.asarray(predict_grid(points)).reshape(grid, grid)
+  for ax, (title, regions, is_acc, is_rob, shade) in zip(axes[0], panels):
+    regions = np.asarray(regions).reshape(grid, grid)
     ax.contourf(gx, gy, regions, levels=np.arange(num_classes + 1) - 0.5, cmap=cmap, alpha=0.8)
     if shade is not None:
       ax.contourf(gx, gy, np.asarray(shade, float).reshape(grid, grid), levels=[0.5, 1.5],

@@ -183,7 +183,6 @@ def fit(model: nnx.Module, x: np.ndarray, y: np.ndarray, cfg, *, workdir, name: 
   state, start_epoch = ckpt.restore_or(state)
   if start_epoch:
     logging.info("%s: resumed from epoch %d", name, start_epoch)
-  params_t, rest_t = params, rest
   p, r, opt = jax.device_put((state["params"], state["rest"], state["opt"]), replicated)
   step_fn = make_train_step(graphdef, cfg, tx)
   base_key = jax.random.key(seed)
@@ -212,7 +211,7 @@ def fit(model: nnx.Module, x: np.ndarray, y: np.ndarray, cfg, *, workdir, name: 
   finally:
     bar.close()
     ckpt.close()
-  nnx.update(model, _state(params_t, p), _state(rest_t, r))
+  nnx.update(model, _state(params, p), _state(rest, r))
   return model
 
 

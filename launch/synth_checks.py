@@ -10,7 +10,6 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 

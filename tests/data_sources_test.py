@@ -1,6 +1,5 @@
 """Tests for the data sources behind `jax_abstain.data.load`: CIFAR archives (written here in
 the official format) and tfds (mock data), mnist5k/digits, image folders, and bad inputs."""
-import io
 import os
 import pickle
 import tarfile

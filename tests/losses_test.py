@@ -5,7 +5,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jax_abstain import attacks, losses
 

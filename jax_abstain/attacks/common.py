@@ -11,9 +11,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jax_abstain import losses
 from jax_abstain.errors import UserError
+from jax_abstain.radii import parse_radius
 
 NORMS = ("linf", "l2")
 APGD_NORMS = ("linf", "l2", "l1")  # l1 only for APGD (l1-APGD); FAB and Square are Linf/L2
@@ -230,8 +232,6 @@ def loss_and_grad(logits_fn: LogitsFn, loss_fn, x_adv: jax.Array, y: jax.Array):
 
 def validate_inputs(x, y, eps, name: str = "attack"):
   """Host-side checks of shapes, dtypes, ranges and the radius; raises one-line UserErrors."""
-  import numpy as np  # local: only on the host path
-  from jax_abstain.radii import parse_radius
   if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
     return
   x_np, y_np = np.asarray(x), np.asarray(y)

@@ -7,8 +7,10 @@ The eps-balls are nested, so a sample broken at a smaller radius is non-robust a
 one and is not attacked again: radii run in increasing order, each only on the survivors of the
 previous one (``active``). Radius r uses keys ``fold_in(example_key, crc32(repr(r)))``, so a
 sample's result depends neither on its batch nor on which other radii were requested.
-(`jax_abstain.evaluate` does the same for its APGD columns; this helper serves the other
-attacks and library users.)
+`jax_abstain.evaluate` calls it with a precompiled ``attack_fn`` (the model's weights as jit
+arguments); survivors are then padded to the full batch so every radius re-uses one
+compilation. Every returned point is checked to lie in its eps-ball and in [0, 1], and
+robustness is re-read from the model at that point, never taken on the attack's word.
 """
 import zlib
 
@@ -28,8 +30,20 @@ def radius_keys(keys: jax.Array, radius: float) -> jax.Array:
   return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, tag)
 
 
+def _check_in_ball(x_adv, x, eps, norm):
+  dist = np.asarray(common.norm_of(jnp.asarray(x_adv) - jnp.asarray(x), norm))
+  x_adv = np.asarray(x_adv)
+  if np.any(dist > eps * (1 + 1e-4) + 1e-6) or x_adv.min() < 0 or x_adv.max() > 1:
+    raise AssertionError(f"attack returned a point outside the {norm} ball of radius {eps} or [0, 1]")
+
+
+def pad_rows(a, size):
+  """Pads the leading axis to `size` by repeating the first row (results for pads are dropped)."""
+  return a if len(a) == size else np.concatenate([a, np.repeat(a[:1], size - len(a), 0)])
+
+
 def robust_at_radii(logits_fn, x, y, *, key, radii, norm: str = "linf",
-                    attack: str = "apgd", **attack_kwargs) -> dict:
+                    attack: str = "apgd", attack_fn=None, **attack_kwargs) -> dict:
   """Per-sample robustness at each radius.
 
   Args:
@@ -39,7 +53,9 @@ def robust_at_radii(logits_fn, x, y, *, key, radii, norm: str = "linf",
     radii: positive radii, any order.
     norm: ``"linf"`` or ``"l2"`` (``"l1"`` for apgd).
     attack: ``"apgd"`` (`apgd_run`, e.g. ``loss="ce"``) or ``"autoattack"`` (`autoattack_run`).
-    **attack_kwargs: passed to the attack.
+    attack_fn: instead of `attack`, a compiled ``(x [B,...], y [B], keys [B], eps [B]) -> x_adv``;
+      its inputs are padded to the full batch B so that it compiles once.
+    **attack_kwargs: passed to the attack (not with `attack_fn`).
 
   Returns:
     {radius: [B] bool numpy array}, robust iff the attack found no adversarial point. Samples
@@ -52,21 +68,31 @@ def robust_at_radii(logits_fn, x, y, *, key, radii, norm: str = "linf",
     raise UserError("robust_at_radii: give at least one positive radius")
   common.validate_inputs(x, y, radii[0], "robust_at_radii")
   batch = x.shape[0]
+  if attack_fn is not None and attack_kwargs:
+    raise UserError("robust_at_radii: attack_kwargs go into attack_fn, not next to it")
   keys = common.example_keys(key, batch)
-  still = np.array(jnp.argmax(logits_fn(x), -1) == y)
+  x_np, y_np = np.asarray(x), np.asarray(y)
+  still = np.asarray(jnp.argmax(logits_fn(x), -1)) == y_np
   out = {}
   for r in radii:
     todo = np.flatnonzero(still)
     robust = np.zeros(batch, bool)
     if todo.size:
-      kw = dict(key=radius_keys(keys[todo], r), eps=r, norm=norm, **attack_kwargs)
-      xs, ys = jnp.asarray(x)[todo], jnp.asarray(y)[todo]
-      if attack == "apgd":
-        x_adv = apgd_run(logits_fn, xs, ys, **kw).x_adv
+      r_keys = radius_keys(keys, r)
+      if attack_fn is not None:
+        rows = pad_rows(todo, batch)
+        x_adv = np.asarray(attack_fn(jnp.asarray(x_np[rows]), jnp.asarray(y_np[rows]), r_keys[rows],
+                                     jnp.full((batch,), r, jnp.float32)))[:todo.size]
       else:
-        x_adv = autoattack_run(logits_fn, xs, ys, **kw).x_adv
-      # Re-read robustness at the returned point rather than trusting the attack's flag.
-      robust[todo] = np.asarray(jnp.argmax(logits_fn(x_adv), -1) == ys)
+        kw = dict(key=r_keys[todo], eps=r, norm=norm, **attack_kwargs)
+        run = apgd_run if attack == "apgd" else autoattack_run
+        x_adv = np.asarray(run(logits_fn, jnp.asarray(x_np[todo]), jnp.asarray(y_np[todo]), **kw).x_adv)
+      _check_in_ball(x_adv, x_np[todo], r, norm)
+      # Re-read robustness at the returned point rather than trusting the attack's flag; padded
+      # so that a jitted logits_fn keeps seeing one shape.
+      shaped = pad_rows(x_adv, batch) if attack_fn is not None else x_adv
+      preds = np.asarray(jnp.argmax(logits_fn(jnp.asarray(shaped)), -1))[:todo.size]
+      robust[todo] = preds == y_np[todo]
     out[r] = robust
     still &= robust
   return out

@@ -9,24 +9,16 @@ prefix ``1.`` (Cohen et al.'s ``nn.Sequential(NormalizeLayer, net)``) or ``model
 Files are opened with ``torch.load(weights_only=True)``: a file that needs arbitrary
 unpickling is refused with a message saying how to re-save it.
 """
-import hashlib
 import pathlib
 import pickle
 
 import numpy as np
 
 from jax_abstain.errors import UserError
+from jax_abstain.models.io import sha256
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 WRAPPER_PREFIXES = ("1.", "model.")
-
-
-def sha256(path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def _torch():
