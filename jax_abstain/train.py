@@ -1,4 +1,4 @@
-"""Training with the paper's losses: std, TRADES, ERA, DGA, MART; data parallel, resumable.
+"""Training with the paper's losses: std, TRADES, ERA, DGA, MART, noise, CRA; data parallel.
 
     model = train.fit(model, x, y, config.train, workdir=wd, name="era")
 
@@ -11,6 +11,10 @@ Batch-norm modes are explicit: ``bn_mode_attack`` is the mode of the forward pas
 attack, ``bn_mode_loss`` that of the loss's forward passes. The authors freeze BN statistics
 during ERA (every forward in eval mode, reference section 1) and use train mode for the
 TRADES/CRA loss; the loss-specific defaults in `LOSS_DEFAULT_BN` reproduce that.
+
+The certified losses (``noise``, ``cra``; paper eq. 7-9) draw ``num_noise`` Gaussian copies
+``x + eta``, eta ~ N(0, sigma^2 I), per input, unclamped as in the authors' code, and run them
+through the model as one batch of K*B inputs.
 
 Each epoch ends with an orbax checkpoint (params, optimizer state, batch stats); a run with
 the same workdir restores the latest one and continues. Shuffling comes from (seed, epoch) and
@@ -34,8 +38,11 @@ from tqdm import tqdm
 from jax_abstain import attacks, checkpointing, losses, radii
 from jax_abstain.errors import UserError
 
-LOSSES = ("std", "trades", "era", "dga", "mart")
-LOSS_DEFAULT_BN = {"std": "train", "trades": "train", "era": "eval", "dga": "eval", "mart": "train"}
+LOSSES = ("std", "trades", "era", "dga", "mart", "noise", "cra")
+LOSS_DEFAULT_BN = {"std": "train", "trades": "train", "era": "eval", "dga": "eval", "mart": "train",
+                   "noise": "train", "cra": "train"}
+# Settings of the certified losses when a config does not name them (paper section 4.2, A.2).
+CERTIFIED_DEFAULTS = {"sigma": 0.25, "num_noise": 16, "gamma": 4.0}
 
 
 def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -73,7 +80,13 @@ def make_loss_fn(graphdef, cfg):
   name = cfg.loss
   if name not in LOSSES:
     raise UserError(f"train.loss: expected one of {', '.join(LOSSES)}, got {name!r}")
-  eps = radii.parse_radius(cfg.eps, name="train.eps") if name != "std" else None
+  adversarial = name in ("trades", "era", "dga", "mart")
+  eps = radii.parse_radius(cfg.eps, name="train.eps") if adversarial else None
+  certified = {k: cfg.get(k, v) for k, v in CERTIFIED_DEFAULTS.items()}
+  if name in ("noise", "cra"):
+    radii.parse_radius(certified["sigma"], name="train.sigma")
+    if int(certified["num_noise"]) < 1:
+      raise UserError(f"train.num_noise: expected >= 1, got {certified['num_noise']}")
   bn_attack = cfg.bn_mode_attack or LOSS_DEFAULT_BN[name]
   bn_loss = cfg.bn_mode_loss or LOSS_DEFAULT_BN[name]
   pgd = functools.partial(attacks.pgd, eps=eps, norm=cfg.norm, n_iter=cfg.attack_steps,
@@ -86,7 +99,18 @@ def make_loss_fn(graphdef, cfg):
     attack_fn = lambda xa: _forward(graphdef, *frozen, xa, bn_attack)[0]
     forward = lambda xa, r: _forward(graphdef, params, r, xa, bn_loss)
     k1, k2 = jax.random.split(key)
-    nat, new_rest = forward(x, rest)
+    if name in ("noise", "cra"):
+      # Only noisy copies are forwarded (no clean pass that would move BN statistics).
+      k = int(certified["num_noise"]) if name == "cra" else int(cfg.get("num_noise", 1))
+      eta = certified["sigma"] * jax.random.normal(k1, (k,) + x.shape, x.dtype)
+      flat, new_rest = forward((x[None] + eta).reshape((-1,) + x.shape[1:]), rest)
+      noisy = flat.reshape((k, x.shape[0], -1))
+      nat = noisy.mean(0)                       # for the accuracy metric only
+      per_example = losses.noise(noisy, y) if name == "noise" else losses.cra(
+          noisy, y, sigma=certified["sigma"], beta=cfg.beta, gamma=certified["gamma"],
+          code_variant=code)
+    else:
+      nat, new_rest = forward(x, rest)
     if name == "std":
       per_example = losses.cross_entropy(nat, y)
     elif name == "trades":
@@ -97,7 +121,7 @@ def make_loss_fn(graphdef, cfg):
       x_adv = jax.lax.stop_gradient(pgd(attack_fn, x, y, key=k1, loss="ce"))
       adv, new_rest = forward(x_adv, new_rest)
       per_example = losses.mart(nat, adv, y, beta=cfg.trades_beta)
-    else:  # era, dga: the penalty point is away from the clean prediction F(x), not from y
+    elif name in ("era", "dga"):  # the penalty point is away from the clean prediction F(x), not y
       clean_pred = jnp.argmax(attack_fn(x), -1)
       if code:   # one CE-PGD point for both terms (reference section 1, items 2 and 5)
         x_pen = jax.lax.stop_gradient(pgd(attack_fn, x, clean_pred, key=k1, loss="ce"))
@@ -123,8 +147,12 @@ def make_loss_fn(graphdef, cfg):
 
 
 def data_mesh():
-  """A 1-D ``("data",)`` mesh over every device (all hosts)."""
-  return jax.make_mesh((jax.device_count(),), ("data",))
+  """A 1-D ``("data",)`` mesh over every device (all hosts).
+
+  The axis is ``Auto``: jit propagates the batch sharding through the step (GSPMD), so
+  reshapes that merge the batch axis (K noisy copies x B inputs) need no annotations.
+  """
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def make_train_step(graphdef, cfg, tx):

@@ -32,7 +32,7 @@ def test_resumed_training_matches_uninterrupted(tmp_path):
   assert (tmp_path / "b" / "metrics_m.jsonl").read_text().count("\n") == 2
 
 
-@pytest.mark.parametrize("loss", ["std", "trades", "era", "dga", "mart"])
+@pytest.mark.parametrize("loss", ["std", "trades", "era", "dga", "mart", "noise", "cra"])
 @pytest.mark.parametrize("variant", ["paper", "code"])
 def test_every_loss_trains_and_lowers_loss(tmp_path, loss, variant):
   model = models.create("mlp", num_classes=3, seed=1)
