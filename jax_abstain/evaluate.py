@@ -15,6 +15,7 @@ Chunks of ``batch_size`` samples are appended to the report as they finish; a ki
 with the chunks that are missing.
 """
 import functools
+import pathlib
 import zlib
 
 import jax
@@ -23,7 +24,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jax_abstain import attacks, radii as radii_lib, reports
+from jax_abstain import attacks, data, metrics, models, radii as radii_lib, reports
 from jax_abstain.attacks import common
 from jax_abstain.attacks.multi_radius import pad_rows, radius_keys
 from jax_abstain.errors import UserError
@@ -127,3 +128,63 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
           writer.write({c: row[c][j] for c in columns})
       writer.flush()
   return reports.read_report(report_path)
+
+
+def report_and_summarize(model, x, y, eval_config, workdir, name: str, sample_idx=None) -> dict:
+  """Writes ``reports/<name>.csv`` for (x, y) and returns the summary at every radius.
+
+  Args:
+    model: NNX model in eval mode.
+    x, y: evaluation inputs [N, ...] in [0, 1] and labels [N].
+    eval_config: ``radii``, ``conf_radii``, ``norm``, ``n_iter``, ``n_restarts``,
+      ``batch_size``, ``seed``.
+    workdir: run folder.
+    name: report name.
+    sample_idx: [N] indices of the samples in their split (default 0..N-1).
+
+  Returns:
+    {"nat_acc", "n", "at": {radius: {rob_acc, rob_inacc, splits}}, "report"} (percent).
+  """
+  e = eval_config
+  cols = evaluate_model(model, x, y, radii=list(e.radii), key=jax.random.key(e.seed), norm=e.norm,
+                        n_iter=e.n_iter, n_restarts=e.n_restarts, conf_radii=list(e.conf_radii),
+                        batch_size=e.batch_size, sample_idx=sample_idx,
+                        report_path=pathlib.Path(workdir) / "reports" / f"{name}.csv")
+  out = {"n": int(len(y)), "nat_acc": round(metrics.natural_accuracy(cols["is_acc"]), 2), "at": {},
+         "report": f"reports/{name}.csv"}
+  for text in (radii_lib.format_radius(r) for r in e.radii):
+    s = metrics.summary(cols["is_acc"], cols[f"is_rob@{text}"])
+    out["at"][text] = {"rob_acc": round(s["rob_acc"], 2), "rob_inacc": round(s["rob_inacc"], 2),
+                       "splits": {k: round(v, 2) for k, v in s["splits"].items()}}
+  return out
+
+
+def check_labels(y, num_classes: int, what: str) -> None:
+  if len(y) == 0:
+    raise UserError(f"{what}: the data split is empty")
+  if int(y.min()) < 0 or int(y.max()) >= num_classes:
+    raise UserError(f"{what}: labels span {int(y.min())}..{int(y.max())} but the model has "
+                    f"{num_classes} classes")
+
+
+def format_summary(name: str, summary: dict) -> str:
+  lines = [f"{name}: natural accuracy {summary['nat_acc']:.2f}% on {summary['n']} samples"]
+  for radius, m in summary["at"].items():
+    lines.append(f"  eps={radius:<8} rob_acc {m['rob_acc']:6.2f}  rob_inacc {m['rob_inacc']:6.2f}")
+  return "\n".join(lines)
+
+
+def run(config, workdir) -> dict:
+  """Mode ``evaluate``: a saved or ported model (``config.model.dir``) on ``config.data``."""
+  if not config.model.dir:
+    raise UserError("config.model.dir: give the model directory, e.g. "
+                    "--config=configs/evaluate.py:model=runs/mnist_std/model")
+  model = models.load(config.model.dir)
+  x, y, idx = data.load_from_config(config.data, config.data.split, config.data.eval_limit)
+  check_labels(y, int(models.read_manifest(config.model.dir)["num_classes"]), "config.data")
+  summary = report_and_summarize(model, x, y, config.eval, workdir, config.name, idx)
+  results = {"model": str(config.model.dir), "data": config.data.name,
+             "split": config.data.split, config.name: summary}
+  reports.write_json(pathlib.Path(workdir) / "results.json", results)
+  print(format_summary(config.name, summary))
+  return results

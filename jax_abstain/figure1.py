@@ -74,6 +74,7 @@ def run(config, workdir) -> dict:
     logging.info("model %s: loss=%s eps=%s beta=%s", name, cfg.loss, cfg.eps, cfg.beta)
     model = _build_model(config)
     train.fit(model, x_train, y_train, cfg, workdir=workdir, name=name, seed=config.seed)
+    model.eval()   # attacks and plots use BN running statistics, dropout off
     trained[name] = model
     cols[name] = evaluate.evaluate_model(
         model, x_eval, y_eval, radii=[eps_text, eps2_text], key=eval_key, norm=config.norm,

@@ -24,8 +24,9 @@ flags.DEFINE_bool("debug", False, "Show tracebacks instead of one-line errors.")
 
 
 def _modes():
-  from jax_abstain import figure1  # imported lazily: each job pulls in only what it needs
-  return {"figure1": figure1.run}
+  # Imported lazily: each job pulls in only what it needs.
+  from jax_abstain import evaluate, figure1, train
+  return {"figure1": figure1.run, "train": train.train_and_evaluate, "evaluate": evaluate.run}
 
 
 def main(argv):
@@ -36,7 +37,10 @@ def main(argv):
     raise UserError("--config is required, e.g. --config=configs/synth.py")
   if not _WORKDIR.value:
     raise UserError("--workdir is required, e.g. --workdir=runs/synth")
-  radii.parse_radius(config.eps, name="config.eps")
+  if "eps" in config:
+    radii.parse_radius(config.eps, name="config.eps")
+  for i, r in enumerate(config.get("eval", {}).get("radii", ())):
+    radii.parse_radius(r, name=f"config.eval.radii[{i}]")
   modes = _modes()
   if config.get("mode") not in modes:
     raise UserError(f"config.mode: expected one of {', '.join(modes)}, got {config.get('mode')!r}")

@@ -248,3 +248,44 @@ def _state(template: nnx.State, pure: dict) -> nnx.State:
   state = jax.tree.map(lambda v: v, template)
   nnx.replace_by_pure_dict(state, jax.device_get(pure))
   return state
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  """Mode ``train``: train (or fine-tune) one model on ``config.data``, save it, evaluate it.
+
+  ``config.model``: ``name`` (registry id), ``num_classes``, ``options`` (constructor options),
+  ``init_dir`` (a saved or ported model directory to fine-tune; "" trains from scratch).
+  Writes ``model/`` (loadable with `models.load`), ``reports/<config.name>.csv`` and
+  ``results.json`` into the workdir; a rerun resumes training from the last checkpoint.
+  """
+  from jax_abstain import data, evaluate, models, reports  # the job's pieces, not the step's
+  workdir = pathlib.Path(workdir)
+  m = config.model
+  options = dict(m.get("options", {}) or {})
+  if m.init_dir:
+    manifest = models.read_manifest(m.init_dir)
+    arch, options = manifest["architecture"], dict(manifest["options"])
+    model = models.load(m.init_dir, eval_mode=False)
+  else:
+    arch = m.name
+    _, options = models.resolve(arch, num_classes=m.num_classes, **options)
+    model = models.create(arch, seed=config.seed, **options)
+  num_classes = int(options["num_classes"])
+  x_train, y_train, _ = data.load_from_config(config.data, "train", config.data.train_limit)
+  evaluate.check_labels(y_train, num_classes, "config.data (train split)")
+  model.train()
+  fit(model, x_train, y_train, config.train, workdir=workdir, name=config.name, seed=config.seed)
+  model.eval()
+  source = {"init_dir": str(m.init_dir) if m.init_dir else None, "loss": config.train.loss,
+            "data": config.data.name}
+  models.save(model, workdir / "model", arch=arch, options=options, source=source, overwrite=True)
+  x_test, y_test, idx = data.load_from_config(config.data, config.data.split,
+                                              config.data.eval_limit)
+  evaluate.check_labels(y_test, num_classes, f"config.data ({config.data.split} split)")
+  summary = evaluate.report_and_summarize(model, x_test, y_test, config.eval, workdir,
+                                          config.name, idx)
+  results = {"model": "model", "architecture": arch, "loss": config.train.loss,
+             "data": config.data.name, "split": config.data.split, config.name: summary}
+  reports.write_json(workdir / "results.json", results)
+  print(evaluate.format_summary(config.name, summary))
+  return results

@@ -15,11 +15,11 @@ train mode, `load` eval mode. Under ``jax.jit`` carry the model as ``nnx.split(n
 (graphdef, state); the mode is part of the graphdef, so split after switching.
 """
 from jax_abstain.models import mlp, zoo
-from jax_abstain.models.io import load, save
+from jax_abstain.models.io import load, read_manifest, save
 from jax_abstain.models.registry import create, get, names, register, resolve
 
 register("mlp", mlp.MLP, defaults=dict(in_features=2, hidden=(64, 64, 64)),
          family="mlp", input_kind="vector")
 zoo.register_all()
 
-__all__ = ["create", "get", "load", "names", "register", "resolve", "save"]
+__all__ = ["create", "get", "load", "names", "read_manifest", "register", "resolve", "save"]
