@@ -19,11 +19,12 @@ import torch
 
 from benchmarks import timing
 
-SECTIONS = ("sequential", "certify", "forward", "pipeline")
+SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd")
 TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `certify`)",
           "certify": "2. Certification throughput: JAX vs PyTorch CERTIFY",
           "forward": "3. Forward throughput: ported WRN-28-10 and ResNet-18",
-          "pipeline": "4. Input pipeline vs training step"}
+          "pipeline": "4. Input pipeline vs training step",
+          "apgd": "5. APGD / AutoAttack: parity with torchattacks and speed"}
 OUT = pathlib.Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
