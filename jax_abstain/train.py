@@ -82,7 +82,8 @@ def make_loss_fn(graphdef, cfg):
     raise UserError(f"train.loss: expected one of {', '.join(LOSSES)}, got {name!r}")
   adversarial = name in ("trades", "era", "dga", "mart")
   eps = radii.parse_radius(cfg.eps, name="train.eps") if adversarial else None
-  certified = {k: cfg.get(k, v) for k, v in CERTIFIED_DEFAULTS.items()}
+  # getattr, not .get: callers pass ConfigDicts or plain attribute objects (benchmarks).
+  certified = {k: getattr(cfg, k, v) for k, v in CERTIFIED_DEFAULTS.items()}
   if name in ("noise", "cra"):
     radii.parse_radius(certified["sigma"], name="train.sigma")
     if int(certified["num_noise"]) < 1:
@@ -101,7 +102,7 @@ def make_loss_fn(graphdef, cfg):
     k1, k2 = jax.random.split(key)
     if name in ("noise", "cra"):
       # Only noisy copies are forwarded (no clean pass that would move BN statistics).
-      k = int(certified["num_noise"]) if name == "cra" else int(cfg.get("num_noise", 1))
+      k = int(certified["num_noise"]) if name == "cra" else int(getattr(cfg, "num_noise", 1))
       eta = certified["sigma"] * jax.random.normal(k1, (k,) + x.shape, x.dtype)
       flat, new_rest = forward((x[None] + eta).reshape((-1,) + x.shape[1:]), rest)
       noisy = flat.reshape((k, x.shape[0], -1))
