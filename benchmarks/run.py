@@ -19,12 +19,14 @@ import torch
 
 from benchmarks import timing
 
-SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd")
+SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "scaling", "profile")
 TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `certify`)",
           "certify": "2. Certification throughput: JAX vs PyTorch CERTIFY",
           "forward": "3. Forward throughput: ported WRN-28-10 and ResNet-18",
           "pipeline": "4. Input pipeline vs training step",
-          "apgd": "5. APGD / AutoAttack: parity with torchattacks and speed"}
+          "apgd": "5. APGD / AutoAttack: parity with torchattacks and speed",
+          "scaling": "7. Scaling: batch size, attack steps, noise samples, model width",
+          "profile": "8. Profile: where the time goes (XLA operations)"}
 OUT = pathlib.Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
