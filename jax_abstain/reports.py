@@ -108,6 +108,37 @@ def read_report(path) -> dict:
     raise UserError(f"{path}: malformed value ({e})") from None
 
 
+def settings_path(path) -> pathlib.Path:
+  """``<report>.settings.json``: the settings a (resumable) report was started with."""
+  path = pathlib.Path(path)
+  return path.with_name(path.name + ".settings.json")
+
+
+def check_settings(path, settings: dict) -> None:
+  """Records the settings of the report at `path`, or refuses a resume with other settings.
+
+  A report that is unfinished (``<path>.partial``) or finished may only be continued or re-read
+  with the settings it was started with; the message names the differing keys. Settings that
+  cannot change the results (batch size, progress bars) do not belong in `settings`.
+
+  Raises:
+    UserError: the stored settings differ, or a report exists without its settings file.
+  """
+  path = pathlib.Path(path)
+  sp, partial = settings_path(path), path.with_name(path.name + ".partial")
+  started = partial.exists() or path.exists()
+  if sp.exists() and started:
+    old = read_json(sp)
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if diff:
+      raise UserError(f"{path}: was started with different settings ({', '.join(diff)}); "
+                      "delete the report or use the original settings")
+  elif started:
+    raise UserError(f"{path}: exists without {sp.name}; delete it to start a new evaluation")
+  else:
+    write_json(sp, settings)
+
+
 class ReportWriter:
   """Appends per-sample rows to ``<path>.partial`` and renames it to `path` when complete.
 

@@ -10,7 +10,7 @@ import pathlib
 import platform
 import subprocess
 
-from jax_abstain import __version__, reports
+from jax_abstain import __version__, reports, validation
 from jax_abstain.errors import UserError
 
 
@@ -48,7 +48,15 @@ def environment() -> dict:
 
 
 def prepare(path, config) -> pathlib.Path:
-  """Creates the workdir, writes ``config.json`` (or checks it matches) and ``environment.json``."""
+  """Checks the config, creates the workdir, writes ``config.json`` (or checks it matches) and
+  ``environment.json``.
+
+  The config is checked (`validation.check_config`) before anything is created, so a config
+  that cannot run leaves no workdir behind and is never recorded as a run's config.
+  """
+  validation.check_config(config)
+  if not str(path).strip():
+    raise UserError("--workdir: expected a folder path, got nothing")
   path = pathlib.Path(path)
   if path.exists() and not path.is_dir():
     raise UserError(f"--workdir: {path} exists and is not a folder")
