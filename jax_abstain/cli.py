@@ -18,7 +18,10 @@ EXIT_USAGE = 2
 
 
 def debug_requested(argv) -> bool:
-  return "--debug" in argv or os.environ.get("JAX_ABSTAIN_DEBUG", "") not in ("", "0")
+  """``--debug`` in argv or on the process's command line (absl removes parsed flags from the
+  argv it hands on), or ``JAX_ABSTAIN_DEBUG`` set."""
+  return ("--debug" in argv or "--debug" in sys.argv[1:]
+          or os.environ.get("JAX_ABSTAIN_DEBUG", "") not in ("", "0"))
 
 
 def fail(message: str) -> None:
