@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jax_abstain import radii, reports, smoothing, validation
+from jax_abstain import radii, reports, smoothing, soundness, validation
 from jax_abstain.errors import UserError
 
 COLUMNS = reports.BASE_COLUMNS + ("cert_pred", "radius")
@@ -93,7 +93,7 @@ def certify_report(logits_fn, x, y, path, *, key, sigma: float, n0: int = 100,
       pred, conf = _clean_predictions(logits_fn, x[positions], batch_size)
       bar = _progress(len(positions), len(x) - len(positions), progress)
       for p, pr, cf in zip(positions, pred, conf):
-        cert_pred, radius = validation.check_certificates(*smoothing.certify(
+        cert_pred, radius = soundness.check_certificates(*smoothing.certify(
             logits_fn, x[p:p + 1], key=key, sigma=sigma, n0=n0, n=n, alpha=alpha,
             batch_size=batch_size, indices=indices[p:p + 1]))
         writer.write({"sample_idx": int(indices[p]), "label": int(y[p]), "pred": int(pr),
@@ -135,7 +135,7 @@ def summarize(columns: dict, eps, *, linf_dim=None) -> dict:
     ``nat_acc`` of the base model.
   """
   eps = radii.parse_radius(eps, name="eps")
-  validation.check_certificates(columns["cert_pred"], columns["radius"], name="report",
+  soundness.check_certificates(columns["cert_pred"], columns["radius"], name="report",
                                 user_input=True)
   radius = np.asarray(columns["radius"], float)
   if linf_dim is not None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jax_abstain import (attacks, certification, config_args, data, evaluate, models, porting,
-                         reports, smoothing, validation, workdir)
+                         reports, smoothing, soundness, validation, workdir)
 from jax_abstain.errors import SoundnessError, UserError
 
 W = np.array([[0.6, -0.4, 0.1], [0.8, 0.3, -0.5]], np.float32)
@@ -117,16 +117,26 @@ def test_config_with_different_values_is_refused_naming_the_keys(tmp_path):
 def test_soundness_guards_raise_on_broken_contracts():
   x = np.full((2, 2), 0.5, np.float32)
   with pytest.raises(SoundnessError, match="outside the linf ball: sample 1"):
-    validation.check_attack_result(linear, x, x + np.array([[0.0, 0.0], [0.0, 0.2]], np.float32),
+    soundness.check_attack_result(linear, x, x + np.array([[0.0, 0.0], [0.0, 0.2]], np.float32),
                                    Y, eps=0.1, norm="linf")
   with pytest.raises(SoundnessError, match=r"outside \[0, 1\]"):
-    validation.check_attack_result(linear, x, np.full_like(x, -1e-3), Y,
+    soundness.check_attack_result(linear, x, np.full_like(x, -1e-3), Y,
                                    eps=1.0, norm="l2")
   with pytest.raises(SoundnessError, match="abstention"):
-    validation.check_certificates([-1, 2], [0.1, 0.5])
+    soundness.check_certificates([-1, 2], [0.1, 0.5])
   # A point claimed non-robust whose prediction does not change is counted robust, with a warning.
   y = np.asarray(jnp.argmax(linear(jnp.asarray(x)), -1))
   with pytest.warns(UserWarning, match="1 point\\(s\\) claimed non-robust keep their prediction"):
-    robust = validation.check_attack_result(linear, x, x, y, eps=0.1, norm="linf",
+    robust = soundness.check_attack_result(linear, x, x, y, eps=0.1, norm="linf",
                                             claimed_robust=[True, False])
   np.testing.assert_array_equal(robust, [True, True])
+
+
+def test_workdir_records_versions_and_the_commit(tmp_path):
+  import flax  # pylint: disable=import-outside-toplevel
+  import jax_abstain  # pylint: disable=import-outside-toplevel
+  workdir.prepare(tmp_path / "wd", _config())
+  env = reports.read_json(tmp_path / "wd" / "environment.json")
+  assert env["jax"] == jax.__version__ and env["flax"] == flax.__version__
+  assert env["jax_abstain"] == jax_abstain.__version__
+  assert len(env["git_commit"]) == 40 and isinstance(env["git_dirty"], bool)

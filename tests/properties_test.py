@@ -1,7 +1,7 @@
 """Property tests (hypothesis) for the guarantees the library states.
 
 * Attacks: for random inputs, radii, norms and linear models, every returned point lies in its
-  eps-ball and in [0, 1] (`validation.check_attack_result` accepts it), and a point an attack
+  eps-ball and in [0, 1] (`soundness.check_attack_result` accepts it), and a point an attack
   calls non-robust really changes the prediction.
 * Composition (eq. 12): per sample, nat = S b_acc + (1 - S) c_acc and rob = S b_acc b_rob +
   (1 - S) c_acc c_rob; the default selector reads robustness at 2 eps; with reports that are
@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from jax_abstain import attacks, compose, evaluate, models, smoothing, validation
+from jax_abstain import attacks, compose, evaluate, models, smoothing, soundness
 
 B, D, C = 4, 6, 3
 unit = st.floats(0.0, 1.0, width=32)
@@ -69,7 +69,7 @@ def test_attack_points_stay_in_the_ball_and_box(name, norm, x, w, eps, seed):
                                       jax.random.key(seed), jnp.asarray(eps))
   x_adv = np.asarray(x_adv)
   # The soundness guard accepts the points (raises SoundnessError otherwise) ...
-  robust = validation.check_attack_result(f, x, x_adv, y, eps=eps, norm=norm)
+  robust = soundness.check_attack_result(f, x, x_adv, y, eps=eps, norm=norm)
   # ... and, checked here independently: the ball (float32 slack) and the box.
   delta = (x_adv.astype(np.float64) - x).reshape(B, -1)
   dist = {"linf": np.abs(delta).max(-1), "l2": np.sqrt((delta ** 2).sum(-1)),
@@ -152,7 +152,7 @@ LINEAR_F = _linear(LINEAR_W)
 def test_certification_never_reports_a_radius_for_an_abstention(x, sigma):
   pred, radius = smoothing.certify(LINEAR_F, x, key=jax.random.key(1), sigma=sigma, n0=10, n=60,
                                    alpha=0.01, batch_size=64)
-  validation.check_certificates(pred, radius)      # raises SoundnessError otherwise
+  soundness.check_certificates(pred, radius)      # raises SoundnessError otherwise
   assert np.all(radius[pred == -1] == 0) and np.all(radius[pred >= 0] >= 0)
   result = smoothing.certify_at_radius(LINEAR_F, x, 0.1, key=jax.random.key(1), sigma=sigma,
                                        n0=10, n=60, alpha=0.01, batch_size=64, first_look=20)

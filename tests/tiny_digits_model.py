@@ -1,6 +1,5 @@
 """A small MLP trained on scikit-learn's 8x8 digits and saved as a model directory, for tests
 that run the command lines (evaluation, certification) on a real saved model in seconds."""
-import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx

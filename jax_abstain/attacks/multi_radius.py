@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain import validation
+from jax_abstain import soundness, validation
 from jax_abstain.attacks import common
 from jax_abstain.attacks.apgd import apgd_run
 from jax_abstain.attacks.autoattack import autoattack_run
@@ -92,7 +92,7 @@ def robust_at_radii(logits_fn, x, y, *, key, radii, norm: str = "linf",
       ref = pad_rows(x_np[todo], batch) if attack_fn is not None else x_np[todo]
       labels = pad_rows(y_np[todo], batch) if attack_fn is not None else y_np[todo]
       claimed = None if claimed_np is None else pad_rows(claimed_np, len(shaped))
-      robust[todo] = validation.check_attack_result(
+      robust[todo] = soundness.check_attack_result(
           logits_fn, ref, shaped, labels, eps=r, norm=norm, claimed_robust=claimed,
           name=f"{attack} at radius {r:g}")[:n_todo]
     out[r] = robust
