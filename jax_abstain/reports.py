@@ -82,6 +82,14 @@ def write_report(path, columns: dict) -> None:
   atomic_write_text(path, buf.getvalue())
 
 
+def _is_int(text: str) -> bool:
+  try:
+    int(text)
+    return True
+  except ValueError:
+    return False
+
+
 def _parse_column(name, values):
   if name in ("sample_idx", "label", "pred", "cert_pred") or name.startswith(("is_acc", "is_rob")):
     return np.asarray([int(v) for v in values], np.int64)
@@ -174,7 +182,8 @@ class ReportWriter:
                       "delete it or use the original config")
     # Every complete row ends with a newline, so the last element of the split is either empty
     # or a torn write from a crash; drop it.
-    good = [l for l in lines[1:-1] if l and len(l.split(",")) == len(self.columns)]
+    good = [l for l in lines[1:-1]
+            if l and len(l.split(",")) == len(self.columns) and _is_int(l.split(",", 1)[0])]
     self.partial.write_text("\n".join([lines[0], *good]) + "\n")
     self.done = {int(l.split(",", 1)[0]) for l in good}
 
