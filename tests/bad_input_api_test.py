@@ -31,12 +31,15 @@ def _apgd(**kw):
 
 
 def _config(**changes):
-  config = ml_collections.ConfigDict({"mode": "evaluate", "seed": 0, "name": "m",
+  config = ml_collections.ConfigDict({"mode": "train", "seed": 0, "name": "m",
                                       "eval": {"radii": ("0.1", "0.2"), "n_iter": 5, "norm": "linf"},
                                       "data": {"name": "digits", "path": "", "eval_limit": 0}})
   for key, value in changes.items():
-    block, field = key.split("__")
-    config[block][field] = value
+    if "__" in key:
+      block, field = key.split("__")
+      config[block][field] = value
+    else:
+      config[key] = value
   return config
 
 
@@ -87,6 +90,7 @@ CASES = {
     "config radii": (lambda d: workdir.prepare(d / "wd", _config(eval__radii=("0.1", "1/0"))), "config.eval.radii[1]: division by zero in '1/0'"),
     "config norm": (lambda d: workdir.prepare(d / "wd", _config(eval__norm="Linf2")), "config.eval.norm: expected one of linf, l2, got 'Linf2'"),
     "config limit": (lambda d: workdir.prepare(d / "wd", _config(data__eval_limit=-5)), "config.data.eval_limit: expected an integer >= 0, got -5"),
+    "config model dir": (lambda d: workdir.prepare(d / "wd", _config(**{"mode": "evaluate"})), "config.model.dir: give the model directory"),
     "config data path": (lambda d: workdir.prepare(d / "wd", _config(data__path=str(d / "none.tgz"))), "config.data.path: no such file: "),
     "certified radius for abstention": (lambda d: certification.summarize({"cert_pred": np.array([-1, 0]), "radius": np.array([0.3, 0.5]), "label": np.array([0, 0]), "is_acc": np.array([1, 1])}, 0.25), "report: a radius is reported for an abstention (cert_pred -1); expected 0"),
 }
