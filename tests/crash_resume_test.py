@@ -45,8 +45,9 @@ def _run_killed(cmd, cwd, partial, final, at_rows, timeout=300):
   """
   # The job runs at the lowest priority so that, on a busy machine, this polling loop still
   # wakes up between two of its row flushes.
-  proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          preexec_fn=lambda: os.nice(19))
+  # (`nice` as a program, not a preexec_fn: forking a multithreaded JAX process is unsafe.)
+  proc = subprocess.Popen(["nice", "-n", "19", *cmd], cwd=cwd, env=ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
   start = time.time()
   try:
     while _rows(partial) < at_rows:
