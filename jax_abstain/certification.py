@@ -14,6 +14,10 @@ arguments certifies only the missing samples and, because every example draws it
 (sigma, n0, n, alpha, key, sample indices, model tag) are stored next to the report in
 ``<report>.settings.json``; a run with different settings refuses to resume. ``batch_size``
 is not a setting: it does not change the result.
+
+Command line (a saved or ported model on a data set; resumable, one-line errors, exit 2):
+    python -m jax_abstain.certification --model runs/mnist_std/model --data mnist5k --limit 500 \
+        --sigma 0.25 --n 10000 --out runs/cert/std.csv --eps 0.25 0.5 --json runs/cert/std.json
 """
 import pathlib
 
@@ -22,15 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jax_abstain import radii, reports, smoothing
+from jax_abstain import radii, reports, smoothing, soundness, validation
 from jax_abstain.errors import UserError
 
 COLUMNS = reports.BASE_COLUMNS + ("cert_pred", "radius")
 
 
-def settings_path(path) -> pathlib.Path:
-  path = pathlib.Path(path)
-  return path.with_name(path.name + ".settings.json")
+settings_path = reports.settings_path
 
 
 def _key_data(key) -> list:
@@ -50,22 +52,6 @@ def _clean_predictions(logits_fn, x, batch_size):
   probs = np.concatenate([np.asarray(call(jnp.asarray(x[s:s + batch_size])))
                           for s in range(0, len(x), batch_size)])
   return probs.argmax(-1), probs.max(-1)
-
-
-def _check_settings(path, settings):
-  """Writes the settings file, or checks that an existing one (of a resumable run) agrees."""
-  sp = settings_path(path)
-  partial = pathlib.Path(str(path) + ".partial")
-  if sp.exists() and (partial.exists() or pathlib.Path(path).exists()):
-    old = reports.read_json(sp)
-    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-    if diff:
-      raise UserError(f"{path}: was started with different settings ({', '.join(diff)}); "
-                      "delete the report or use the original settings")
-  elif partial.exists() or pathlib.Path(path).exists():
-    raise UserError(f"{path}: exists without {sp.name}; delete it to start a new evaluation")
-  else:
-    reports.write_json(sp, settings)
 
 
 def certify_report(logits_fn, x, y, path, *, key, sigma: float, n0: int = 100,
@@ -90,16 +76,14 @@ def certify_report(logits_fn, x, y, path, *, key, sigma: float, n0: int = 100,
   """
   smoothing.check_args(sigma=sigma, alpha=alpha, n0=n0, n=n, batch_size=batch_size)
   x = smoothing.check_inputs(x)
-  y = np.asarray(y)
-  if y.shape != (len(x),):
-    raise UserError(f"y: expected {len(x)} labels, got shape {y.shape}")
+  y = validation.check_labels(y, n=len(x), name="y")
   indices = np.arange(len(x)) if indices is None else np.asarray(indices, np.int64)
   if indices.shape != (len(x),) or len(set(indices.tolist())) != len(x):
     raise UserError(f"indices: expected {len(x)} distinct sample indices")
   settings = {"sigma": float(sigma), "n0": int(n0), "n": int(n), "alpha": float(alpha),
               "key": _key_data(key), "indices": indices.tolist(), "model_tag": str(model_tag),
               "columns": list(COLUMNS)}
-  _check_settings(path, settings)
+  reports.check_settings(path, settings)
   if pathlib.Path(path).exists():
     return reports.read_report(path)
   with reports.ReportWriter(path, COLUMNS, len(x)) as writer:
@@ -109,9 +93,9 @@ def certify_report(logits_fn, x, y, path, *, key, sigma: float, n0: int = 100,
       pred, conf = _clean_predictions(logits_fn, x[positions], batch_size)
       bar = _progress(len(positions), len(x) - len(positions), progress)
       for p, pr, cf in zip(positions, pred, conf):
-        cert_pred, radius = smoothing.certify(
+        cert_pred, radius = soundness.check_certificates(*smoothing.certify(
             logits_fn, x[p:p + 1], key=key, sigma=sigma, n0=n0, n=n, alpha=alpha,
-            batch_size=batch_size, indices=indices[p:p + 1])
+            batch_size=batch_size, indices=indices[p:p + 1]))
         writer.write({"sample_idx": int(indices[p]), "label": int(y[p]), "pred": int(pr),
                       "is_acc": int(pr == y[p]), "conf": float(cf),
                       "cert_pred": int(cert_pred[0]), "radius": float(radius[0])})
@@ -151,6 +135,8 @@ def summarize(columns: dict, eps, *, linf_dim=None) -> dict:
     ``nat_acc`` of the base model.
   """
   eps = radii.parse_radius(eps, name="eps")
+  soundness.check_certificates(columns["cert_pred"], columns["radius"], name="report",
+                                user_input=True)
   radius = np.asarray(columns["radius"], float)
   if linf_dim is not None:
     radius = smoothing.linf_radius(radius, (linf_dim,))
@@ -165,4 +151,67 @@ def summarize(columns: dict, eps, *, linf_dim=None) -> dict:
           "nat_acc": float(100.0 * np.mean(columns["is_acc"]))}
 
 
-__all__ = ["COLUMNS", "certify_report", "settings_path", "summarize"]
+def _parser():
+  from jax_abstain import cli  # pylint: disable=import-outside-toplevel
+  p = cli.ArgumentParser(prog="python -m jax_abstain.certification",
+                         description=__doc__.split("\n")[0])
+  p.add_argument("--model", required=True, help="model directory (models.save or port)")
+  p.add_argument("--data", required=True, help="data set name, e.g. mnist5k, cifar10")
+  p.add_argument("--path", default="", help="where the data lives (archive, folder)")
+  p.add_argument("--split", default="test")
+  p.add_argument("--limit", type=int, default=0, help="evenly spaced samples (0 = all)")
+  p.add_argument("--sigma", type=float, required=True, help="noise level of the smoothing")
+  p.add_argument("--n0", type=int, default=100)
+  p.add_argument("--n", type=int, default=100_000)
+  p.add_argument("--alpha", type=float, default=0.001)
+  p.add_argument("--batch-size", type=int, default=1000)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", required=True, help="per-sample report CSV (resumable)")
+  p.add_argument("--eps", nargs="*", default=(), help="L2 radii to summarise, e.g. 0.25 0.5")
+  p.add_argument("--json", default=None, help="write the summaries here")
+  p.add_argument("--debug", action="store_true", help="show tracebacks")
+  return p
+
+
+def main(argv) -> dict:
+  """Certifies a model directory on a data split; every argument is checked before any work."""
+  args = _parser().parse_args(argv)
+  validation.check_file(args.model, "model", "--model")
+  validation.check_sigma(args.sigma, "--sigma")
+  validation.check_alpha(args.alpha, "--alpha")
+  for name in ("n0", "n", "batch_size"):
+    validation.check_int(getattr(args, name), f"--{name.replace('_', '-')}")
+  validation.check_int(args.limit, "--limit", minimum=0)
+  validation.check_int(args.seed, "--seed", minimum=0)
+  validation.check_radii(args.eps, "--eps", allow_empty=True)
+  out = validation.check_output(args.out, "--out", overwrite=True)
+  if args.json:
+    validation.check_output(args.json, "--json", overwrite=True)
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from jax_abstain import data, models  # pylint: disable=import-outside-toplevel
+  manifest = models.read_manifest(args.model)
+  data_config = ml_collections.ConfigDict({"name": args.data, "path": args.path})
+  x, y, idx = data.load_from_config(data_config, args.split, args.limit)
+  validation.check_labels(y, num_classes=int(manifest["num_classes"]), name="--data labels")
+  model = models.load(args.model)
+  cols = certify_report(model, x, y, out, key=jax.random.key(args.seed), sigma=args.sigma,
+                        n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
+                        indices=idx, model_tag=manifest["weights"]["sha256"])
+  result = {"report": str(out), "n": int(len(y)),
+            "at": {t: summarize(cols, t) for t in (radii.format_radius(e) for e in args.eps)}}
+  print(f"certified {len(y)} samples -> {out}")
+  for text, m in result["at"].items():
+    print(f"  eps={text:<8} cert_acc {m['cert_acc']:6.2f}  cert_inacc {m['cert_inacc']:6.2f}  "
+          f"commit_rate {m['commit_rate']:6.2f}")
+  if args.json:
+    reports.write_json(args.json, result)
+  return result
+
+
+__all__ = ["COLUMNS", "certify_report", "main", "settings_path", "summarize"]
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=import-outside-toplevel
+  from jax_abstain import cli  # pylint: disable=import-outside-toplevel
+  cli.run_with_clean_errors(main, sys.argv[1:])

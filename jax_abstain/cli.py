@@ -2,10 +2,13 @@
 
     if __name__ == "__main__":
       cli.run_with_clean_errors(main, sys.argv[1:])
+    parser = cli.ArgumentParser(prog="python -m jax_abstain.x")   # argparse, one-line errors
 
 ``--debug`` anywhere on the command line (or ``JAX_ABSTAIN_DEBUG=1``) re-raises instead, so
-the traceback is shown.
+the traceback is shown. `errors.SoundnessError` (a broken attack or certificate contract) is a
+bug, never bad input, so it always shows its traceback.
 """
+import argparse
 import os
 import sys
 
@@ -15,7 +18,10 @@ EXIT_USAGE = 2
 
 
 def debug_requested(argv) -> bool:
-  return "--debug" in argv or os.environ.get("JAX_ABSTAIN_DEBUG", "") not in ("", "0")
+  """``--debug`` in argv or on the process's command line (absl removes parsed flags from the
+  argv it hands on), or ``JAX_ABSTAIN_DEBUG`` set."""
+  return ("--debug" in argv or "--debug" in sys.argv[1:]
+          or os.environ.get("JAX_ABSTAIN_DEBUG", "") not in ("", "0"))
 
 
 def fail(message: str) -> None:
@@ -23,11 +29,19 @@ def fail(message: str) -> None:
   sys.exit(EXIT_USAGE)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose usage errors are one-line `UserError`s (argparse prints usage + error)."""
+
+  def error(self, message):
+    raise UserError(f"{message}; see {self.prog} --help")
+
+
 def run_with_clean_errors(fn, argv):
   """Calls fn(argv); a UserError or a missing file becomes a one-line message and exit 2."""
   try:
     return fn(argv)
-  except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+  except (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+          PermissionError) as e:
     if debug_requested(argv):
       raise
-    fail(str(e))
+    fail(str(e) if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}")

@@ -12,3 +12,8 @@ class UserError(ValueError):
   def __init__(self, message: str):
     # One line, always: multi-line messages are folded so the CLI prints exactly one line.
     super().__init__(" ".join(str(message).split()))
+
+
+class SoundnessError(AssertionError):
+  """An attack or certificate broke its contract (a point outside the eps-ball or [0, 1], a
+  radius reported for an abstention): a bug, not bad input, so the CLIs show its traceback."""

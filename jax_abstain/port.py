@@ -10,16 +10,15 @@ directory loads with ``jax_abstain.models.load(DIR)``. Any problem (unknown name
 unreadable file, a checkpoint of another architecture) is one line on stderr, exit status 2,
 and nothing is written to the output.
 """
-import argparse
 import sys
 import time
 
-from jax_abstain import cli
+from jax_abstain import cli, validation
 from jax_abstain.errors import UserError
 
 
 def _parser():
-  p = argparse.ArgumentParser(prog="python -m jax_abstain.port", description=__doc__.split("\n")[0])
+  p = cli.ArgumentParser(prog="python -m jax_abstain.port", description=__doc__.split("\n")[0])
   p.add_argument("--arch", help="RobustBench model name or architecture id")
   p.add_argument("--checkpoint", help="PyTorch checkpoint (.pt/.pth/.tar or .safetensors)")
   p.add_argument("--out", help="output model directory (or .pt file with --export)")
@@ -43,6 +42,8 @@ def main(argv) -> int:
   if args.export:
     if not args.out:
       raise UserError("--export needs --out FILE.pt")
+    validation.check_file(args.export, "model", "--export")
+    validation.check_output(args.out, "--out", overwrite=True)
     model = models.load(args.export)
     path = porting.export_state_dict(model, args.out)
     print(f"wrote {path}")
@@ -51,6 +52,10 @@ def main(argv) -> int:
   if missing:
     raise UserError(f"missing {', '.join(missing)}; usage: python -m jax_abstain.port "
                     "--arch NAME --checkpoint FILE.pt --out DIR")
+  validation.check_file(args.checkpoint, "checkpoint", "--checkpoint")
+  validation.check_output(args.out, "--out", folder=True)
+  if args.num_classes is not None:
+    validation.check_int(args.num_classes, "--num-classes", minimum=2)
   start = time.time()
   extra = {} if args.num_classes is None else {"num_classes": args.num_classes}
   out = porting.port(args.arch, args.checkpoint, args.out, overwrite=args.overwrite, **extra)

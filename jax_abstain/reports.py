@@ -82,6 +82,14 @@ def write_report(path, columns: dict) -> None:
   atomic_write_text(path, buf.getvalue())
 
 
+def _is_int(text: str) -> bool:
+  try:
+    int(text)
+    return True
+  except ValueError:
+    return False
+
+
 def _parse_column(name, values):
   if name in ("sample_idx", "label", "pred", "cert_pred") or name.startswith(("is_acc", "is_rob")):
     return np.asarray([int(v) for v in values], np.int64)
@@ -106,6 +114,37 @@ def read_report(path) -> dict:
     return {name: _parse_column(name, [r[j] for r in body]) for j, name in enumerate(header)}
   except ValueError as e:
     raise UserError(f"{path}: malformed value ({e})") from None
+
+
+def settings_path(path) -> pathlib.Path:
+  """``<report>.settings.json``: the settings a (resumable) report was started with."""
+  path = pathlib.Path(path)
+  return path.with_name(path.name + ".settings.json")
+
+
+def check_settings(path, settings: dict) -> None:
+  """Records the settings of the report at `path`, or refuses a resume with other settings.
+
+  A report that is unfinished (``<path>.partial``) or finished may only be continued or re-read
+  with the settings it was started with; the message names the differing keys. Settings that
+  cannot change the results (batch size, progress bars) do not belong in `settings`.
+
+  Raises:
+    UserError: the stored settings differ, or a report exists without its settings file.
+  """
+  path = pathlib.Path(path)
+  sp, partial = settings_path(path), path.with_name(path.name + ".partial")
+  started = partial.exists() or path.exists()
+  if sp.exists() and started:
+    old = read_json(sp)
+    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if diff:
+      raise UserError(f"{path}: was started with different settings ({', '.join(diff)}); "
+                      "delete the report or use the original settings")
+  elif started:
+    raise UserError(f"{path}: exists without {sp.name}; delete it to start a new evaluation")
+  else:
+    write_json(sp, settings)
 
 
 class ReportWriter:
@@ -143,7 +182,8 @@ class ReportWriter:
                       "delete it or use the original config")
     # Every complete row ends with a newline, so the last element of the split is either empty
     # or a torn write from a crash; drop it.
-    good = [l for l in lines[1:-1] if l and len(l.split(",")) == len(self.columns)]
+    good = [l for l in lines[1:-1]
+            if l and len(l.split(",")) == len(self.columns) and _is_int(l.split(",", 1)[0])]
     self.partial.write_text("\n".join([lines[0], *good]) + "\n")
     self.done = {int(l.split(",", 1)[0]) for l in good}
 

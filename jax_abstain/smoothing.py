@@ -28,36 +28,27 @@ import numpy as np
 from flax import nnx
 from scipy import stats
 
+from jax_abstain import validation
 from jax_abstain.errors import UserError
 
 ABSTAIN = -1
 
 
 def _check_positive_int(value, name):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise UserError(f"{name}: expected an integer >= 1, got {value!r}")
+  validation.check_int(value, name, minimum=1)
 
 
 def check_args(*, sigma=1.0, alpha=0.5, n0=1, n=1, batch_size=1) -> None:
   """Raises a one-line `UserError` naming the first bad argument."""
-  if not isinstance(sigma, (int, float, np.number)) or not math.isfinite(sigma) or sigma <= 0:
-    raise UserError(f"sigma: expected a positive finite noise level, got {sigma!r}")
-  if not isinstance(alpha, (int, float, np.number)) or not 0.0 < float(alpha) < 1.0:
-    raise UserError(f"alpha: expected a failure probability in (0, 1), got {alpha!r}")
+  validation.check_sigma(sigma)
+  validation.check_alpha(alpha)
   for value, name in ((n0, "n0"), (n, "n"), (batch_size, "batch_size")):
     _check_positive_int(value, name)
 
 
 def check_inputs(x) -> np.ndarray:
-  """x as float32 numpy [B, ...]; raises `UserError` for NaN or values outside [0, 1]."""
-  x = np.asarray(x, np.float32)
-  if x.ndim < 2:
-    raise UserError(f"x: expected a batch [B, ...] of inputs, got shape {x.shape}")
-  if np.isnan(x).any():
-    raise UserError("x: contains NaN")
-  if x.size and (x.min() < 0.0 or x.max() > 1.0):
-    raise UserError(f"x: expected values in [0, 1], got range [{x.min():.4g}, {x.max():.4g}]")
-  return x
+  """x as float32 numpy [B, ...]; raises `UserError` for NaN/inf or values outside [0, 1]."""
+  return np.asarray(validation.check_images(x, "x"), np.float32)
 
 
 def _split_model(logits_fn):
@@ -281,8 +272,7 @@ def certify_at_radius(logits_fn, x, eps: float, *, key, sigma: float, n0: int = 
     `SequentialResult`.
   """
   check_args(sigma=sigma, alpha=alpha, n0=n0, n=n, batch_size=batch_size)
-  if not isinstance(eps, (int, float, np.number)) or not math.isfinite(eps) or eps <= 0:
-    raise UserError(f"eps: expected a positive finite radius, got {eps!r}")
+  eps = validation.check_radius(eps, "eps")
   x = check_inputs(x)
   indices = np.arange(len(x)) if indices is None else np.asarray(indices)
   looks = look_schedule(n, first_look, growth)

@@ -10,7 +10,7 @@ import pathlib
 import platform
 import subprocess
 
-from jax_abstain import __version__, reports
+from jax_abstain import __version__, reports, validation
 from jax_abstain.errors import UserError
 
 
@@ -24,31 +24,51 @@ def _flatten(d, prefix=""):
   return out
 
 
-def _git_commit():
+def _git(*args):
   try:
     here = pathlib.Path(__file__).resolve().parent
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                          timeout=5).stdout.strip() or None
+    proc = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
+    return proc.stdout.strip() if proc.returncode == 0 else None
   except (OSError, subprocess.SubprocessError):
     return None
 
 
+def _git_commit():
+  return _git("rev-parse", "HEAD") or None
+
+
+def _git_dirty():
+  """True if the package's tracked files differ from the commit (the commit alone does not
+  reproduce the run then); None outside a git checkout."""
+  status = _git("status", "--porcelain", "--untracked-files=no", "--", ".")
+  return None if status is None else bool(status)
+
+
 def environment() -> dict:
-  """Versions of Python, jax, jaxlib, flax, optax, orbax and this package, the git commit and
-  the devices."""
+  """Versions of Python, jax, jaxlib, flax, optax, orbax and this package, the git commit (and
+  whether the package's files differ from it) and the devices."""
   import flax
   import jax
   import jaxlib
   import optax
   import orbax.checkpoint
-  return {"jax_abstain": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
+  return {"jax_abstain": __version__, "git_commit": _git_commit(), "git_dirty": _git_dirty(),
+          "python": platform.python_version(),
           "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "orbax_checkpoint": orbax.checkpoint.__version__,
           "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count()}
 
 
 def prepare(path, config) -> pathlib.Path:
-  """Creates the workdir, writes ``config.json`` (or checks it matches) and ``environment.json``."""
+  """Checks the config, creates the workdir, writes ``config.json`` (or checks it matches) and
+  ``environment.json``.
+
+  The config is checked (`validation.check_config`) before anything is created, so a config
+  that cannot run leaves no workdir behind and is never recorded as a run's config.
+  """
+  validation.check_config(config)
+  if not str(path).strip():
+    raise UserError("--workdir: expected a folder path, got nothing")
   path = pathlib.Path(path)
   if path.exists() and not path.is_dir():
     raise UserError(f"--workdir: {path} exists and is not a folder")

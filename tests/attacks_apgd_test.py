@@ -218,7 +218,7 @@ def test_bad_inputs_raise_user_errors():
   f = mlp()
   with pytest.raises(UserError, match=r"\[0, 1\]"):
     attacks.apgd(f, jnp.full((2, 20), 1.5), jnp.zeros(2, jnp.int32), key=jax.random.key(0), eps=0.1)
-  with pytest.raises(UserError, match="y must have shape"):
+  with pytest.raises(UserError, match="y: expected labels of shape"):
     attacks.apgd(f, jnp.full((2, 20), 0.5), jnp.zeros(3, jnp.int32), key=jax.random.key(0), eps=0.1)
   with pytest.raises(UserError, match="4 classes"):
     attacks.apgd(mlp(c=3), jnp.full((2, 20), 0.5), jnp.zeros(2, jnp.int32), key=jax.random.key(0),

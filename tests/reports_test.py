@@ -21,6 +21,7 @@ def test_writer_resumes_after_torn_line(tmp_path):
       raise RuntimeError("killed")
   assert not path.exists() and path.with_name("r.csv.partial").exists()
   with path.with_name("r.csv.partial").open("a") as f:
+    f.write("\x00\x00,,,,,\n")              # a block of zeros a crash left (same field count)
     f.write("3,0,0,1")                      # a torn write without newline
   with reports.ReportWriter(path, COLS, 6) as w:
     assert w.todo(range(6)) == [3, 4, 5]

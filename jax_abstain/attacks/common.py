@@ -11,11 +11,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jax_abstain import losses
+from jax_abstain import losses, validation
 from jax_abstain.errors import UserError
-from jax_abstain.radii import parse_radius
 
 NORMS = ("linf", "l2")
 APGD_NORMS = ("linf", "l2", "l1")  # l1 only for APGD (l1-APGD); FAB and Square are Linf/L2
@@ -23,10 +21,7 @@ LogitsFn = Callable[[jax.Array], jax.Array]
 
 
 def check_norm(norm: str, allowed=NORMS) -> str:
-  norm = str(norm).lower()
-  if norm not in allowed:
-    raise UserError(f"norm: expected one of {', '.join(allowed)}, got {norm!r}")
-  return norm
+  return validation.check_norm(norm, "norm", allowed)
 
 
 def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
@@ -231,25 +226,6 @@ def loss_and_grad(logits_fn: LogitsFn, loss_fn, x_adv: jax.Array, y: jax.Array):
 
 
 def validate_inputs(x, y, eps, name: str = "attack"):
-  """Host-side checks of shapes, dtypes, ranges and the radius; raises one-line UserErrors."""
-  if isinstance(x, jax.core.Tracer) or isinstance(y, jax.core.Tracer):
-    return
-  x_np, y_np = np.asarray(x), np.asarray(y)
-  if x_np.ndim < 2:
-    raise UserError(f"{name}: x must be a batch [B, ...], got shape {x_np.shape}")
-  if y_np.shape != (x_np.shape[0],):
-    raise UserError(f"{name}: y must have shape ({x_np.shape[0]},), got {y_np.shape}")
-  if not np.issubdtype(x_np.dtype, np.floating):
-    raise UserError(f"{name}: x must be float in [0, 1], got dtype {x_np.dtype}")
-  if not np.issubdtype(y_np.dtype, np.integer):
-    raise UserError(f"{name}: y must be integer labels, got dtype {y_np.dtype}")
-  if not np.all(np.isfinite(x_np)):
-    raise UserError(f"{name}: x contains NaN or inf")
-  if x_np.size and (x_np.min() < 0.0 or x_np.max() > 1.0):
-    raise UserError(f"{name}: x must lie in [0, 1], got values in [{x_np.min():.4g}, {x_np.max():.4g}]")
-  if not isinstance(eps, jax.core.Tracer):
-    if np.ndim(eps):
-      if np.any(~np.isfinite(eps)) or np.any(np.asarray(eps) <= 0):
-        raise UserError(f"{name}: eps must be positive and finite")
-    else:
-      parse_radius(eps, name=f"{name}: eps")
+  """Host-side checks of shapes, dtypes, ranges and the radius (`validation.check_attack_inputs`);
+  raises one-line UserErrors. Tracers (inside jit) pass unchecked."""
+  validation.check_attack_inputs(x, y, eps, name)

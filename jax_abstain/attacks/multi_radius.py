@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_abstain import soundness, validation
 from jax_abstain.attacks import common
 from jax_abstain.attacks.apgd import apgd_run
 from jax_abstain.attacks.autoattack import autoattack_run
@@ -28,13 +29,6 @@ def radius_keys(keys: jax.Array, radius: float) -> jax.Array:
   """[B] keys for one radius, independent of the other radii requested."""
   tag = zlib.crc32(repr(float(radius)).encode()) & 0x7FFFFFFF
   return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, tag)
-
-
-def _check_in_ball(x_adv, x, eps, norm):
-  dist = np.asarray(common.norm_of(jnp.asarray(x_adv) - jnp.asarray(x), norm))
-  x_adv = np.asarray(x_adv)
-  if np.any(dist > eps * (1 + 1e-4) + 1e-6) or x_adv.min() < 0 or x_adv.max() > 1:
-    raise AssertionError(f"attack returned a point outside the {norm} ball of radius {eps} or [0, 1]")
 
 
 def pad_rows(a, size):
@@ -61,11 +55,9 @@ def robust_at_radii(logits_fn, x, y, *, key, radii, norm: str = "linf",
     {radius: [B] bool numpy array}, robust iff the attack found no adversarial point. Samples
     misclassified at x are non-robust at every radius.
   """
-  if attack not in ("apgd", "autoattack"):
-    raise UserError(f"robust_at_radii: attack must be apgd or autoattack, got {attack!r}")
-  radii = sorted(float(r) for r in radii)
-  if not radii or radii[0] <= 0:
-    raise UserError("robust_at_radii: give at least one positive radius")
+  validation.check_choice(attack, "robust_at_radii: attack", ("apgd", "autoattack"))
+  radii = sorted(validation.check_radii(radii, "robust_at_radii: radii"))
+  norm = common.check_norm(norm, common.APGD_NORMS if attack == "apgd" else common.NORMS)
   common.validate_inputs(x, y, radii[0], "robust_at_radii")
   batch = x.shape[0]
   if attack_fn is not None and attack_kwargs:
@@ -83,16 +75,26 @@ def robust_at_radii(logits_fn, x, y, *, key, radii, norm: str = "linf",
         rows = pad_rows(todo, batch)
         x_adv = np.asarray(attack_fn(jnp.asarray(x_np[rows]), jnp.asarray(y_np[rows]), r_keys[rows],
                                      jnp.full((batch,), r, jnp.float32)))[:todo.size]
+        claimed_np = None
       else:
         kw = dict(key=r_keys[todo], eps=r, norm=norm, **attack_kwargs)
         run = apgd_run if attack == "apgd" else autoattack_run
-        x_adv = np.asarray(run(logits_fn, jnp.asarray(x_np[todo]), jnp.asarray(y_np[todo]), **kw).x_adv)
-      _check_in_ball(x_adv, x_np[todo], r, norm)
-      # Re-read robustness at the returned point rather than trusting the attack's flag; padded
-      # so that a jitted logits_fn keeps seeing one shape.
+        result = run(logits_fn, jnp.asarray(x_np[todo]), jnp.asarray(y_np[todo]), **kw)
+        x_adv = np.asarray(result.x_adv)
+        # APGDconf returns its highest-loss point, not necessarily one that flips: no claim.
+        claimed_np = None if attack_kwargs.get("loss") == "conf" else np.asarray(result.robust)
+      # Soundness guard: every point inside its eps-ball and [0, 1], and robustness re-read
+      # from the model at that point rather than taken on the attack's word (a "broken"
+      # sample whose prediction does not change stays robust). Padded so that a jitted
+      # logits_fn keeps seeing one shape.
+      n_todo = todo.size
       shaped = pad_rows(x_adv, batch) if attack_fn is not None else x_adv
-      preds = np.asarray(jnp.argmax(logits_fn(jnp.asarray(shaped)), -1))[:todo.size]
-      robust[todo] = preds == y_np[todo]
+      ref = pad_rows(x_np[todo], batch) if attack_fn is not None else x_np[todo]
+      labels = pad_rows(y_np[todo], batch) if attack_fn is not None else y_np[todo]
+      claimed = None if claimed_np is None else pad_rows(claimed_np, len(shaped))
+      robust[todo] = soundness.check_attack_result(
+          logits_fn, ref, shaped, labels, eps=r, norm=norm, claimed_robust=claimed,
+          name=f"{attack} at radius {r:g}")[:n_todo]
     out[r] = robust
     still &= robust
   return out

@@ -1,0 +1,334 @@
+"""One input-validation layer for the library and the command lines.
+
+    x = validation.check_images(x, "x")                    # numpy float [B, ...], finite, in [0, 1]
+    y = validation.check_labels(y, n=len(x), num_classes=10, name="y")
+    eps = validation.check_radius("1/255", "--eps")        # 0.00392..., rejects 0, -1, 1/0, text
+    norm = validation.check_norm("L2")                     # "l2"
+    validation.check_file("runs/a/reports/era.csv", "report", "--models")
+
+Every failure a user can cause raises `jax_abstain.errors.UserError` with one line that names
+the argument and the expected form (``--eps: expected a positive number such as 0.5 or 1/255,
+got 'abc'``); the CLIs (`jax_abstain.cli`) print it and exit 2. Checks run on the host, before
+any output is written; inside `jax.jit` (tracers) the array checks are skipped, since the
+values are unknown there, and the host-side caller is expected to have checked them.
+
+Job configs are checked field by field (`check_config`, `CONFIG_FIELDS`) before a workdir is
+created. Re-checking what attacks and certificates return is `jax_abstain.soundness`.
+"""
+import json
+import math
+import pathlib
+
+import jax
+import numpy as np
+
+from jax_abstain import radii
+from jax_abstain.errors import UserError
+
+NORMS = ("linf", "l2")
+
+
+def _traced(*values) -> bool:
+  return any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+def _shown(value) -> str:
+  text = repr(value)
+  return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_finite(a, name: str) -> np.ndarray:
+  """`a` as a numpy array; raises if it holds NaN or inf."""
+  a = np.asarray(a)
+  if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+    bad = "NaN" if np.isnan(a).any() else "inf"
+    raise UserError(f"{name}: expected finite values, found {bad}")
+  return a
+
+
+def check_images(x, name: str = "x", *, min_ndim: int = 2):
+  """Checks a batch of inputs: [B, ...] (NHWC images or [B, D] vectors), float, finite, in [0, 1].
+
+  Args:
+    x: numpy or JAX array (tracers pass unchecked).
+    name: argument name for the message.
+    min_ndim: least number of axes (2: a batch of vectors).
+
+  Returns:
+    x as a numpy array (the tracer itself under jit).
+  """
+  if _traced(x):
+    return x
+  try:
+    x = np.asarray(x)
+  except (TypeError, ValueError) as e:
+    raise UserError(f"{name}: expected an array [B, ...] of floats in [0, 1] ({e})") from None
+  if x.ndim < min_ndim:
+    raise UserError(f"{name}: expected a batch [B, ...] with at least {min_ndim} axes, got shape "
+                    f"{x.shape}")
+  if not np.issubdtype(x.dtype, np.floating):
+    raise UserError(f"{name}: expected float values in [0, 1], got dtype {x.dtype}")
+  check_finite(x, name)
+  if x.size and (x.min() < 0.0 or x.max() > 1.0):
+    raise UserError(f"{name}: expected values in [0, 1], got range [{x.min():.4g}, {x.max():.4g}]")
+  return x
+
+
+def check_labels(y, *, n: int | None = None, num_classes: int | None = None, name: str = "y"):
+  """Checks integer labels [n] with 0 <= y < num_classes; returns them as a numpy array."""
+  if _traced(y):
+    return y
+  y = np.asarray(y)
+  if y.ndim != 1 or (n is not None and y.shape[0] != n):
+    want = f"[{n}]" if n is not None else "[N]"
+    raise UserError(f"{name}: expected labels of shape {want}, got shape {y.shape}")
+  if not np.issubdtype(y.dtype, np.integer):
+    raise UserError(f"{name}: expected integer class labels, got dtype {y.dtype}")
+  if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
+    raise UserError(f"{name}: labels span {int(y.min())}..{int(y.max())} but there are "
+                    f"{num_classes} classes (expected 0..{num_classes - 1})")
+  return y
+
+
+def check_radius(value, name: str = "eps") -> float:
+  """A positive finite radius from ``1/255``, ``0.5``, ``2e-3``, an int or a float."""
+  return radii.parse_radius(value, name=name)
+
+
+def check_radii(values, name: str = "radii", *, allow_empty: bool = False) -> list:
+  """A list of radii (each as `check_radius`); element i is named ``name[i]``."""
+  if isinstance(values, (str, int, float)):
+    values = [values]
+  values = list(values)
+  if not values and not allow_empty:
+    raise UserError(f"{name}: expected at least one radius such as 1/255")
+  return [check_radius(v, f"{name}[{i}]") for i, v in enumerate(values)]
+
+
+def check_eps(eps, name: str = "eps"):
+  """A scalar radius (`check_radius`) or a per-example [B] array of positive finite radii."""
+  if _traced(eps):
+    return eps
+  if np.ndim(eps):
+    e = np.asarray(eps)
+    if not np.issubdtype(e.dtype, np.number) or not np.all(np.isfinite(e)) or np.any(e <= 0):
+      raise UserError(f"{name}: expected positive finite radii, got {_shown(e.tolist())}")
+    return eps
+  return check_radius(eps, name)
+
+
+def check_norm(norm, name: str = "norm", allowed=NORMS) -> str:
+  """``"linf"``, ``"l2"`` (or ``"l1"`` where allowed), case-insensitive."""
+  text = str(norm).lower()
+  if text not in allowed:
+    raise UserError(f"{name}: expected one of {', '.join(allowed)}, got {_shown(norm)}")
+  return text
+
+
+def check_choice(value, name: str, choices):
+  if value not in choices:
+    raise UserError(f"{name}: expected one of {', '.join(map(str, choices))}, got {_shown(value)}")
+  return value
+
+
+def check_int(value, name: str, *, minimum: int = 1) -> int:
+  """An integer >= minimum (bools and floats are refused)."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise UserError(f"{name}: expected an integer >= {minimum}, got {_shown(value)}")
+  return int(value)
+
+
+def check_float(value, name: str, *, low=None, high=None, low_open=False, high_open=False) -> float:
+  """A finite real number in the interval given by low/high (open ends where asked)."""
+  ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+  ok = ok and math.isfinite(float(value))
+  if ok and low is not None:
+    ok = float(value) > low if low_open else float(value) >= low
+  if ok and high is not None:
+    ok = float(value) < high if high_open else float(value) <= high
+  if not ok:
+    lo = "" if low is None else f"{'(' if low_open else '['}{low}"
+    hi = "" if high is None else f"{high}{')' if high_open else ']'}"
+    where = f" in {lo or '(-inf'}, {hi or 'inf)'}" if low is not None or high is not None else ""
+    raise UserError(f"{name}: expected a finite number{where}, got {_shown(value)}")
+  return float(value)
+
+
+def check_sigma(sigma, name: str = "sigma") -> float:
+  return check_float(sigma, name, low=0.0, low_open=True)
+
+
+def check_alpha(alpha, name: str = "alpha") -> float:
+  return check_float(alpha, name, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def check_num_classes(num_classes, y=None, name: str = "num_classes") -> int:
+  """A class count >= 2 that covers every label in y."""
+  num_classes = check_int(num_classes, name, minimum=2)
+  if y is not None:
+    check_labels(y, num_classes=num_classes)
+  return num_classes
+
+
+# File kinds: what `check_file` looks for beyond existence.
+FILE_KINDS = ("file", "folder", "report", "json", "model", "checkpoint", "config")
+
+
+def _first_line(path: pathlib.Path) -> str:
+  with path.open("rb") as f:
+    return f.readline(4096).decode("utf-8", "replace").strip()
+
+
+def check_file(path, kind: str = "file", name: str = "path") -> pathlib.Path:
+  """Checks that `path` exists and looks like a `kind` file; returns it as a Path.
+
+  Kinds: ``file``, ``folder``, ``report`` (a per-sample CSV whose header starts with
+  ``sample_idx``), ``json``, ``model`` (a folder with ``manifest.json``), ``checkpoint``
+  (not empty; the reader checks the format), ``config`` (a ``.py`` file).
+  """
+  check_choice(kind, "kind", FILE_KINDS)
+  if path is None or str(path).strip() == "":
+    raise UserError(f"{name}: expected a {kind} path, got nothing")
+  p = pathlib.Path(path).expanduser()
+  folder = kind in ("folder", "model")
+  if not p.exists() and kind == "model":
+    raise UserError(f"{name}: {p} is not a model directory (it does not exist)")
+  if not p.exists():
+    partial = p.with_name(p.name + ".partial")
+    hint = f" (an unfinished {partial.name} exists: resume the job)" if partial.exists() else ""
+    what = kind if kind in ("file", "folder") else f"{kind} {'folder' if folder else 'file'}"
+    raise UserError(f"{name}: no such {what}: {p}{hint}")
+  if folder and not p.is_dir():
+    raise UserError(f"{name}: expected a {kind} folder, got a file: {p}")
+  if not folder and not p.is_file():
+    raise UserError(f"{name}: expected a {kind} file, got a folder: {p}")
+  if kind == "model" and not (p / "manifest.json").is_file():
+    raise UserError(f"{name}: {p} is not a model directory (no manifest.json); write one with "
+                    "models.save or python -m jax_abstain.port")
+  if kind == "report" and not _first_line(p).startswith("sample_idx"):
+    raise UserError(f"{name}: {p} is not a per-sample report (expected a CSV whose header starts "
+                    "with sample_idx)")
+  if kind == "json":
+    try:
+      json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise UserError(f"{name}: {p} is not valid JSON ({getattr(e, 'msg', e)})") from None
+  if kind == "checkpoint":
+    if p.stat().st_size == 0:
+      raise UserError(f"{name}: {p} is empty (an interrupted download?)")
+  if kind == "config" and p.suffix != ".py":
+    raise UserError(f"{name}: expected a .py config file, got {p.name}")
+  return p
+
+
+def check_output(path, name: str = "--out", *, folder: bool = False,
+                 overwrite: bool = False) -> pathlib.Path:
+  """Checks that `path` can be written: not a folder (or file) in the way, unless `overwrite`."""
+  if path is None or str(path).strip() == "":
+    raise UserError(f"{name}: expected an output path, got nothing")
+  p = pathlib.Path(path).expanduser()
+  if folder and p.is_file():
+    raise UserError(f"{name}: {p} is a file; expected a folder")
+  if not folder and p.is_dir():
+    raise UserError(f"{name}: {p} is a folder; expected a file name")
+  for parent in p.parents:
+    if parent.exists():
+      if not parent.is_dir():
+        raise UserError(f"{name}: {parent} is a file, so {p} cannot be created")
+      break
+  if not overwrite and not folder and p.is_file():
+    raise UserError(f"{name}: {p} exists; choose another name or delete it")
+  return p
+
+
+def check_attack_inputs(x, y, eps, name: str = "attack"):
+  """The inputs of every attack: x [B, ...] in [0, 1], y [B] int, eps (scalar or [B]) > 0."""
+  x_np = check_images(x, f"{name}: x")
+  check_labels(y, n=None if _traced(x_np) else x_np.shape[0], name=f"{name}: y")
+  check_eps(eps, f"{name}: eps")
+
+
+def _nonneg_int(v, n):
+  return check_int(v, n, minimum=0)
+
+
+def _pos_int(v, n):
+  return check_int(v, n, minimum=1)
+
+
+def _nonneg(v, n):
+  return check_float(v, n, low=0.0)
+
+
+def _positive(v, n):
+  return check_float(v, n, low=0.0, low_open=True)
+
+
+def _report_name(v, n):
+  if not isinstance(v, str) or not v or any(c in v for c in "/\\") or v.startswith("."):
+    raise UserError(f"{n}: expected a plain name for reports/<name>.csv (no slashes), got {_shown(v)}")
+  return v
+
+
+def _model_dir(v, n):
+  return check_file(v, "model", n) if v else v
+
+
+def _data_path(v, n):
+  return check_file(v, "folder" if pathlib.Path(str(v)).is_dir() else "file", n) if v else v
+
+
+# Fields a config may hold and how each is checked (`*` matches one key). Fields not listed are
+# left to the code that reads them; ml_collections itself refuses unknown keys and wrong types.
+CONFIG_FIELDS = {
+    "seed": _nonneg_int, "eps": check_radius, "norm": check_norm, "name": _report_name,
+    "data.eval_limit": _nonneg_int, "data.train_limit": _nonneg_int, "data.n": _pos_int,
+    "data.split": lambda v, n: check_choice(v, n, ("train", "val", "test")),
+    "data.eval_split": lambda v, n: check_choice(v, n, ("train", "val", "test")),
+    "data.path": _data_path, "data.data_seed": _nonneg_int,
+    "model.dir": _model_dir, "model.init_dir": _model_dir, "model.num_classes": lambda v, n: check_num_classes(v, name=n),
+    "eval.radii": check_radii,
+    "eval.conf_radii": lambda v, n: check_radii(v, n, allow_empty=True),
+    "eval.norm": check_norm, "eval.n_iter": _pos_int, "eval.n_restarts": _pos_int,
+    "eval.batch_size": _pos_int, "eval.seed": _nonneg_int,
+    "train.eps": check_radius, "train.norm": check_norm, "train.epochs": _pos_int,
+    "train.batch_size": _pos_int, "train.lr": _nonneg, "train.weight_decay": _nonneg,
+    "train.momentum": lambda v, n: check_float(v, n, low=0.0, high=1.0, high_open=True),
+    "train.beta": _nonneg, "train.trades_beta": _nonneg, "train.attack_steps": _pos_int,
+    "train.attack_rel_step": _positive,
+    "train.variant": lambda v, n: check_choice(v, n, ("paper", "code")),
+    "train.sigma": check_sigma, "train.num_noise": _pos_int,
+    "models.*.beta": _nonneg, "models.*.eps_factor": _positive,
+    "plot.grid": lambda v, n: check_int(v, n, minimum=2),
+}
+
+
+def _flatten(d, prefix=""):
+  for key, value in d.items():
+    if isinstance(value, dict):
+      yield from _flatten(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+def _matches(pattern: str, key: str) -> bool:
+  p, k = pattern.split("."), key.split(".")
+  return len(p) == len(k) and all(a in ("*", b) for a, b in zip(p, k))
+
+
+def check_config(config, name: str = "config") -> None:
+  """Checks every field of a job config that `CONFIG_FIELDS` knows, before anything runs.
+
+  Args:
+    config: a ConfigDict (or nested dict) as the configs in ``configs/`` build it.
+    name: prefix of the field names in messages (``config.eval.n_iter: ...``).
+  """
+  values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  if values.get("mode") == "evaluate" and not values.get("model", {}).get("dir"):
+    raise UserError(f"{name}.model.dir: give the model directory, e.g. "
+                    "--config=configs/evaluate.py:model=runs/mnist_std/model")
+  for key, value in _flatten(values):
+    for pattern, check in CONFIG_FIELDS.items():
+      if _matches(pattern, key):
+        check(value, f"{name}.{key}")
+        break
