@@ -151,6 +151,8 @@ def parity(quick):
     text += (f"\n- AutoAttack standard at matched budgets (10 iterations, Square 5000 queries), "
              f"eps {eps}, n = {n_aa}: ours {ours_s:.1f} s (compiled), torchattacks "
              f"{torch_s:.1f} s: **{torch_s / ours_s:.1f}x** faster.")
+    timing.target("apgd", f"AutoAttack standard (10 it), small-cnn, eps {eps}", 5.0,
+                  torch_s / ours_s)
   return text + "\n"
 
 
@@ -194,6 +196,7 @@ def speed_one(name, quick, peak):
     rows.append([name, k, batch, n_iter, f"{r['best']:.2f}", f"{r['median']:.2f}", f"{ips:,.1f}",
                  f"{ips * n_iter / 40:,.1f}", f"{gf:.1f}", f"{100 * gf / peak:.0f}%"])
   ratio = rates["JAX `attacks.apgd` (jit)"] / rates["torchattacks.APGD"]
+  timing.target("apgd", f"APGD-CE images/s, {name}", 2.0 if name == "small-cnn" else 1.0, ratio)
   note = (f"{name}: batch {batch}, {n_iter} steps, eps {eps:.4g}, best of {repeats} interleaved "
           f"after 1 warm-up; forward {fwd_flops / 1e9:.3f} GFLOP/image (XLA cost analysis), attack "
           f"≈ 3 x forward x (steps + 1) = {attack_flops / 1e9:.2f} GFLOP/image; JAX/torchattacks "

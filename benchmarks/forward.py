@@ -62,6 +62,9 @@ def one(name, quick, peak):
                  f"{ips:,.1f}", f"{gf:.1f}", f"{100 * gf / peak:.0f}%"])
   ratio_nchw = rates["JAX (jit)"] / rates["PyTorch eager NCHW"]
   ratio_cl = rates["JAX (jit)"] / rates["PyTorch eager channels_last"]
+  timing.target("forward", f"forward images/s, {name}", 1.0, ratio_cl)
+  timing.target("forward", f"forward GFLOP/s, {name}", 0.6,
+                rates["JAX (jit)"] * fl / 1e9 / peak, kind="peak")
   note = (f"{name}: {fl / 1e9:.2f} GFLOP per image (XLA cost analysis), logit max|diff| JAX vs "
           f"torch {diff:.1e}, best of {repeats} interleaved; JAX/PyTorch images/s ratio "
           f"**{ratio_nchw:.2f}x** vs NCHW, **{ratio_cl:.2f}x** vs channels_last.")

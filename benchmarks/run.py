@@ -5,6 +5,7 @@
 import argparse
 import datetime
 import importlib
+import json
 import os
 import pathlib
 import platform
@@ -61,6 +62,28 @@ def existing_sections() -> dict:
                   if text.find(f"## {title}\n") >= 0)
   ends = [s for s, _ in starts[1:]] + [len(text)]
   return {name: text[s:e].rstrip() + "\n" for (s, name), e in zip(starts, ends)}
+
+
+TARGETS_JSON = pathlib.Path(__file__).resolve().parent / "targets.json"
+
+
+def targets_section(sections) -> str:
+  """The targets table: this run's sections replace their rows in benchmarks/targets.json."""
+  old = json.loads(TARGETS_JSON.read_text()) if TARGETS_JSON.exists() else []
+  rows = [r for r in old if r["section"] not in sections] + timing.TARGETS
+  rows.sort(key=lambda r: SECTIONS.index(r["section"]) if r["section"] in SECTIONS else 99)
+  tmp = TARGETS_JSON.with_suffix(".tmp")
+  tmp.write_text(json.dumps(rows, indent=1))
+  tmp.replace(TARGETS_JSON)
+  def shown(r, v):
+    return f"{100 * v:.0f}% of peak" if r.get("kind") == "peak" else f"{v:.2f}x"
+  table = timing.table(["section", "target", "goal", "measured", "met"], [
+      (r["section"], r["target"], ">= " + shown(r, r["goal"]), shown(r, r["ratio"]),
+       "yes" if r["ratio"] >= r["goal"] else "**no**") for r in rows])
+  return ("## Targets (issue 10)\n\nSpeed ratios against the PyTorch reference in the same "
+          "process (above 1x = we are faster) and FLOP rates as a fraction of the measured "
+          "matmul peak; each section below has the details and, where a "
+          "target is missed, what limits it.\n\n" + table + "\n\n")
 
 
 def main(argv=None):
@@ -125,7 +148,8 @@ A fraction above 100% means the library did fewer arithmetic operations than tha
 section than during the peak measurement; read these columns as relative, not absolute.
 
 """
-  OUT.write_text(header + "\n".join(parts[n] for n in SECTIONS if n in parts), encoding="utf-8")
+  OUT.write_text(header + targets_section(sections) + "\n".join(
+      parts[n] for n in SECTIONS if n in parts), encoding="utf-8")
   print(f"wrote {OUT}")
 
 

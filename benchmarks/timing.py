@@ -47,6 +47,16 @@ def flops(fn, *args) -> float:
     return float("nan")
 
 
+# Issue-10 targets measured by the sections of one run.
+TARGETS: list = []
+
+
+def target(section: str, what: str, goal: float, value: float, kind: str = "ratio") -> None:
+  """Records a measured target: kind "ratio" = speed / PyTorch's speed in the same process;
+  kind "peak" = achieved GFLOP/s / measured matmul peak. Met when value >= goal."""
+  TARGETS.append(dict(section=section, target=what, goal=goal, ratio=float(value), kind=kind))
+
+
 def table(header, rows) -> str:
   """A markdown table."""
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
