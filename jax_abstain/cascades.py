@@ -14,11 +14,14 @@ It also reports the best 2-composition under the same constraint and the gain.
 The counts are computed with bit masks along a depth-first search over cascade prefixes, each
 prefix extending its parent's (remaining samples, natural and robust hits) in O(N/8), and a
 branch whose optimistic robust count (every remaining sample answered robustly and accurately
-by some unused model or the core) cannot beat the best is cut. Without cuts the search visits
-sum_{m=1..K} K!/(K-m)! R^m cascades for R radii per model: 6,330 for K=5, R=2; about 0.7
-million for K=6, R=3 (seconds); K=8, R=2 is about 10 million (minutes) and beyond that needs
-`max_length`. The winner is re-scored with `compose.compose_reports`, the same code as the
-compose command.
+by some unused model or the core) cannot beat the best, or whose optimistic natural count
+misses the floor, is cut. The full space has sum_{m=1..K} K!/(K-m)! R^m cascades for R radii
+per model (`search_space_size`): 6,330 for K=5, R=2; 732,528 for K=6, R=3; 17 million for
+K=8, R=2. A prefix costs about 0.1 ms for N = 10,000 samples, and the cuts usually leave a few
+percent (measured on random reports with N = 10,000: K=6, R=3 scored 18,930 cascades in 2.6 s;
+K=8, R=2 scored 14,162 in 2.2 s). Without cuts K=6, R=3 would take about a minute; use
+`max_length` beyond that. The winner is re-scored with `compose.compose_reports`, the same
+code as the compose command.
 """
 import argparse
 import math
@@ -132,8 +135,10 @@ def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_rad
     rs = ([radii.format_radius(r) for r in select_radii] if select_radii
           else candidate_radii(cols, eps_text, min_select_at))
     if not rs:
+      have = ", ".join(k for k in cols if k.startswith("is_rob@")) or "none"
       raise UserError(f"{name}: report has no is_rob@<r> column with r >= "
-                      f"{min_select_at or radii.double_radius(eps_text)} (evaluate it at 2 eps)")
+                      f"{min_select_at or radii.double_radius(eps_text)} (has: {have}); "
+                      "evaluate the model at 2 eps")
     per_model.append(rs)
   pack = lambda a: np.packbits(np.asarray(a, bool))
   acc = [pack(c["is_acc"]) for c in abstain_columns]

@@ -253,7 +253,7 @@ def evaluate_composition(models_, x, y, *, eps, key, select_at=None, norm: str =
   k = len(models_) - 1
   sel = [select_at] * k if select_at is None or not isinstance(select_at, (list, tuple)) else list(select_at)
   if k < 1 or len(sel) != k:
-    raise UserError(f"evaluate_composition: need >= 2 models and one select_at per abstain model")
+    raise UserError("evaluate_composition: need >= 2 models and one select_at per abstain model")
   sel = [radii_lib.double_radius(eps_t) if r is None else radii_lib.format_radius(r) for r in sel]
   runners = [ModelRunner(m, norm=norm, n_iter=n_iter, n_restarts=n_restarts) for m in models_]
   n = len(x)
