@@ -100,7 +100,7 @@ def test_bad_input():
     cascades.optimise([a], core, "0.05", select_radii=["0.2"])
 
 
-def test_cli_table_and_json(tmp_path):
+def test_cli_table_and_json(tmp_path, capsys):
   paths = []
   for name, cols in {"a": _hand_report([1, 1, 0], [1, 0, 1], [1, 0, 1]),
                      "core": _hand_report([1, 1, 1], [0, 1, 0], [0, 1, 0])}.items():
@@ -113,7 +113,9 @@ def test_cli_table_and_json(tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert "best cascade" in proc.stdout and "a@0.2 -> core" not in proc.stdout   # a would cost nat acc
   assert json.loads(out.read_text())["best"] is None
-  bad = subprocess.run([sys.executable, "-m", "jax_abstain.cascades", "--abstain", paths[0],
-                        "--core", paths[1], "--eps", "0.4"], capture_output=True, text=True)
-  assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
-  assert "no is_rob@<r> column with r >= 0.8 (has: is_rob@0.1, is_rob@0.2)" in bad.stderr
+  from jax_abstain import cli
+  with pytest.raises(SystemExit) as e:
+    cli.run_with_clean_errors(cascades.main, ["--abstain", paths[0], "--core", paths[1], "--eps", "0.4"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+  assert "no is_rob@<r> column with r >= 0.8 (has: is_rob@0.1, is_rob@0.2)" in err
