@@ -190,17 +190,24 @@ def compose_reports_per_sample(report_columns: Sequence[dict], eps, select_at: S
   return comp, selected[0], is_acc[0] & is_rob[0], shown
 
 
-def check_aligned(report_columns) -> None:
-  """Raises UserError unless all reports list the same samples in the same order."""
+def check_aligned(report_columns, names=None) -> None:
+  """Raises UserError unless all reports list the same samples in the same order.
+
+  Args:
+    report_columns: report dicts.
+    names: optional display names (default ``report 1``, ``report 2``, ...).
+  """
+  names = list(names) if names else [f"report {j + 1}" for j in range(len(report_columns))]
   first = report_columns[0]
   for j, cols in enumerate(report_columns[1:], 1):
     if len(cols["sample_idx"]) != len(first["sample_idx"]):
-      raise UserError(f"compose: report {j + 1} has {len(cols['sample_idx'])} samples, "
-                      f"report 1 has {len(first['sample_idx'])}")
+      raise UserError(f"compose: {names[j]} has {len(cols['sample_idx'])} samples, "
+                      f"{names[0]} has {len(first['sample_idx'])}")
     if not np.array_equal(cols["sample_idx"], first["sample_idx"]):
-      raise UserError(f"compose: report {j + 1} lists different samples than report 1")
+      raise UserError(f"compose: {names[j]} lists different samples than {names[0]} "
+                      "(same test set, same order and subset?)")
     if "label" in cols and "label" in first and not np.array_equal(cols["label"], first["label"]):
-      raise UserError(f"compose: report {j + 1} has different labels than report 1 "
+      raise UserError(f"compose: {names[j]} has different labels than {names[0]} "
                       "(reports of different data sets?)")
 
 

@@ -22,7 +22,7 @@ import argparse
 import pathlib
 import sys
 
-from jax_abstain import cascades, radii, reports, tables
+from jax_abstain import cascades, compose, radii, reports, tables
 from jax_abstain.errors import UserError
 
 
@@ -53,21 +53,34 @@ def _md_table(rows, keys) -> str:
 
 
 def build(paths, out, *, eps=None, core=None, names=None, taus=None, title="") -> str:
-  """Writes every table and figure for the reports at `paths` into `out`; returns report.md."""
+  """Writes every table and figure for the reports at `paths` into `out`; returns report.md.
+
+  Every number is computed before the first file is written, so bad input (a missing column,
+  an unknown core) leaves `out` untouched.
+  """
   out = pathlib.Path(out)
   names = _names(paths, names)
   named = {n: reports.read_report(p) for n, p in zip(names, paths)}
+  compose.check_aligned(list(named.values()), [f"report {n}" for n in names])
   eps = radii.format_radius(eps) if eps else _default_eps(named)
   title = title or ", ".join(names)
   split_rows = tables.split_rows(named)
-  tables.write_csv(out / "splits.csv", split_rows)
   splits_md = tables.splits_markdown(split_rows)
-  reports.atomic_write_text(out / "splits.md", splits_md + "\n")
   model_rows = tables.model_rows(named, eps)
-  tables.write_csv(out / "models.csv", model_rows)
-  from jax_abstain import plots  # matplotlib only when figures are drawn
-  plots.robustness_pareto(model_rows, out / "fig2_robustness.png", f"{title} (eps={eps})")
   abstain = tables.abstain_rows(named, eps, taus=taus)
+  comps, cascade = None, None
+  if core is not None:
+    comps = tables.composition_rows(named, core, eps, taus=taus)
+    # Models without an is_rob column at >= 2 eps cannot select soundly; leave them out.
+    others = [n for n in names if n != core and cascades.candidate_radii(named[n], eps)]
+    if others:
+      cascade = cascades.optimise([named[n] for n in others], named[core], eps, names=others)
+
+  from jax_abstain import plots  # matplotlib only when figures are drawn
+  tables.write_csv(out / "splits.csv", split_rows)
+  reports.atomic_write_text(out / "splits.md", splits_md + "\n")
+  tables.write_csv(out / "models.csv", model_rows)
+  plots.robustness_pareto(model_rows, out / "fig2_robustness.png", f"{title} (eps={eps})")
   tables.write_csv(out / "abstain.csv", abstain)
   plots.abstain_pareto(abstain, out / "fig3_abstain.png", f"abstain models, {title} (eps={eps})")
   sections = [f"# Report: {title}", "", "## Data splits (Tables 7-8)", "", splits_md, "",
@@ -76,20 +89,16 @@ def build(paths, out, *, eps=None, core=None, names=None, taus=None, title="") -
               f"## Abstain models at eps={eps}, selection at {radii.double_radius(eps)} (Fig. 3)", "",
               _md_table([r for r in abstain if r["selector"] == "robustness"],
                         ["model", "selector", "rob_sel", "commit_prec"])]
-  if core is not None:
-    comps = tables.composition_rows(named, core, eps, taus=taus)
+  if comps is not None:
     tables.write_csv(out / "compositions.csv", comps)
     plots.composition_pareto(comps, out / "fig4_composition.png",
                              f"2-compositions with core {core} (eps={eps})")
     sections += ["", f"## 2-compositions with core {core} (Fig. 4)", "",
                  _md_table([r for r in comps if r["selector"] in ("none", "robustness")],
                            ["branch", "core", "selector", "nat_acc", "rob_acc", "rob_sel"])]
-    # Models without an is_rob column at >= 2 eps cannot select soundly; leave them out.
-    others = [n for n in names if n != core and cascades.candidate_radii(named[n], eps)]
-    if others:
-      result = cascades.optimise([named[n] for n in others], named[core], eps, names=others)
-      reports.write_json(out / "cascade.json", result)
-      sections += ["", "## Cascade search", "", "```", cascades.format_result(result), "```"]
+  if cascade is not None:
+    reports.write_json(out / "cascade.json", cascade)
+    sections += ["", "## Cascade search", "", "```", cascades.format_result(cascade), "```"]
   text = "\n".join(sections) + "\n"
   reports.atomic_write_text(out / "report.md", text)
   return text
