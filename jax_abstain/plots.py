@@ -127,7 +127,9 @@ def pareto(points, x_key: str, y_key: str, label_key: str, path, title: str, *,
     xs = np.array([float(p[x_key]) for p in group])
     ys = np.array([float(p[y_key]) for p in group])
     color = colors[i % len(colors)]
-    ax.scatter(xs, ys, marker=MARKERS[i % len(MARKERS)], color=color, s=36, label=label, zorder=3)
+    # Earlier series are drawn larger so coinciding points stay visible as nested markers.
+    ax.scatter(xs, ys, marker=MARKERS[i % len(MARKERS)], color=color, s=max(90 - 18 * i, 16),
+               label=label, zorder=3 + i, edgecolors="white", linewidths=0.5)
     if front and len(group) > 1:
       idx = metrics.pareto_front(xs, ys, maximize)
       ax.plot(xs[idx], ys[idx], color=color, lw=1.0, alpha=0.7, zorder=2)
