@@ -103,13 +103,19 @@ class ModelRunner:
     """Clean (pred [B] int32, max softmax [B]) as numpy arrays."""
     return tuple(np.asarray(v) for v in self.program.clean(self.state, jnp.asarray(x)))
 
-  def robust(self, x, pred, sample_keys, texts) -> dict:
-    """{radius text: [B] bool} robust at each radius (nested), keys ``sample_keys`` [B]."""
+  def robust(self, x, pred, sample_keys, texts, valid=None) -> dict:
+    """{radius text: [B] bool} robust at each radius (nested), keys ``sample_keys`` [B].
+
+    ``valid``: only the first `valid` rows are real (the rest pad the batch to the compiled
+    shape); AutoAttack, which buckets its own batches, then attacks only those.
+    """
     values = [radii_lib.parse_radius(t) for t in texts]
     if self.attack_name == "autoattack":
+      v = len(x) if valid is None else valid
       # The NNX module itself: autoattack caches its jitted attacks per model graph.
-      robust = attacks.robust_at_radii(self.model, x, pred, key=sample_keys, radii=values,
-                                       norm=self.norm, attack="autoattack", **self.aa_options)
+      robust = attacks.robust_at_radii(self.model, x[:v], pred[:v], key=sample_keys[:v],
+                                       radii=values, norm=self.norm, attack="autoattack",
+                                       **self.aa_options)
     else:
       robust = attacks.robust_at_radii(
           self.logits, x, pred, key=sample_keys, radii=values, norm=self.norm,
@@ -197,7 +203,7 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
     sample_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(pad(ib)))
     row = {"sample_idx": ib, "label": yb, "pred": pred, "is_acc": pred == yb, "conf": conf}
     if texts:
-      for text, rob in runner.robust(pad(xb), pad(pred), sample_keys, texts).items():
+      for text, rob in runner.robust(pad(xb), pad(pred), sample_keys, texts, valid=m).items():
         row[f"is_rob@{text}"] = rob[:m]
     for text in conf_texts:
       row[f"adv_conf@{text}"] = runner.adv_conf(pad(xb), pad(pred), sample_keys, text)[:m]
