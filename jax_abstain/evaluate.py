@@ -11,14 +11,13 @@ change), ``adv_conf@<r>`` per APGDconf radius; a certified evaluation (`certify_
 writes ``cert_pred,radius`` instead. Robustness is label-free: the attack's label is the
 model's own clean prediction F(x).
 
-Work is re-used across radii by `attacks.robust_at_radii`: radii are attacked in increasing
-order and a sample already broken at a smaller radius is not attacked again (the balls are
-nested). Attack keys derive from ``fold_in(key, sample_idx)`` and the radius, so a sample's
-result depends on neither the batch it lands in nor the other radii requested.
-Chunks of ``batch_size`` samples are appended to the report as they finish (tqdm shows the
-progress); a killed run resumes with the chunks that are missing. The settings (attack, budget,
-key, samples, a hash of the weights) are kept in ``<report>.settings.json``: a run with other
-settings refuses to resume, and a finished report with the same settings is re-used.
+Radii are attacked in increasing order by `attacks.robust_at_radii`; a sample broken at a
+smaller radius is not attacked again (the balls are nested). Attack keys derive from
+``fold_in(key, sample_idx)`` and the radius, so a sample's result depends on neither its batch
+nor the other radii. Chunks of ``batch_size`` samples are appended to the report as they finish
+(tqdm shows the progress); a killed run resumes with the missing chunks. The settings (attack,
+budget, key, samples, a hash of the weights) live in ``<report>.settings.json``: other settings
+are refused, and a finished report with the same settings is re-used.
 """
 import dataclasses
 import functools
@@ -140,10 +139,6 @@ def weights_fingerprint(model) -> str:
   return h.hexdigest()[:16]
 
 
-def _key_data(key) -> list:
-  return np.asarray(jax.random.key_data(key)).ravel().tolist()
-
-
 def _check_settings(path: pathlib.Path, settings: dict) -> bool:
   """True if a finished report with these settings exists; refuses a mismatching resume."""
   settings_file = path.with_name(path.name + ".settings.json")
@@ -216,7 +211,7 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
   report_path = pathlib.Path(report_path)
   settings = {"columns": columns, "attack": attack, "aa_options": dict(aa_options or {}),
               "norm": runner.norm, "n_iter": int(n_iter), "n_restarts": int(n_restarts),
-              "key": _key_data(key), "model": weights_fingerprint(model),
+              "key": np.asarray(jax.random.key_data(key)).ravel().tolist(), "model": weights_fingerprint(model),
               "samples": hashlib.sha256(np.asarray(sample_idx, np.int64).tobytes()).hexdigest()[:16]}
   if _check_settings(report_path, settings):
     return reports.read_report(report_path)
