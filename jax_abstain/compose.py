@@ -1,6 +1,9 @@
 """Compositional models (paper eq. 12) and cascades, live and from per-sample reports.
 
     python -m jax_abstain.compose --models ERA.csv STD.csv --eps 1/255 --json comp.json
+    python -m jax_abstain.compose --models ERA.csv TRADES.csv STD.csv --eps 1/255   # cascade
+    python -m jax_abstain.compose --models TRADES.csv STD.csv --eps 1/255 --selector softmax \
+        --tau-grid                         # softmax response, tau in linspace(0, 0.99, 20)
 
 Every model but the last is an abstain model whose robustness indicator at ``--select-at``
 (default ``2 * eps``, the sound choice of section 5) decides whether it answers; the last one
@@ -11,7 +14,11 @@ Every model but the last is an abstain model whose robustness indicator at ``--s
 
 i.e. the adversary is assumed not to flip the selector, which the 2 eps check guarantees for
 the robustness indicator (appendix A.3). Longer cascades apply this recursively: the first
-model whose selector fires answers. Live inference: `predict`.
+model whose selector fires answers. A sample robust at the selector radius but not at eps
+(possible when the two columns come from different attacks) is selected and not robust.
+``--selector softmax`` selects by the APGDconf confidence ``adv_conf@<2 eps>`` >= tau instead
+(section 7.2); branch accuracy and robustness still come from ``is_acc`` and ``is_rob@<eps>``.
+Live inference: `predict`; live evaluation of a composition of models: `evaluate_live`.
 """
 import argparse
 import dataclasses
@@ -80,15 +87,20 @@ def _is_certified(cols: dict) -> bool:
   return "cert_pred" in cols and "radius" in cols
 
 
-def _model_indicators(cols: dict, eps_text: str, select_at, *, assume_core_nonrobust: bool):
+def _model_indicators(cols: dict, eps_text: str, select_at, *, selector: str, tau,
+                      assume_core_nonrobust: bool):
   """(selected, is_acc, is_rob) of one report at the threat radius.
 
-  Empirical reports: accuracy from ``is_acc``, robustness from ``is_rob@<eps>``, selection from
-  ``is_rob@<select_at>``. Certified reports (``cert_pred``, ``radius`` columns): the smoothed
-  classifier answers, accuracy is ``cert_pred == label``, robustness and selection are
-  "certified at radius >= eps" (R >= eps already makes the selection robust, section 5).
+  Empirical reports: accuracy from ``is_acc``, robustness from ``is_rob@<eps>``, selection by
+  `selectors.select` (``is_rob@<select_at>`` or ``adv_conf@<select_at>``). Certified reports
+  (``cert_pred``, ``radius`` columns): the smoothed classifier answers, accuracy is
+  ``cert_pred == label``, robustness and selection are "certified at radius >= eps" (R >= eps
+  already makes the selection robust, section 5).
   """
   if _is_certified(cols):
+    if selector not in ("robustness", "certified"):
+      raise UserError(f"--selector {selector}: certified reports select by their certified "
+                      "radius; use --selector robustness or certified")
     certified = selectors.certified_indicator(cols["cert_pred"], cols["radius"], eps_text)
     selected = certified if select_at is None else selectors.certified_indicator(
         cols["cert_pred"], cols["radius"], select_at)
@@ -98,18 +110,41 @@ def _model_indicators(cols: dict, eps_text: str, select_at, *, assume_core_nonro
     # The authors' certified compositions treat the core as non-certifiable (reference, 5).
     return None, is_acc, np.zeros_like(is_acc)
   is_rob = selectors.robustness_indicator(cols, eps_text, select_at=eps_text)
-  at = radii.double_radius(eps_text) if select_at is None else select_at
-  return selectors.robustness_indicator(cols, eps_text, select_at=at), is_acc, is_rob
+  if select_at is None and selector == "robustness":
+    select_at = radii.double_radius(eps_text)
+  return selectors.select(cols, selector, eps_text, select_at=select_at, tau=tau), is_acc, is_rob
 
 
-def compose_reports(report_columns: Sequence[dict], eps, select_at: Sequence | None = None) -> dict:
+def compose_reports(report_columns: Sequence[dict], eps, select_at: Sequence | None = None, *,
+                    selector: str = "robustness", tau=None) -> dict:
   """Composes per-sample reports and summarises; see `compose_reports_per_sample`."""
-  comp, first_selected, first_rob_acc, shown = compose_reports_per_sample(report_columns, eps, select_at)
-  return {**comp.summary(first_selected, first_rob_acc), "eps": radii.format_radius(eps),
-          "select_at": shown}
+  comp, first_selected, first_rob_acc, shown = compose_reports_per_sample(
+      report_columns, eps, select_at, selector=selector, tau=tau)
+  out = {**comp.summary(first_selected, first_rob_acc), "eps": radii.format_radius(eps),
+         "select_at": shown, "selector": selector}
+  if tau is not None:
+    out["tau"] = float(tau)
+  return out
 
 
-def compose_reports_per_sample(report_columns: Sequence[dict], eps, select_at: Sequence | None = None):
+def default_tau_grid() -> list:
+  """The authors' softmax-response thresholds: linspace(0, 0.99, 20) (reference file, 3)."""
+  return [round(float(t), 4) for t in np.linspace(0.0, 0.99, 20)]
+
+
+def compose_tau_grid(report_columns: Sequence[dict], eps, taus=None, select_at=None, *,
+                     selector: str = "softmax") -> list:
+  """One composition per threshold tau (the same tau for every abstain model).
+
+  Returns:
+    list of `compose_reports` dicts in tau order (a Pareto curve of Fig. 3/4 for S_SR).
+  """
+  taus = default_tau_grid() if not taus else [float(t) for t in taus]
+  return [compose_reports(report_columns, eps, select_at, selector=selector, tau=t) for t in taus]
+
+
+def compose_reports_per_sample(report_columns: Sequence[dict], eps, select_at: Sequence | None = None,
+                               *, selector: str = "robustness", tau=None):
   """Composes per-sample reports (abstain models first, core last) at threat radius eps.
 
   Args:
@@ -118,11 +153,15 @@ def compose_reports_per_sample(report_columns: Sequence[dict], eps, select_at: S
     eps: threat radius (``"1/255"`` or float).
     select_at: per abstain model, the radius its selector checks (default 2 * eps for
       empirical reports, eps for certified ones).
+    selector: `selectors.SELECTORS` name used by every abstain model.
+    tau: threshold of the softmax selectors.
 
   Returns:
     (Composition, selector of the first model [N], its robust-accurate indicator [N], the
     selector radii used).
   """
+  if selector not in selectors.SELECTORS:
+    raise UserError(f"--selector: expected one of {', '.join(selectors.SELECTORS)}, got {selector!r}")
   eps_text = radii.format_radius(eps)
   n_abstain = len(report_columns) - 1
   if n_abstain < 1:
@@ -134,31 +173,41 @@ def compose_reports_per_sample(report_columns: Sequence[dict], eps, select_at: S
   if len(select_at) != n_abstain:
     raise UserError(f"--select-at: expected 1 or {n_abstain} radii, got {len(select_at)}")
   select_at = [None if r is None else radii.format_radius(r) for r in select_at]
-  _check_aligned(report_columns)
+  check_aligned(report_columns)
   certified_mode = any(_is_certified(c) for c in report_columns[:-1])
-  views = [_model_indicators(c, eps_text, r, assume_core_nonrobust=False)
+  views = [_model_indicators(c, eps_text, r, selector=selector, tau=tau, assume_core_nonrobust=False)
            for c, r in zip(report_columns[:-1], select_at)]
-  views.append(_model_indicators(report_columns[-1], eps_text, None,
+  views.append(_model_indicators(report_columns[-1], eps_text, None, selector="robustness", tau=None,
                                  assume_core_nonrobust=certified_mode))
   selected = [v[0] for v in views[:-1]]
   is_acc = [v[1] for v in views]
   is_rob = [v[2] for v in views]
-  shown = [(r if r is not None else (eps_text if _is_certified(c) else radii.double_radius(eps_text)))
+  shown = [(r if r is not None else
+            (eps_text if _is_certified(c) or selector == "certified" else
+             "clean" if selector == "softmax-natural" else radii.double_radius(eps_text)))
            for c, r in zip(report_columns[:-1], select_at)]
   comp = compose_indicators(selected, is_acc, is_rob)
   return comp, selected[0], is_acc[0] & is_rob[0], shown
 
 
-def _check_aligned(report_columns):
+def check_aligned(report_columns, names=None) -> None:
+  """Raises UserError unless all reports list the same samples in the same order.
+
+  Args:
+    report_columns: report dicts.
+    names: optional display names (default ``report 1``, ``report 2``, ...).
+  """
+  names = list(names) if names else [f"report {j + 1}" for j in range(len(report_columns))]
   first = report_columns[0]
   for j, cols in enumerate(report_columns[1:], 1):
     if len(cols["sample_idx"]) != len(first["sample_idx"]):
-      raise UserError(f"compose: report {j + 1} has {len(cols['sample_idx'])} samples, "
-                      f"report 1 has {len(first['sample_idx'])}")
+      raise UserError(f"compose: {names[j]} has {len(cols['sample_idx'])} samples, "
+                      f"{names[0]} has {len(first['sample_idx'])}")
     if not np.array_equal(cols["sample_idx"], first["sample_idx"]):
-      raise UserError(f"compose: report {j + 1} lists different samples than report 1")
+      raise UserError(f"compose: {names[j]} lists different samples than {names[0]} "
+                      "(same test set, same order and subset?)")
     if "label" in cols and "label" in first and not np.array_equal(cols["label"], first["label"]):
-      raise UserError(f"compose: report {j + 1} has different labels than report 1 "
+      raise UserError(f"compose: {names[j]} has different labels than {names[0]} "
                       "(reports of different data sets?)")
 
 
@@ -197,9 +246,32 @@ def robustness_selector(logits_fn, *, eps, key, attack=None, **attack_kwargs):
 def format_table(result: dict) -> str:
   rows = [("nat_acc", result["nat_acc"]), ("rob_acc", result["rob_acc"]),
           ("rob_sel", result["rob_sel"]), ("commit_prec", result["commit_prec"])]
-  lines = [f"composition at eps={result['eps']} (selectors at {', '.join(result['select_at'])})"]
+  tau = f", tau={result['tau']:g}" if "tau" in result else ""
+  lines = [f"composition at eps={result['eps']} ({result.get('selector', 'robustness')} selectors "
+           f"at {', '.join(result['select_at'])}{tau})"]
   lines += [f"  {name:<12}{value:>8.2f}" for name, value in rows]
   return "\n".join(lines)
+
+
+def format_grid(rows: list) -> str:
+  """One line per threshold: tau, nat_acc, rob_acc, rob_sel, commit_prec."""
+  first = rows[0]
+  lines = [f"composition at eps={first['eps']} ({first['selector']} selectors at "
+           f"{', '.join(first['select_at'])})",
+           f"  {'tau':>6}{'nat_acc':>9}{'rob_acc':>9}{'rob_sel':>9}{'commit_prec':>13}"]
+  lines += [f"  {r['tau']:>6.3f}{r['nat_acc']:>9.2f}{r['rob_acc']:>9.2f}{r['rob_sel']:>9.2f}"
+            f"{r['commit_prec']:>13.2f}" for r in rows]
+  return "\n".join(lines)
+
+
+def _parse_taus(values) -> list:
+  taus = []
+  for v in values:
+    try:
+      taus.append(float(v))
+    except ValueError:
+      raise UserError(f"--tau-grid: expected numbers in [0, 1], got {v!r}") from None
+  return taus
 
 
 def main(argv=None) -> dict:
@@ -209,15 +281,33 @@ def main(argv=None) -> dict:
   parser.add_argument("--eps", required=True, help="threat radius, e.g. 1/255")
   parser.add_argument("--select-at", nargs="+", default=None,
                       help="selector radius per abstain model (default: 2*eps)")
+  parser.add_argument("--selector", default="robustness",
+                      help=f"abstain selector: {', '.join(selectors.SELECTORS)} (default robustness)")
+  parser.add_argument("--tau", type=float, default=None, help="softmax-response threshold")
+  parser.add_argument("--tau-grid", nargs="*", default=None,
+                      help="compose for each threshold (no values: linspace(0, 0.99, 20))")
   parser.add_argument("--json", default=None, help="write the result here")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
   if len(args.models) < 2:
     raise UserError("--models: give at least one abstain model report and a core model report")
+  if args.selector not in selectors.SELECTORS:
+    raise UserError(f"--selector: expected one of {', '.join(selectors.SELECTORS)}, got {args.selector!r}")
+  if (args.tau is not None or args.tau_grid is not None) and not args.selector.startswith("softmax"):
+    raise UserError("--tau/--tau-grid: only with --selector softmax or softmax-natural")
+  if args.selector.startswith("softmax") and args.tau is None and args.tau_grid is None:
+    raise UserError(f"--selector {args.selector}: give --tau T or --tau-grid [T ...]")
   columns = [reports.read_report(p) for p in args.models]
-  result = compose_reports(columns, args.eps, args.select_at)
-  result["models"] = list(args.models)
-  print(format_table(result))
+  if args.tau_grid is not None:
+    rows = compose_tau_grid(columns, args.eps, _parse_taus(args.tau_grid), args.select_at,
+                            selector=args.selector)
+    result = {"eps": rows[0]["eps"], "selector": args.selector, "models": list(args.models),
+              "rows": rows}
+    print(format_grid(rows))
+  else:
+    result = compose_reports(columns, args.eps, args.select_at, selector=args.selector, tau=args.tau)
+    result["models"] = list(args.models)
+    print(format_table(result))
   if args.json:
     reports.write_json(args.json, result)
   return result

@@ -2,6 +2,7 @@
 
     m = metrics.summary(is_acc, is_rob)      # percent: nat_acc, rob_acc, rob_inacc, splits
     splits = metrics.four_splits(is_acc, is_rob)
+    idx = metrics.pareto_front(xs, ys, maximize=(False, True))   # e.g. Fig. 2
 
 Inputs are [N] arrays of 0/1 (or bool) over the evaluated set; results are percentages of N
 (floats in [0, 100]). Robustness is label-free: ``is_rob[i] = 1{F(x') = F(x) for the attack's
@@ -72,3 +73,29 @@ def summary(is_acc, is_rob) -> dict:
   splits = four_splits(is_acc, is_rob)
   return {"nat_acc": natural_accuracy(is_acc), "rob_acc": splits["rob_acc"],
           "rob_inacc": splits["rob_inacc"], "splits": splits}
+
+
+def pareto_front(xs, ys, maximize=(True, True)) -> np.ndarray:
+  """Indices of the non-dominated points, sorted by x (Pareto fronts of Fig. 2-4).
+
+  Args:
+    xs, ys: [P] coordinates.
+    maximize: per axis, whether larger is better (Fig. 2 minimises robust inaccuracy on x).
+
+  Returns:
+    [F] int indices into xs/ys; a point is dropped if another is at least as good on both
+    axes and strictly better on one. Duplicates keep their first index.
+  """
+  xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+  if xs.shape != ys.shape or xs.ndim != 1:
+    raise UserError(f"pareto_front: expected two 1-D arrays of one length, got {xs.shape} and {ys.shape}")
+  sx = xs if maximize[0] else -xs
+  sy = ys if maximize[1] else -ys
+  keep = []
+  for i in range(len(xs)):
+    better_eq = (sx >= sx[i]) & (sy >= sy[i])
+    strictly = (sx > sx[i]) | (sy > sy[i])
+    dup_before = (sx == sx[i]) & (sy == sy[i]) & (np.arange(len(xs)) < i)
+    if not np.any(better_eq & strictly) and not dup_before.any():
+      keep.append(i)
+  return np.asarray(sorted(keep, key=lambda i: (xs[i], ys[i])), int)

@@ -3,21 +3,42 @@
     s = selectors.robustness_indicator(report, eps="1/255")            # is_rob at 2/255
     s = selectors.certified_indicator(cert_pred, radius, eps=0.25)
     s = selectors.softmax_response(adv_conf, tau=0.9)
+    s = selectors.softmax_indicator(report, eps="1/255", tau=0.9)      # adv_conf at 2/255
+    s = selectors.select(report, "softmax", eps="1/255", tau=0.9)      # by name
 
 A robustness-indicator selector commits where the model is robust. For the selection itself
 to be robust at eps the model must be robust at 2 eps (appendix A.3), so by default the
 selector reads ``is_rob@<2 eps>``; ``select_at`` chooses another radius (the authors' code
-default is eps itself, which is unsound).
+default is eps itself, which is unsound). The robust softmax response reads the max softmax at
+the APGDconf point found in the 2 eps ball (``adv_conf@<2 eps>``, eq. 13 and 17); like the
+authors' code it checks the confidence only at that one point (reference file, section 3).
 """
 import numpy as np
 
 from jax_abstain import radii
 from jax_abstain.errors import UserError
 
+SELECTORS = ("robustness", "softmax", "softmax-natural", "certified")
+
 
 def rob_column(eps) -> str:
   """Report column of the robustness indicator at radius eps, e.g. ``is_rob@1/255``."""
   return f"is_rob@{radii.format_radius(eps)}"
+
+
+def conf_column(eps) -> str:
+  """Report column of the APGDconf confidence at radius eps, e.g. ``adv_conf@2/255``."""
+  return f"adv_conf@{radii.format_radius(eps)}"
+
+
+def _column(columns: dict, name: str, hint: str):
+  """columns[name], or a one-line error listing the report's columns of the same kind."""
+  if name not in columns:
+    prefix = name.split("@")[0] + "@" if "@" in name else name
+    available = sorted(k for k in columns if k.startswith(prefix))
+    raise UserError(f"report has no column {name}; available: {', '.join(available) or 'none'}"
+                    f" ({hint})")
+  return np.asarray(columns[name])
 
 
 def robustness_indicator(columns: dict, eps, *, select_at=None) -> np.ndarray:
@@ -32,12 +53,7 @@ def robustness_indicator(columns: dict, eps, *, select_at=None) -> np.ndarray:
     [N] bool selector.
   """
   at = radii.double_radius(eps) if select_at is None else radii.format_radius(select_at)
-  name = rob_column(at)
-  if name not in columns:
-    available = sorted(k for k in columns if k.startswith("is_rob@"))
-    raise UserError(f"report has no column {name}; available: {', '.join(available) or 'none'}"
-                    f" (evaluate the model at radius {at})")
-  return np.asarray(columns[name]).astype(bool)
+  return _column(columns, rob_column(at), f"evaluate the model at radius {at}").astype(bool)
 
 
 def certified_indicator(cert_pred, radius, eps) -> np.ndarray:
@@ -51,3 +67,53 @@ def softmax_response(confidence, tau: float) -> np.ndarray:
   if not 0.0 <= float(tau) <= 1.0:
     raise UserError(f"tau: expected a threshold in [0, 1], got {tau!r}")
   return np.asarray(confidence, float) >= float(tau)
+
+
+def softmax_indicator(columns: dict, eps, tau: float, *, select_at=None,
+                      robust: bool = True) -> np.ndarray:
+  """S_SR from a per-sample report.
+
+  Args:
+    columns: report columns; needs ``adv_conf@<select_at>`` (robust) or ``conf`` (natural).
+    eps: threat-model radius.
+    tau: threshold in [0, 1].
+    select_at: radius of the APGDconf check; default ``2 * eps`` (sound, section 7.2).
+    robust: False selects on the clean confidence ``conf`` (not robust to any attack).
+
+  Returns:
+    [N] bool selector.
+  """
+  if not robust:
+    return softmax_response(_column(columns, "conf", "the clean max softmax"), tau)
+  at = radii.double_radius(eps) if select_at is None else radii.format_radius(select_at)
+  conf = _column(columns, conf_column(at),
+                 f"evaluate with APGDconf at radius {at}, e.g. configs/evaluate.py:conf=true")
+  return softmax_response(conf, tau)
+
+
+def select(columns: dict, selector: str, eps, *, select_at=None, tau=None) -> np.ndarray:
+  """[N] bool selector of one report by name.
+
+  Args:
+    columns: report columns.
+    selector: ``"robustness"`` (S_ERI), ``"softmax"`` (robust S_SR, APGDconf),
+      ``"softmax-natural"`` (S_SR on the clean confidence) or ``"certified"`` (S_CRI; the
+      report needs ``cert_pred`` and ``radius``; default radius eps).
+    eps: threat-model radius.
+    select_at: radius of the check (default 2 eps; eps for ``certified``).
+    tau: threshold, required by the softmax selectors.
+  """
+  if selector not in SELECTORS:
+    raise UserError(f"selector: expected one of {', '.join(SELECTORS)}, got {selector!r}")
+  if selector.startswith("softmax") and tau is None:
+    raise UserError(f"selector {selector}: give a threshold tau in [0, 1]")
+  if selector == "robustness":
+    return robustness_indicator(columns, eps, select_at=select_at)
+  if selector == "softmax":
+    return softmax_indicator(columns, eps, tau, select_at=select_at)
+  if selector == "softmax-natural":
+    return softmax_indicator(columns, eps, tau, robust=False)
+  for name in ("cert_pred", "radius"):
+    _column(columns, name, "certify the model, e.g. with configs/evaluate_certified.py")
+  return certified_indicator(columns["cert_pred"], columns["radius"],
+                             eps if select_at is None else select_at)

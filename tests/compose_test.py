@@ -123,3 +123,135 @@ def test_cli_missing_report(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "x.csv"),
                          str(tmp_path / "y.csv"), "--eps", "0.1"], capture_output=True, text=True)
   assert proc.returncode == 2 and "no such report" in proc.stderr
+
+
+def test_selection_at_2eps_not_eps_counts_selected_and_not_robust():
+  # Sample 0: robust at 2 eps but not at eps (possible when the columns come from different
+  # attacks): selected by the branch, accurate, but not robust -> natural yes, robust no.
+  # Sample 1: selected, accurate and robust. Sample 2: abstains; the core is accurate and
+  # robust. Sample 3: abstains; the core is accurate but not robust.
+  branch = {"sample_idx": np.arange(4), "label": np.zeros(4, int), "is_acc": np.array([1, 1, 1, 1]),
+            "is_rob@1/255": np.array([0, 1, 1, 1]), "is_rob@2/255": np.array([1, 1, 0, 0])}
+  core = {"sample_idx": np.arange(4), "label": np.zeros(4, int), "is_acc": np.array([0, 0, 1, 1]),
+          "is_rob@1/255": np.array([1, 1, 1, 0]), "is_rob@2/255": np.array([1, 1, 1, 0])}
+  comp, sel, _, _ = compose.compose_reports_per_sample([branch, core], "1/255")
+  np.testing.assert_array_equal(sel, [1, 1, 0, 0])
+  np.testing.assert_array_equal(comp.is_acc, [1, 1, 1, 1])
+  np.testing.assert_array_equal(comp.is_rob_acc, [0, 1, 1, 0])
+  result = compose.compose_reports([branch, core], "1/255")
+  assert (result["nat_acc"], result["rob_acc"], result["rob_sel"]) == (100.0, 50.0, 50.0)
+  assert result["commit_prec"] == 50.0
+
+
+def _sr_report(path, acc, rob, adv_conf):
+  n = len(acc)
+  reports.write_report(path, {"sample_idx": np.arange(n), "label": np.zeros(n, int),
+                              "pred": 1 - np.asarray(acc), "is_acc": acc, "conf": np.full(n, 0.9),
+                              "is_rob@1/255": rob, "is_rob@2/255": rob, "adv_conf@2/255": adv_conf})
+
+
+ADV_CONF = np.array([0.95, 0.3, 0.6, 0.8, 0.99, 0.1])
+
+
+def test_softmax_composition_over_a_tau_grid(tmp_path):
+  _sr_report(tmp_path / "b.csv", B_ACC, B_ROB, ADV_CONF)
+  _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
+  cols = [reports.read_report(tmp_path / n) for n in ("b.csv", "t.csv")]
+  rows = compose.compose_tau_grid(cols, "1/255", [0.0, 0.5, 0.9, 1.0])
+  for row in rows:
+    s = (ADV_CONF >= row["tau"]).astype(int)
+    assert row["nat_acc"] == round(100 * np.mean(s * B_ACC + (1 - s) * T_ACC), 2)
+    assert row["rob_acc"] == round(100 * np.mean(s * B_ACC * B_ROB + (1 - s) * T_ACC * T_ROB), 2)
+    assert row["rob_sel"] == round(100 * s.mean(), 2) and row["select_at"] == ["2/255"]
+  assert [r["rob_sel"] for r in rows] == [100.0, round(400 / 6, 2), round(200 / 6, 2), 0.0]
+  assert len(compose.compose_tau_grid(cols, "1/255")) == 20      # the authors' linspace(0, .99, 20)
+
+
+def _run_cli(argv, capsys):
+  """compose's CLI in-process: (exit code, stdout, stderr)."""
+  from jax_abstain import cli
+  try:
+    cli.run_with_clean_errors(compose.main, argv)
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  out = capsys.readouterr()
+  return code, out.out, out.err
+
+
+def test_cli_softmax_tau_grid(tmp_path, capsys):
+  _sr_report(tmp_path / "b.csv", B_ACC, B_ROB, ADV_CONF)
+  _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
+  out = tmp_path / "g.json"
+  code, stdout, stderr = _run_cli(["--models", str(tmp_path / "b.csv"), str(tmp_path / "t.csv"),
+                                   "--eps", "1/255", "--selector", "softmax", "--tau-grid", "0.5",
+                                   "0.9", "--json", str(out)], capsys)
+  assert code == 0, stderr
+  assert len(stdout.strip().splitlines()) == 4           # title, header, two taus
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["tau"] for r in rows] == [0.5, 0.9] and rows[1]["rob_sel"] == round(200 / 6, 2)
+
+
+@pytest.mark.parametrize("make,args,message", [
+    ("plain", ["--selector", "entropy"], "--selector: expected one of robustness"),
+    ("plain", ["--selector", "softmax", "--tau", "0.5"], "no column adv_conf@2/255"),
+    ("plain", ["--selector", "softmax"], "give --tau T or --tau-grid"),
+    ("plain", ["--tau", "0.5"], "only with --selector softmax"),
+    ("sr", ["--selector", "softmax", "--tau-grid", "x"], "--tau-grid: expected numbers"),
+    ("shuffled", [], "lists different samples"),
+])
+def test_cli_rejects_bad_selector_requests(tmp_path, capsys, make, args, message):
+  if make == "sr":
+    _sr_report(tmp_path / "b.csv", B_ACC, B_ROB, ADV_CONF)
+  else:
+    _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
+  _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
+  if make == "shuffled":
+    cols = reports.read_report(tmp_path / "t.csv")
+    reports.write_report(tmp_path / "t.csv", {k: v[::-1] for k, v in cols.items()})
+  code, _, stderr = _run_cli(["--models", str(tmp_path / "b.csv"), str(tmp_path / "t.csv"),
+                              "--eps", "1/255", *args], capsys)
+  assert code == 2
+  assert message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_reports_of_trained_models_compose_like_the_live_composition(tmp_path):
+  """Three MLPs trained here on the Figure 1 data: composing their per-sample reports (CSV
+  written and read back) gives the numbers of the live composition H, evaluated by
+  `compose.predict` on live selectors and attacks on the model that answers each sample."""
+  import jax
+  import ml_collections
+  from jax_abstain import data, evaluate, models, train
+  x, y = data.load("synthetic", "train")
+  x_eval, y_eval = data.load("synthetic", "test")
+  x_eval, y_eval = x_eval[::8], y_eval[::8]                        # 125 points
+  base = dict(loss="std", beta=1.0, trades_beta=6.0, eps="0.1", norm="linf", variant="paper",
+              epochs=2, batch_size=10, lr=0.03, momentum=0.9, weight_decay=1e-4, schedule="constant",
+              attack_steps=2, attack_rel_step=0.25, bn_mode_attack="", bn_mode_loss="")
+  trained = {}
+  for name, seed, over in [("a", 0, {}), ("b", 1, dict(epochs=1, lr=0.01)), ("c", 2, dict(lr=0.1))]:
+    model = models.create("mlp", num_classes=3, seed=seed)
+    train.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**base, **over}), workdir=tmp_path,
+              name=name, progress=False)
+    model.eval()
+    trained[name] = model
+  key = jax.random.key(0)
+  for name, model in trained.items():
+    evaluate.evaluate_model(model, x_eval, y_eval, radii=["0.1", "0.2"], key=key, n_iter=10,
+                            batch_size=128, progress=False, report_path=tmp_path / f"{name}.csv")
+  for order in (["a", "b"], ["c", "a", "b"]):
+    cols = [reports.read_report(tmp_path / f"{n}.csv") for n in order]
+    from_reports, _, _, _ = compose.compose_reports_per_sample(cols, "0.1")
+    live, pred = evaluate.evaluate_composition([trained[n] for n in order], x_eval, y_eval,
+                                               eps="0.1", key=key, n_iter=10, batch_size=128)
+    np.testing.assert_array_equal(live.answered_by, from_reports.answered_by)
+    np.testing.assert_array_equal(live.is_acc, from_reports.is_acc)
+    np.testing.assert_array_equal(live.is_rob_acc, from_reports.is_rob_acc)
+    chosen = np.stack([c["pred"] for c in cols])[from_reports.answered_by, np.arange(len(pred))]
+    np.testing.assert_array_equal(pred, chosen)
+    summary = compose.compose_reports(cols, "0.1")
+    assert summary["nat_acc"] == round(100 * live.is_acc.mean(), 2)
+    assert summary["rob_acc"] == round(100 * live.is_rob_acc.mean(), 2)
+    # A non-trivial composition: every model answers some samples.
+    assert 0 < summary["rob_sel"] < 100 and min(summary["answered_share"]) > 0

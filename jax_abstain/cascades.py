@@ -1,0 +1,230 @@
+"""Cascades along a Pareto front: the order and selector radii that maximise robust accuracy.
+
+    python -m jax_abstain.cascades --abstain ERA_b0.1.csv ERA_b1.csv TRADES.csv \
+        --core STD.csv --eps 1/255 --json cascade.json
+
+The paper composes one abstain model with a core model (eq. 12) and names cascades along the
+Pareto front as future work. Given K abstain models (per-sample reports) and a core, this
+searches every cascade (A_1, r_1) -> ... -> (A_m, r_m) -> core with distinct A_i, any order and
+any selector radius r_i among the ``is_rob@<r>`` columns of A_i's report with r >= 2 eps (sound
+selection, section 5), and returns the one with the highest robust accuracy among those whose
+natural accuracy is no lower than the core's (ties: higher natural accuracy, then shorter).
+It also reports the best 2-composition under the same constraint and the gain.
+
+The counts are computed with bit masks along a depth-first search over cascade prefixes, each
+prefix extending its parent's (remaining samples, natural and robust hits) in O(N/8), and a
+branch whose optimistic robust count (every remaining sample answered robustly and accurately
+by some unused model or the core) cannot beat the best, or whose optimistic natural count
+misses the floor, is cut. The full space has sum_{m=1..K} K!/(K-m)! R^m cascades for R radii
+per model (`search_space_size`): 6,330 for K=5, R=2; 732,528 for K=6, R=3; 17 million for
+K=8, R=2. A prefix costs about 0.1 ms for N = 10,000 samples, and the cuts usually leave a few
+percent (measured on random reports with N = 10,000: K=6, R=3 scored 18,930 cascades in 2.6 s;
+K=8, R=2 scored 14,162 in 2.2 s). Without cuts K=6, R=3 would take about a minute; use
+`max_length` beyond that. The winner is re-scored with `compose.compose_reports`, the same
+code as the compose command.
+"""
+import argparse
+import math
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from jax_abstain import compose, radii, reports, selectors
+from jax_abstain.errors import UserError
+
+
+def candidate_radii(columns: dict, eps, min_select_at=None) -> list:
+  """Selector radii available in a report: ``is_rob@<r>`` columns with r >= min_select_at
+  (default 2 eps), in increasing order."""
+  low = radii.parse_radius(radii.double_radius(radii.format_radius(eps))
+                           if min_select_at is None else min_select_at)
+  found = [k.split("@", 1)[1] for k in columns if k.startswith("is_rob@")]
+  return sorted((r for r in found if radii.parse_radius(r) >= low * (1 - 1e-9)),
+                key=radii.parse_radius)
+
+
+def search_space_size(num_models: int, num_radii: int, max_length=None) -> int:
+  """Number of cascades: sum over lengths m of K!/(K-m)! * R^m."""
+  top = num_models if max_length is None else min(max_length, num_models)
+  return sum(math.perm(num_models, m) * num_radii ** m for m in range(1, top + 1))
+
+
+class _Search:
+  """Depth-first search over cascade prefixes with packed bit masks."""
+
+  def __init__(self, sel, acc_rob, acc, core_acc, core_ra, min_nat, max_length):
+    self.sel, self.acc_rob, self.acc = sel, acc_rob, acc   # sel[m][j], acc_rob[m], acc[m]
+    self.core_acc, self.core_ra = core_acc, core_ra
+    self.min_nat, self.max_length = min_nat, max_length
+    self.best, self.best2 = None, None                      # (key, prefix)
+    self.visited = 0
+
+  @staticmethod
+  def count(mask) -> int:
+    return int(np.bitwise_count(mask).sum())
+
+  def consider(self, prefix, remaining, nat, rob):
+    self.visited += 1
+    nat += self.count(remaining & self.core_acc)
+    rob += self.count(remaining & self.core_ra)
+    if nat < self.min_nat:
+      return
+    key = (rob, nat, -len(prefix))
+    if self.best is None or key > self.best[0]:
+      self.best = (key, tuple(prefix))
+    if len(prefix) == 1 and (self.best2 is None or key > self.best2[0]):
+      self.best2 = (key, tuple(prefix))
+
+  def run(self, prefix=(), remaining=None, nat=0, rob=0):
+    unused = [m for m in range(len(self.sel)) if m not in {p[0] for p in prefix}]
+    for m in unused:
+      for j, s in enumerate(self.sel[m]):
+        picked = remaining & s
+        child = prefix + ((m, j),)
+        c_rem = remaining & ~s
+        c_nat = nat + self.count(picked & self.acc[m])
+        c_rob = rob + self.count(picked & self.acc_rob[m])
+        self.consider(child, c_rem, c_nat, c_rob)
+        if len(child) >= self.max_length or len(unused) == 1:
+          continue
+        # Optimistic bounds for any extension of `child` (including stopping at the core).
+        others = [k for k in unused if k != m]
+        any_ra = np.bitwise_or.reduce([self.acc_rob[k] for k in others] + [self.core_ra])
+        any_acc = np.bitwise_or.reduce([self.acc[k] for k in others] + [self.core_acc])
+        if c_nat + self.count(c_rem & any_acc) < self.min_nat:
+          continue
+        if self.best is not None and c_rob + self.count(c_rem & any_ra) < self.best[0][0]:
+          continue
+        self.run(child, c_rem, c_nat, c_rob)
+
+
+def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_radii=None,
+             min_select_at=None, max_length=None, min_nat_acc=None) -> dict:
+  """Best cascade of abstain models before a core model (robustness-indicator selectors).
+
+  Args:
+    abstain_columns: K per-sample report dicts (`reports.read_report`) of abstain models.
+    core_columns: the core model's report.
+    eps: threat radius; every report needs ``is_rob@<eps>``.
+    names: K display names (default ``A1..AK``).
+    select_radii: candidate selector radii for every model (default: each report's
+      `candidate_radii`).
+    min_select_at: smallest admissible selector radius (default 2 eps; eps is the authors'
+      unsound code default).
+    max_length: longest cascade (default K).
+    min_nat_acc: natural accuracy floor in percent (default: the core's).
+
+  Returns:
+    dict with ``core``, ``best`` and ``best_2`` (``compose_reports`` results plus ``order``),
+    ``gain_rob_acc`` (percentage points of best over best_2; None if either is infeasible),
+    ``evaluated`` (cascades scored), ``search_space`` and ``seconds``.
+  """
+  start = time.perf_counter()
+  if not abstain_columns:
+    raise UserError("--abstain: give at least one abstain model report")
+  names = list(names) if names else [f"A{i + 1}" for i in range(len(abstain_columns))]
+  if len(names) != len(abstain_columns):
+    raise UserError(f"names: expected {len(abstain_columns)} names, got {len(names)}")
+  eps_text = radii.format_radius(eps)
+  all_cols = list(abstain_columns) + [core_columns]
+  compose.check_aligned(all_cols)
+  per_model = []
+  for name, cols in zip(names, abstain_columns):
+    rs = ([radii.format_radius(r) for r in select_radii] if select_radii
+          else candidate_radii(cols, eps_text, min_select_at))
+    if not rs:
+      have = ", ".join(k for k in cols if k.startswith("is_rob@")) or "none"
+      raise UserError(f"{name}: report has no is_rob@<r> column with r >= "
+                      f"{min_select_at or radii.double_radius(eps_text)} (has: {have}); "
+                      "evaluate the model at 2 eps")
+    per_model.append(rs)
+  pack = lambda a: np.packbits(np.asarray(a, bool))
+  acc = [pack(c["is_acc"]) for c in abstain_columns]
+  acc_rob = [pack(np.asarray(c["is_acc"], bool) & selectors.robustness_indicator(c, eps_text, select_at=eps_text))
+             for c in abstain_columns]
+  sel = [[pack(selectors.robustness_indicator(c, eps_text, select_at=r)) for r in rs]
+         for c, rs in zip(abstain_columns, per_model)]
+  core_acc_arr = np.asarray(core_columns["is_acc"], bool)
+  core_rob_arr = selectors.robustness_indicator(core_columns, eps_text, select_at=eps_text)
+  n = len(core_acc_arr)
+  min_nat = (int(core_acc_arr.sum()) if min_nat_acc is None
+             else int(math.ceil(float(min_nat_acc) / 100.0 * n - 1e-9)))
+  search = _Search(sel, acc_rob, acc, pack(core_acc_arr), pack(core_acc_arr & core_rob_arr), min_nat,
+                   max_length or len(abstain_columns))
+  search.run((), pack(np.ones(n, bool)), 0, 0)
+
+  def describe(found):
+    if found is None:
+      return None
+    order = [m for m, _ in found[1]]
+    at = [per_model[m][j] for m, j in found[1]]
+    out = compose.compose_reports([abstain_columns[m] for m in order] + [core_columns], eps_text, at)
+    return {"order": [names[m] for m in order], **out}
+
+  best, best2 = describe(search.best), describe(search.best2)
+  core = {"nat_acc": round(100.0 * core_acc_arr.mean(), 2),
+          "rob_acc": round(100.0 * (core_acc_arr & core_rob_arr).mean(), 2)}
+  gain = round(best["rob_acc"] - best2["rob_acc"], 2) if best and best2 else None
+  return {"eps": eps_text, "core": core, "min_nat_acc": round(100.0 * min_nat / n, 2),
+          "candidate_radii": dict(zip(names, per_model)), "best": best, "best_2": best2,
+          "gain_rob_acc": gain, "evaluated": search.visited,
+          "search_space": search_space_size(len(names), max(len(r) for r in per_model), max_length),
+          "seconds": round(time.perf_counter() - start, 3)}
+
+
+def format_result(result: dict) -> str:
+  def line(label, r):
+    if r is None:
+      return f"{label:<16} none meets nat_acc >= {result['min_nat_acc']:.2f}"
+    chain = " -> ".join(f"{n}@{a}" for n, a in zip(r["order"], r["select_at"])) + " -> core"
+    return f"{label:<16}{r['nat_acc']:>8.2f}{r['rob_acc']:>9.2f}  {chain}"
+  lines = [f"cascades at eps={result['eps']} (nat_acc >= {result['min_nat_acc']:.2f}; "
+           f"{result['evaluated']} of {result['search_space']} cascades scored in "
+           f"{result['seconds']:.2f} s)",
+           f"{'':<16}{'nat_acc':>8}{'rob_acc':>9}",
+           f"{'core alone':<16}{result['core']['nat_acc']:>8.2f}{result['core']['rob_acc']:>9.2f}",
+           line("best 2-comp.", result["best_2"]), line("best cascade", result["best"])]
+  if result["gain_rob_acc"] is not None:
+    lines.append(f"gain over the best 2-composition: {result['gain_rob_acc']:+.2f} points robust accuracy")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(prog="python -m jax_abstain.cascades",
+                                   description=__doc__.split("\n")[0])
+  parser.add_argument("--abstain", nargs="+", required=True, help="abstain model reports")
+  parser.add_argument("--core", required=True, help="core model report")
+  parser.add_argument("--eps", required=True, help="threat radius, e.g. 1/255")
+  parser.add_argument("--select-radii", nargs="+", default=None,
+                      help="candidate selector radii (default: every is_rob@r column, r >= 2 eps)")
+  parser.add_argument("--min-select-at", default=None,
+                      help="smallest selector radius considered (default 2*eps)")
+  parser.add_argument("--max-length", type=int, default=None, help="longest cascade")
+  parser.add_argument("--json", default=None, help="write the result here")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+  args = parser.parse_args(argv)
+  if args.max_length is not None and args.max_length < 1:
+    raise UserError(f"--max-length: expected a positive integer, got {args.max_length}")
+  columns = [reports.read_report(p) for p in args.abstain]
+  names = [pathlib.Path(p).stem for p in args.abstain]
+  if len(set(names)) != len(names):
+    names = [str(p) for p in args.abstain]
+  result = optimise(columns, reports.read_report(args.core), args.eps, names=names,
+                    select_radii=args.select_radii, min_select_at=args.min_select_at,
+                    max_length=args.max_length)
+  result["reports"] = {"abstain": list(args.abstain), "core": args.core}
+  print(format_result(result))
+  if args.json:
+    reports.write_json(args.json, result)
+  return result
+
+
+def run():
+  from jax_abstain import cli
+  cli.run_with_clean_errors(main, sys.argv[1:])
+
+
+if __name__ == "__main__":
+  run()

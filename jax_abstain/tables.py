@@ -1,0 +1,157 @@
+"""Tables of the paper from per-sample reports: data splits, abstain and composition points.
+
+    named = {"std": reports.read_report("std.csv"), "era": reports.read_report("era.csv")}
+    rows = tables.split_rows(named)                  # Tables 7-8: one row per model and radius
+    print(tables.splits_markdown(rows))
+    tables.write_csv("splits.csv", rows)
+    tables.model_rows(named, eps="0.1")              # Fig. 2: rob_acc vs rob_inacc
+    tables.abstain_rows(named, eps="0.1")            # Fig. 3: rob_sel vs abstain-model rob_acc
+    tables.composition_rows(named, core="std", eps="0.1")   # Fig. 4: composed nat vs rob acc
+
+Every row is a flat dict of plain values (percentages with 2 decimals), ready for CSV, JSON
+or `plots.pareto`. The four data splits (appendix A.11) of a model at radius r, with
+a = is_acc and s = is_rob@r: s&a (robust accurate), s&~a (robust inaccurate), ~s&a, ~s&~a;
+they sum to 100. Abstain rows use the robustness indicator at 2 eps and, when the report has
+``adv_conf@<2 eps>``, the robust softmax response over a tau grid (section 7.2).
+"""
+import csv
+import io
+
+import numpy as np
+
+from jax_abstain import compose, metrics, radii, reports, selectors
+from jax_abstain.errors import UserError
+
+SPLITS = (("nonrob_inacc", "¬r ∧ ¬a"), ("rob_inacc", "r ∧ ¬a"), ("nonrob_acc", "¬r ∧ a"),
+          ("rob_acc", "r ∧ a"))
+
+
+def report_radii(columns: dict) -> list:
+  """The radii of a report's ``is_rob@<r>`` columns, in increasing order."""
+  return sorted((k.split("@", 1)[1] for k in columns if k.startswith("is_rob@")),
+                key=radii.parse_radius)
+
+
+def _indicators(columns: dict, radius: str):
+  """(is_acc, is_rob) at radius; certified reports use the smoothed prediction and R >= r."""
+  if "cert_pred" in columns and "radius" in columns:
+    return (np.asarray(columns["cert_pred"]) == np.asarray(columns["label"]),
+            selectors.certified_indicator(columns["cert_pred"], columns["radius"], radius))
+  return (np.asarray(columns["is_acc"], bool),
+          selectors.robustness_indicator(columns, radius, select_at=radius))
+
+
+def split_rows(named: dict, radii_=None) -> list:
+  """One row per (model, radius): n, nat_acc and the four splits in percent (Tables 7-8).
+
+  Args:
+    named: model name -> report columns.
+    radii_: radii to tabulate (default: every ``is_rob@`` radius of each report; certified
+      reports need explicit radii).
+  """
+  rows = []
+  for name, cols in named.items():
+    use = [radii.format_radius(r) for r in radii_] if radii_ else report_radii(cols)
+    if not use:
+      raise UserError(f"{name}: report has no is_rob@<r> column; give the radii to tabulate")
+    for r in use:
+      acc, rob = _indicators(cols, r)
+      splits = metrics.four_splits(acc, rob)
+      rows.append({"model": name, "eps": r, "n": int(len(acc)),
+                   "nat_acc": round(metrics.natural_accuracy(acc), 2),
+                   **{k: round(splits[k], 2) for k, _ in SPLITS}})
+  return rows
+
+
+def splits_markdown(rows: list) -> str:
+  """The paper's layout: for each radius four split rows, one column per model (percent)."""
+  models = list(dict.fromkeys(r["model"] for r in rows))
+  eps_list = sorted({r["eps"] for r in rows}, key=radii.parse_radius)
+  cell = {(r["model"], r["eps"]): r for r in rows}
+  lines = ["| threat radius | split | " + " | ".join(models) + " |",
+           "|---|---|" + "---:|" * len(models)]
+  for eps in eps_list:
+    for key, label in SPLITS:
+      values = [f"{cell[(m, eps)][key]:.2f}" if (m, eps) in cell else "–" for m in models]
+      lines.append(f"| {eps} | {label} | " + " | ".join(values) + " |")
+  n = sorted({r["n"] for r in rows})
+  lines.append("")
+  lines.append(f"r = robust (label-free, the model's own prediction kept), a = accurate; "
+               f"percent of {', '.join(map(str, n))} samples.")
+  return "\n".join(lines)
+
+
+def model_rows(named: dict, eps) -> list:
+  """Fig. 2 points: per model nat_acc, rob_acc and rob_inacc at eps."""
+  eps = radii.format_radius(eps)
+  out = []
+  for name, cols in named.items():
+    acc, rob = _indicators(cols, eps)
+    s = metrics.summary(acc, rob)
+    out.append({"model": name, "eps": eps, "nat_acc": round(s["nat_acc"], 2),
+                "rob_acc": round(s["rob_acc"], 2), "rob_inacc": round(s["rob_inacc"], 2)})
+  return out
+
+
+def abstain_rows(named: dict, eps, *, taus=None) -> list:
+  """Fig. 3 points: robust selection and abstain-model robust accuracy per selector.
+
+  Robustness indicator at 2 eps for every report; robust softmax response for each tau (default
+  `compose.default_tau_grid`) when the report has ``adv_conf@<2 eps>``. ``commit_prec`` is the
+  share of selected samples that are accurate and robust at eps.
+  """
+  eps = radii.format_radius(eps)
+  at = radii.double_radius(eps)
+  out = []
+  for name, cols in named.items():
+    acc, rob = _indicators(cols, eps)
+    options = [("robustness", None)]
+    if selectors.conf_column(at) in cols:
+      options += [("softmax", t) for t in (taus or compose.default_tau_grid())]
+    for kind, tau in options:
+      sel = selectors.select(cols, kind, eps, tau=tau)
+      out.append({"model": name, "selector": kind, "tau": tau, "eps": eps, "select_at": at,
+                  "rob_sel": round(metrics.robust_selection(sel), 2),
+                  "commit_prec": round(metrics.commit_precision(acc, rob, sel), 2)})
+  return out
+
+
+def composition_rows(named: dict, core: str, eps, *, taus=None) -> list:
+  """Fig. 4 points: each other model as the branch of a 2-composition with `core`.
+
+  Robustness-indicator selection at 2 eps; softmax response over the tau grid when the branch
+  report has ``adv_conf@<2 eps>``. The core alone is the first row (selector ``none``).
+  """
+  if core not in named:
+    raise UserError(f"--core: {core!r} is not one of the reports ({', '.join(named)})")
+  eps = radii.format_radius(eps)
+  acc, rob = _indicators(named[core], eps)
+  out = [{"branch": "", "core": core, "selector": "none", "tau": None, "eps": eps,
+          "nat_acc": round(metrics.natural_accuracy(acc), 2),
+          "rob_acc": round(metrics.robust_accuracy(acc, rob), 2), "rob_sel": 0.0}]
+  for name, cols in named.items():
+    if name == core:
+      continue
+    options = [("robustness", None)]
+    if selectors.conf_column(radii.double_radius(eps)) in cols:
+      options += [("softmax", t) for t in (taus or compose.default_tau_grid())]
+    for kind, tau in options:
+      r = compose.compose_reports([cols, named[core]], eps, selector=kind, tau=tau)
+      out.append({"branch": name, "core": core, "selector": kind, "tau": tau, "eps": eps,
+                  "nat_acc": r["nat_acc"], "rob_acc": r["rob_acc"], "rob_sel": r["rob_sel"]})
+  return out
+
+
+def to_csv(rows: list) -> str:
+  """CSV text of flat dict rows (columns of the first row; None written as empty)."""
+  buf = io.StringIO()
+  if rows:
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+  return buf.getvalue()
+
+
+def write_csv(path, rows: list) -> None:
+  """Writes rows as CSV atomically."""
+  reports.atomic_write_text(path, to_csv(rows))
