@@ -20,7 +20,6 @@ model whose selector fires answers. A sample robust at the selector radius but n
 (section 7.2); branch accuracy and robustness still come from ``is_acc`` and ``is_rob@<eps>``.
 Live inference: `predict`; live evaluation of a composition of models: `evaluate_live`.
 """
-import argparse
 import dataclasses
 import sys
 from typing import Callable, Sequence
@@ -28,7 +27,7 @@ from typing import Callable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain import radii, reports, selectors
+from jax_abstain import cli, radii, reports, selectors, validation
 from jax_abstain.errors import UserError
 
 
@@ -275,7 +274,8 @@ def _parse_taus(values) -> list:
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(prog="python -m jax_abstain.compose", description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(prog="python -m jax_abstain.compose",
+                              description=__doc__.split("\n")[0])
   parser.add_argument("--models", nargs="+", required=True,
                       help="per-sample reports: abstain models in cascade order, core model last")
   parser.add_argument("--eps", required=True, help="threat radius, e.g. 1/255")
@@ -291,6 +291,12 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if len(args.models) < 2:
     raise UserError("--models: give at least one abstain model report and a core model report")
+  validation.check_radius(args.eps, "--eps")
+  validation.check_radii(args.select_at or [], "--select-at", allow_empty=True)
+  for path in args.models:
+    validation.check_file(path, "report", "--models")
+  if args.json:
+    validation.check_output(args.json, "--json", overwrite=True)
   if args.selector not in selectors.SELECTORS:
     raise UserError(f"--selector: expected one of {', '.join(selectors.SELECTORS)}, got {args.selector!r}")
   if (args.tau is not None or args.tau_grid is not None) and not args.selector.startswith("softmax"):
@@ -314,7 +320,6 @@ def main(argv=None) -> dict:
 
 
 def run():
-  from jax_abstain import cli
   cli.run_with_clean_errors(main, sys.argv[1:])
 
 

@@ -141,19 +141,8 @@ def weights_fingerprint(model) -> str:
 
 def _check_settings(path: pathlib.Path, settings: dict) -> bool:
   """True if a finished report with these settings exists; refuses a mismatching resume."""
-  settings_file = path.with_name(path.name + ".settings.json")
-  partial = path.with_name(path.name + ".partial")
-  old = reports.read_json(settings_file) if settings_file.exists() else None
-  if old is not None and old != settings and (partial.exists() or path.exists()):
-    diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-    raise UserError(f"{path}: was evaluated with different settings ({', '.join(diff)}); "
-                    "delete the report or use the original settings")
-  if old is None and partial.exists():
-    raise UserError(f"{partial}: exists without {settings_file.name}; delete it to start anew")
-  if old == settings and path.exists():
-    return True
-  reports.write_json(settings_file, settings)
-  return False
+  reports.check_settings(path, settings)
+  return path.exists()
 
 
 def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int = 40,

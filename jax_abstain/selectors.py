@@ -15,7 +15,7 @@ authors' code it checks the confidence only at that one point (reference file, s
 """
 import numpy as np
 
-from jax_abstain import radii
+from jax_abstain import radii, validation
 from jax_abstain.errors import UserError
 
 SELECTORS = ("robustness", "softmax", "softmax-natural", "certified")
@@ -64,9 +64,8 @@ def certified_indicator(cert_pred, radius, eps) -> np.ndarray:
 
 def softmax_response(confidence, tau: float) -> np.ndarray:
   """S_SR = 1{max softmax >= tau} (eq. 13); pass the APGDconf confidence for the robust form."""
-  if not 0.0 <= float(tau) <= 1.0:
-    raise UserError(f"tau: expected a threshold in [0, 1], got {tau!r}")
-  return np.asarray(confidence, float) >= float(tau)
+  tau = validation.check_float(tau, "tau", low=0.0, high=1.0)
+  return np.asarray(confidence, float) >= tau
 
 
 def softmax_indicator(columns: dict, eps, tau: float, *, select_at=None,
