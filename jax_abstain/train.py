@@ -121,12 +121,27 @@ def train_and_evaluate(config, workdir) -> dict:
   x_test, y_test, idx = data.load_from_config(config.data, config.data.split,
                                               config.data.eval_limit)
   evaluate.check_labels(y_test, num_classes, f"config.data ({config.data.split} split)")
-  summary = evaluate.report_and_summarize(model, x_test, y_test, config.eval, workdir,
-                                          config.name, idx)
+  summary = _evaluate(config, model, x_test, y_test, idx, workdir)
   results = {"model": "model", "architecture": arch, "loss": config.train.loss,
              "data": config.data.name, "split": config.data.split, "selected": out["best"],
              config.name: summary}
   reports.write_json(workdir / "results.json", results)
-  print(evaluate.format_summary(config.name, summary))
+  print(evaluate.format_summary(config.name, summary) if "at" in summary else summary)
   distributed.wait_for_all("evaluated")
   return results
+
+
+def _evaluate(config, model, x, y, idx, workdir) -> dict:
+  """APGD report and summary, or with ``eval.kind == "certified"`` the CERTIFY report and the
+  certified metrics at every radius of ``eval.radii`` (L2)."""
+  from jax_abstain import certification, evaluate
+  e = config.eval
+  if e.get("kind", "adversarial") != "certified":
+    return evaluate.report_and_summarize(model, x, y, e, workdir, config.name, idx)
+  cols = certification.certify_report(
+      model, x, y, pathlib.Path(workdir) / "reports" / f"{config.name}.csv",
+      key=jax.random.key(e.seed), sigma=e.sigma, n0=e.n0, n=e.n, alpha=e.alpha,
+      batch_size=e.batch_size, indices=idx, model_tag=f"{workdir}/model")
+  return {"n": int(len(y)), "certified": {str(r): certification.summarize(cols, r)
+                                          for r in e.radii},
+          "report": f"reports/{config.name}.csv"}
