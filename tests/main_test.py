@@ -47,7 +47,7 @@ def test_rerun_resumes_with_identical_results(tiny_run):
   before = (workdir / "results.json").read_text()
   proc = _main(*TINY, f"--workdir={workdir}")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "resumed from epoch 2" in proc.stderr
+  assert "resumed from step 200 of 200" in proc.stderr
   assert (workdir / "results.json").read_text() == before
 
 
