@@ -60,8 +60,13 @@ class Checkpointer:
   def __init__(self, directory, *, keep: int = 3):
     self.directory = pathlib.Path(directory).absolute()
     quiet_orbax_logs()
+    # Managers of one process need their own barrier names in a multi-process job: orbax's
+    # defaults collide ("Barrier ... is already ongoing") when two of them save at once.
+    multiprocessing = ocp.options.MultiprocessingOptions(
+        barrier_sync_key_prefix=self.directory.name)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, multiprocessing_options=multiprocessing))
 
   def latest_step(self):
     return self._manager.latest_step()

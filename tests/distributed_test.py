@@ -1,6 +1,7 @@
 """Data parallelism: one step on two devices equals the one-device step, and two processes
 joined by `jax.distributed` (CPU collectives over localhost) train a step together, agree on
 the parameters, and match the single-process step on the same global batch."""
+import json
 import os
 import pathlib
 import socket
@@ -163,3 +164,43 @@ def test_two_processes_train_a_step_together(tmp_path):
     np.testing.assert_allclose(a[key], expected[key], rtol=1e-5, atol=1e-6)
   assert (tmp_path / "checkpoints" / "m" / "1").is_dir()
   assert (tmp_path / "checkpoints" / "m" / "1" / "data" / "process_1-of-2.json").is_file()
+
+
+_TINY_CONFIG = '''
+import ml_collections
+
+def get_config(arg=None):
+  return ml_collections.ConfigDict(dict(
+      mode="train", name="std", seed=0,
+      data=dict(name="digits", path="", split="test", eval_limit=10, train_limit=0, augment="none"),
+      model=dict(name="mlp", num_classes=10, options=dict(in_features=64, hidden=(32,)), init_dir=""),
+      train=dict(loss="std", beta=1.0, trades_beta=6.0, eps="0.1", norm="linf", variant="paper",
+                 epochs=4, batch_size=64, lr=0.1, momentum=0.9, weight_decay=1e-4,
+                 schedule="constant", attack_steps=1, attack_rel_step=0.25, bn_mode_attack="",
+                 bn_mode_loss="", checkpoint_every=5, selection_split="train_holdout",
+                 select_size=100, select_every=1, select_steps=1),
+      eval=dict(radii=("0.1",), conf_radii=(), norm="linf", n_iter=2, n_restarts=1,
+                batch_size=10, seed=0)))
+'''
+
+
+@pytest.mark.slow
+def test_launcher_runs_the_main_job_as_two_processes(tmp_path):
+  """launch/multihost.py --local=2: two processes train one model together (per-host data
+  shards, joint checkpoints), process 0 selects, saves and evaluates it."""
+  (tmp_path / "tiny.py").write_text(_TINY_CONFIG)
+  workdir = tmp_path / "wd"
+  proc = subprocess.run([sys.executable, "-m", "launch.multihost", "--local=2", "--",
+                         f"--config={tmp_path / 'tiny.py'}", f"--workdir={workdir}"],
+                        capture_output=True, text=True, cwd=ROOT, timeout=900,
+                        env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "[0] std: natural accuracy" in proc.stdout
+  assert "process 1 of 2" in proc.stderr
+  results = json.loads((workdir / "results.json").read_text())
+  epoch = (1442 - 100) // 64    # steps: the digits train split minus 100 held out, batch 64
+  assert results["selected"]["step"] in (epoch, 2 * epoch, 3 * epoch, 4 * epoch)
+  assert results["std"]["nat_acc"] > 50
+  checkpoint = workdir / "checkpoints" / "std" / str(4 * epoch) / "data"
+  assert sorted(p.name for p in checkpoint.iterdir() if p.suffix == ".json") == [
+      "process_0-of-2.json", "process_1-of-2.json"]

@@ -66,11 +66,17 @@ def replicated_rows(mesh, rows: np.ndarray) -> jax.Array:
 
 
 def replicate(mesh, tree):
-  """Puts a pytree of host arrays (identical on every process) on every device."""
+  """Puts a pytree of arrays (identical on every process) on every device; typed PRNG keys
+  (e.g. dropout streams in the model state) travel as their key data."""
   sharding = NamedSharding(mesh, P())
-  return jax.tree.map(
-      lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda i: np.asarray(a)[i]),
-      jax.device_get(tree))
+
+  def put(a):
+    if jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+    a = np.asarray(jax.device_get(a))
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+  return jax.tree.map(put, tree)
 
 
 def wait_for_all(name: str, timeout_s: int = 24 * 3600) -> None:

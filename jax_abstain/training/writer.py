@@ -74,6 +74,8 @@ def progress_bar(total: int, *, initial: int, desc: str, enabled: bool):
 
 def log_progress(name: str, step: int, total: int, steps_per_s: float, scalars: dict) -> None:
   """One absl log line with the rate and the ETA (for logs where no bar is shown)."""
+  if jax.process_index() != 0:
+    return
   eta = (total - step) / max(steps_per_s, 1e-9)
   shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
   logging.info("%s: step %d/%d %.2f steps/s ETA %dm%02ds %s", name, step, total, steps_per_s,
