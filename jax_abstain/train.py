@@ -13,7 +13,6 @@ mesh) lives in `training.step`; its names are re-exported here.
 import pathlib
 
 import jax
-from absl import logging
 
 from jax_abstain.errors import UserError
 from jax_abstain.training import distributed, loop, selection

@@ -17,6 +17,7 @@ Output lines are prefixed with ``[i]``. If a process fails, the others are stopp
 launcher exits with its status.
 """
 import argparse
+import pathlib
 import shlex
 import socket
 import subprocess
@@ -44,14 +45,9 @@ def commands(main_args, *, hosts, port, python=sys.executable):
     argv = [python, "-m", "jax_abstain.main", *main_args, f"--coordinator_address={coordinator}",
             f"--num_processes={len(hosts)}", f"--process_id={rank}"]
     if host:
-      argv = ["ssh", host, f"cd {shlex.quote(str(_cwd()))} && {shlex.join(argv)}"]
+      argv = ["ssh", host, f"cd {shlex.quote(str(pathlib.Path.cwd()))} && {shlex.join(argv)}"]
     out.append((host, argv))
   return out
-
-
-def _cwd():
-  import pathlib
-  return pathlib.Path.cwd()
 
 
 def launch(main_args, *, hosts, port) -> int:
