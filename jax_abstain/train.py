@@ -85,8 +85,17 @@ def train_and_evaluate(config, workdir) -> dict:
 
   ``config.model``: ``name`` (registry id), ``num_classes``, ``options`` (constructor options),
   ``init_dir`` (a saved or ported model directory to fine-tune; "" trains from scratch).
-  Writes ``model/`` (loadable with `models.load`), ``reports/<config.name>.csv`` and
-  ``results.json`` into the workdir; a rerun resumes training from the last checkpoint.
+  ``config.data.augment`` names the training augmentation; ``config.train`` the loss and
+  the loop settings (`training.loop.train`), with ``selection_split`` (``train_holdout``:
+  ``select_size`` held-out training rows; ``test_slice``: the first ``select_size`` evenly
+  spaced test rows, the authors' choice; ``none``) and ``select_every`` (epochs; 0: the last
+  model). ``config.eval.kind == "certified"`` certifies with randomized smoothing instead of
+  attacking. Writes ``model/`` (loadable with `models.load`), ``reports/<config.name>.csv``
+  and ``results.json`` (with the selected step) into the workdir; a rerun resumes training
+  from the last checkpoint. In a multi-process job process 0 evaluates and writes.
+
+  Raises:
+    UserError: a bad config (before any work, see `preflight`) or a diverging run.
   """
   from jax_abstain import data, evaluate, models, reports  # the job's pieces, not the step's
   preflight(config)
@@ -106,9 +115,12 @@ def train_and_evaluate(config, workdir) -> dict:
   evaluate.check_labels(y_train, num_classes, "config.data (train split)")
   (x_train, y_train), validation = _validation(config, x_train, y_train)
   model.train()
-  out = loop.train(model, x_train, y_train, config.train, workdir=workdir, name=config.name,
-                   seed=config.seed, augment=config.data.get("augment", "none"),
-                   validation=validation)
+  try:
+    out = loop.train(model, x_train, y_train, config.train, workdir=workdir, name=config.name,
+                     seed=config.seed, augment=config.data.get("augment", "none"),
+                     validation=validation)
+  except FloatingPointError as e:   # the CLI prints it as one line (it names train.lr)
+    raise UserError(str(e)) from e
   model.eval()
   if jax.process_index() != 0:
     # Evaluation and outputs are process 0's; the others wait so that the job ends together.
