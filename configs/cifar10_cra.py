@@ -3,7 +3,8 @@
 CRA fine-tuning on CIFAR-10 for randomized smoothing (paper section 4.2, eq. 7-9, Table 2):
 a Gaussian-noise-trained base model (sigma 0.12), 50 epochs, SGD lr 1e-3 (x0.1 from epoch
 38), batch 200 (the authors' script: 50, ``batch=50``), k = 16 noise copies per image, Gamma
-4, beta 1.0 (the authors' script: 0.75 decayed x0.1 at epochs 20 and 40, not reproduced here),
+4, beta 1.0 (the authors' script: 0.75 decayed x0.1 at epochs 20 and 40,
+``beta=0.75,beta_decay_every=20``),
 certified radius eps = 0.25 (L2), train-mode BN. ``variant=code`` gives the authors' loss (CE of
 noise-averaged logits, radius of the top-2 smoothed classes), ``paper`` eq. 8-9 as printed
 (README, "Known issue"). Model selection: lowest validation robust inaccuracy under 40-step

@@ -16,11 +16,11 @@ import jax
 
 from jax_abstain.errors import UserError
 from jax_abstain.training import distributed, loop, selection
-from jax_abstain.training.step import (CERTIFIED_DEFAULTS, LOSS_DEFAULT_BN, LOSSES, data_mesh,
-                                       lr_boundaries, make_loss_fn, make_optimizer,
+from jax_abstain.training.step import (CERTIFIED_DEFAULTS, LOSS_DEFAULT_BN, LOSSES, beta_scale,
+                                       data_mesh, lr_boundaries, make_loss_fn, make_optimizer,
                                        make_train_step)
 
-__all__ = ["CERTIFIED_DEFAULTS", "LOSS_DEFAULT_BN", "LOSSES", "data_mesh", "fit",
+__all__ = ["CERTIFIED_DEFAULTS", "LOSS_DEFAULT_BN", "LOSSES", "beta_scale", "data_mesh", "fit",
            "lr_boundaries", "make_loss_fn", "make_optimizer", "make_train_step", "preflight",
            "train_and_evaluate"]
 

@@ -135,3 +135,11 @@ def test_preflight_rejects_bad_jobs_before_loading_anything(tmp_path):
   c.train.selection_split = "val"
   with pytest.raises(UserError, match="selection_split"):
     train.preflight(c)
+
+
+def test_beta_decay_of_the_authors_cra_script():
+  # 0.75 -> 0.075 -> 0.0075 at epochs 20 and 40 (reference section 2); constant by default.
+  cfg = _cfg(beta=0.75, beta_decay_every=20)
+  scales = [train.beta_scale(cfg, e) for e in (0, 19, 20, 39, 40, 49)]
+  np.testing.assert_allclose(np.multiply(0.75, scales), [0.75, 0.75, 0.075, 0.075, 0.0075, 0.0075])
+  assert train.beta_scale(_cfg(), 49) == 1.0

@@ -130,7 +130,8 @@ def train(model: nnx.Module, x, y, cfg, *, workdir, name: str, seed: int = 0,
     for s in range(start, total):
       batch = next(iterator)
       xb, yb, ib = (distributed.global_batch(mesh, batch[k]) for k in ("image", "label", "index"))
-      prm, rst, opt, m = step_fn(prm, rst, opt, xb, yb, _example_keys(rng, s, ib))
+      scale = np.float32(step_lib.beta_scale(cfg, s // p["steps_per_epoch"]))
+      prm, rst, opt, m = step_fn(prm, rst, opt, xb, yb, _example_keys(rng, s, ib), scale)
       sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
       count, done = count + 1, s + 1
       bar.update(1)

@@ -20,7 +20,8 @@ _DEFAULTS = dict(
     threat="", norm="linf", beta=1.0, trades_beta=6.0, variant="paper", epochs=50, batch=200, lr=1e-3,
     schedule="trades", augment="crop_flip", selection="train_holdout", select_size=2000,
     select_every=5, eval_limit=0, train_limit=0, name="", checkpoint_every=500, seed=0,
-    sigma=0.12, num_noise=16, gamma=4.0, certify_n=100_000, attack_steps=10)
+    sigma=0.12, num_noise=16, gamma=4.0, certify_n=100_000, attack_steps=10,
+    beta_decay_every=0)
 
 
 def arguments(**overrides) -> dict:
@@ -48,6 +49,7 @@ def finetune(arg) -> ml_collections.ConfigDict:
       # "": the loss's own default (eval-mode BN for ERA/DGA as the authors, train otherwise).
       bn_mode_attack="", bn_mode_loss="",
       sigma=arg.sigma, num_noise=arg.num_noise, gamma=arg.gamma,
+      beta_decay_every=arg.beta_decay_every, beta_decay=0.1,
       checkpoint_every=arg.checkpoint_every, keep_checkpoints=3, log_every=50,
       selection_split=arg.selection, select_size=arg.select_size,
       select_every=arg.select_every, select_steps=40, select_rel_step=0.1,

@@ -58,6 +58,14 @@ def lr_boundaries(schedule: str, epochs: int, steps_per_epoch: int) -> dict:
   return {e * steps_per_epoch: 0.1 for e in epochs_at if 0 < e < epochs}
 
 
+def beta_scale(cfg, epoch: int) -> float:
+  """The factor on ``cfg.beta`` in 0-based `epoch`: ``beta_decay`` (0.1) to the power
+  ``epoch // beta_decay_every``; 1 when ``beta_decay_every`` is 0 (the paper: constant beta).
+  The authors' CRA script decays beta x0.1 at epochs 20 and 40 (reference section 2)."""
+  every = int(getattr(cfg, "beta_decay_every", 0) or 0)
+  return float(getattr(cfg, "beta_decay", 0.1)) ** (epoch // every) if every > 0 else 1.0
+
+
 def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
   """SGD with momentum and coupled weight decay (PyTorch's SGD) and the `lr_boundaries`
   schedule ``cfg.schedule``; the step counter lives in the optimizer state."""
@@ -78,7 +86,10 @@ def _forward(graphdef, params, rest, x, mode: str):
 
 
 def make_loss_fn(graphdef, cfg):
-  """Returns ``loss_fn(params, rest, x, y, key) -> (scalar, (metrics, new_rest))``.
+  """Returns ``loss_fn(params, rest, x, y, key, beta_scale=1) -> (scalar, (metrics, new_rest))``.
+
+  ``beta_scale`` multiplies ``cfg.beta`` (the ERA/DGA/CRA weight; a traced scalar, so the
+  authors' step decay of beta does not recompile).
 
   The scalar is the batch mean of the per-example loss of `losses`. Adversarial points are
   computed with stopped gradients (the attack is not differentiated through).
@@ -104,7 +115,8 @@ def make_loss_fn(graphdef, cfg):
   code = cfg.variant == "code"
   kl_reduction = "mean" if code else "sum"
 
-  def loss_fn(params, rest, x, y, key):
+  def loss_fn(params, rest, x, y, key, beta_scale=1.0):
+    beta = cfg.beta * beta_scale
     frozen = jax.lax.stop_gradient((params, rest))
     attack_fn = lambda xa: _forward(graphdef, *frozen, xa, bn_attack)[0]
     forward = lambda xa, r: _forward(graphdef, params, r, xa, bn_loss)
@@ -119,7 +131,7 @@ def make_loss_fn(graphdef, cfg):
       noisy = flat.reshape((k, x.shape[0], -1))
       nat = noisy.mean(0)                       # for the accuracy metric only
       per_example = losses.noise(noisy, y) if name == "noise" else losses.cra(
-          noisy, y, sigma=certified["sigma"], beta=cfg.beta, gamma=certified["gamma"],
+          noisy, y, sigma=certified["sigma"], beta=beta, gamma=certified["gamma"],
           code_variant=code)
     else:
       nat, new_rest = forward(x, rest)
@@ -145,7 +157,7 @@ def make_loss_fn(graphdef, cfg):
         adv, new_rest = forward(x_pen, new_rest)
         trades_adv, new_rest = forward(x_kl, new_rest)
       loss = losses.era if name == "era" else losses.dga
-      kwargs = dict(beta=cfg.beta, trades_beta=cfg.trades_beta, kl_reduction=kl_reduction,
+      kwargs = dict(beta=beta, trades_beta=cfg.trades_beta, kl_reduction=kl_reduction,
                     trades_adv_logits=trades_adv)
       if name == "dga":
         kwargs["joint_softmax"] = code
@@ -170,15 +182,15 @@ def data_mesh(devices=None):
 
 
 def make_train_step(graphdef, cfg, tx):
-  """The jitted SPMD step ``(params, rest, opt_state, x, y, keys) -> (params, rest,
-  opt_state, metrics)``; x [B, ...] and y [B] sharded over the mesh, keys [B] (or one key),
+  """The jitted SPMD step ``(params, rest, opt_state, x, y, keys, beta_scale=1) -> (params,
+  rest, opt_state, metrics)``; x [B, ...] and y [B] sharded over the mesh, keys [B] (or one key),
   metrics the scalars loss, acc (clean or noise-averaged accuracy) and grad_norm."""
   loss_fn = make_loss_fn(graphdef, cfg)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
-  def step(params, rest, opt_state, x, y, key):
+  def step(params, rest, opt_state, x, y, key, beta_scale=1.0):
     (_, (metrics, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, rest, x, y, key)
+        params, rest, x, y, key, beta_scale)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)
