@@ -4,6 +4,12 @@
     python -m jax_abstain.main --config=configs/synth.py:eps=0.05 --config.models.era.beta=0.5 \
         --workdir=runs/synth_eps005
 
+Multi-host (one command per host; see launch/multihost.py):
+    python -m jax_abstain.main --config=... --workdir=/shared/runs/era \
+        --coordinator_address=host0:1234 --num_processes=4 --process_id=$RANK
+(or ``--coordinator_address=auto`` on SLURM / Open MPI / Kubernetes, or the environment
+variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+
 The config's ``mode`` picks the job. The workdir receives ``config.json``,
 ``environment.json``, results, per-sample reports, checkpoints and plots; running again with
 the same workdir and config resumes. Bad flags or config values print one line and exit 2
@@ -21,6 +27,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for config, results, reports, checkpoints.")
 flags.DEFINE_bool("debug", False, "Show tracebacks instead of one-line errors.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "host:port of process 0 of a multi-host job, or 'auto' for "
+    "jax's cluster detection; empty: $JAX_COORDINATOR_ADDRESS or a single process.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes of a multi-host job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's rank in a multi-host job.")
 
 
 def _modes():
@@ -45,8 +56,13 @@ def main(argv):
   if config.get("mode") not in modes:
     raise UserError(f"config.mode: expected one of {', '.join(modes)}, got {config.get('mode')!r}")
   import jax  # after flag parsing, so --help stays fast
+  from jax_abstain.training import distributed
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                jax.process_count())
+  if config.mode == "train":   # bad settings fail here, before the workdir records the config
+    from jax_abstain import train
+    train.preflight(config)
   workdir = workdir_lib.prepare(_WORKDIR.value, config)
   return modes[config.mode](config, workdir)
 

@@ -1,5 +1,6 @@
 """The main job from the command line: Figure 1 end to end, resume, and bad input."""
 import json
+import os
 import subprocess
 import sys
 
@@ -47,7 +48,7 @@ def test_rerun_resumes_with_identical_results(tiny_run):
   before = (workdir / "results.json").read_text()
   proc = _main(*TINY, f"--workdir={workdir}")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "resumed from epoch 2" in proc.stderr
+  assert "resumed from step 200 of 200" in proc.stderr
   assert (workdir / "results.json").read_text() == before
 
 
@@ -86,7 +87,27 @@ def test_default_job_reproduces_figure1(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   r = json.loads((tmp_path / "results.json").read_text())
   std, trades, era, comp = r["models"]["std"], r["models"]["trades"], r["models"]["era"], r["composition"]
-  assert std["nat_acc"] == 100.0 and 84.0 <= std["rob_acc"] <= 93.0 and std["rob_inacc"] == 0.0
+  # 99.9: one of the 1000 training points; with the grain data order seeds 0-2 all give 99.9.
+  assert std["nat_acc"] >= 99.9 and 84.0 <= std["rob_acc"] <= 93.0 and std["rob_inacc"] == 0.0
   assert trades["rob_acc"] >= 97.5 and 0.8 <= trades["rob_inacc"] <= 2.5
   assert era["rob_acc"] >= 97.5 and era["rob_inacc"] <= 0.3
   assert comp["nat_acc"] >= 99.8 and comp["rob_acc"] >= 95.0
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--config=configs/cifar10_era.py:loss=nope"], {}, "train.loss"),
+    (["--config=configs/cifar10_era.py:arch=nope"], {}, "unknown model 'nope'"),
+    (["--config=configs/cifar10_era.py:init=/nonexistent/model"], {}, "config.model.init_dir"),
+    (["--config=configs/cifar10_era.py:batch=5"],
+     {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, "multiple of the 2 devices"),
+    (["--config=configs/cifar10_era.py:augment=nope"], {}, "augmentation"),
+])
+def test_bad_train_config_fails_before_any_work(tmp_path, args, env, message):
+  """One line, exit 2, and nothing written: not even config.json, so the corrected command
+  can reuse the workdir."""
+  workdir = tmp_path / "wd"
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.main", *args, f"--workdir={workdir}"],
+                        capture_output=True, text=True, env={**os.environ, **env})
+  assert proc.returncode == 2, proc.stderr[-1500:]
+  assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+  assert not workdir.exists()

@@ -1,0 +1,21 @@
+"""python -m jax_abstain.main --config=configs/cifar10_trades.py:init=models/gowal,path=/data/cifar-10-python.tar.gz,eps=1/255 --workdir=runs/c10_trades
+
+TRADES fine-tuning on CIFAR-10, the paper's baseline (appendix A.2): 50 epochs, SGD lr 1e-3
+(x0.1 from epoch 38), batch 200 (the authors' scripts use their default 100: ``batch=100``),
+10-step KL-PGD, TRADES beta 6 with the standard batch-mean KL, train-mode BN for the update
+and eval mode inside the attack (reference section 1d), crop + flip. Model selection: the
+checkpoint of highest validation robust accuracy (2,000 held-out training images, every 5
+epochs; ``selection=test_slice`` for the authors' test slice). Evaluation: APGD-CE at eps
+and 2 eps. Runtime: as configs/cifar10_era.py, about half of its attack cost.
+"""
+from jax_abstain import config_args
+from jax_abstain.training import recipe
+
+
+def get_config(arg=None):
+  arg = config_args.parse_arg(arg, **recipe.arguments(
+      loss="trades", data="cifar10", num_classes=10, arch="Gowal2020Uncovering_28_10_extra",
+      eps="1/255"))
+  config = recipe.finetune(arg)
+  config.train.bn_mode_attack = "eval"   # the authors attack in eval mode, then train mode
+  return config

@@ -1,0 +1,82 @@
+"""Training metrics: JSONL always, TensorBoard when tensorboardX is installed, tqdm progress.
+
+    writer = MetricWriter(workdir, "era", resume_step=step)
+    writer.write_scalars(step, {"loss": 0.31, "acc": 0.92}, kind="train")
+    writer.close()
+    bar = progress_bar(total, initial=step, desc="train era", enabled=True)
+
+The writer has the shape of ``clu.metric_writers.MetricWriter`` (write_scalars, flush, close)
+without clu, whose writers import TensorFlow. Lines go to ``<workdir>/metrics_<name>.jsonl``,
+one JSON object per call: ``{"model", "kind", "step", ...scalars}``. A resumed run first drops
+the lines of steps after its checkpoint (written by the killed run, and written again now), so
+the file reads like one uninterrupted run. Only JAX process 0 writes.
+"""
+import json
+import pathlib
+
+import jax
+from absl import logging
+from tqdm import tqdm
+
+from jax_abstain import reports
+
+
+def _tensorboard(logdir):
+  try:
+    from tensorboardX import SummaryWriter  # optional: pip install tensorboardX
+  except ImportError:
+    return None
+  return SummaryWriter(logdir=str(logdir))
+
+
+class MetricWriter:
+  """Appends scalars to a JSONL file (and TensorBoard); a no-op on processes other than 0."""
+
+  def __init__(self, workdir, name: str, *, resume_step: int = 0):
+    self.name = name
+    self.enabled = jax.process_index() == 0
+    self.path = pathlib.Path(workdir) / f"metrics_{name}.jsonl"
+    self._tb = None
+    if not self.enabled:
+      return
+    if self.path.exists():
+      kept = [l for l in self.path.read_text().splitlines()
+              if l.strip() and json.loads(l).get("step", 0) <= resume_step]
+      reports.atomic_write_text(self.path, "".join(l + "\n" for l in kept))
+    self._tb = _tensorboard(pathlib.Path(workdir) / "tensorboard" / name)
+
+  def write_scalars(self, step: int, scalars: dict, *, kind: str = "train", **fields) -> None:
+    if not self.enabled:
+      return
+    record = {"model": self.name, "kind": kind, "step": int(step), **fields,
+              **{k: float(v) for k, v in scalars.items()}}
+    with self.path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tb is not None:
+      for key, value in scalars.items():
+        self._tb.add_scalar(f"{kind}/{key}", float(value), int(step))
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def progress_bar(total: int, *, initial: int, desc: str, enabled: bool):
+  """A tqdm bar in steps; its default format shows steps/s and the ETA. Process 0 only."""
+  return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+              disable=not enabled or jax.process_index() != 0)
+
+
+def log_progress(name: str, step: int, total: int, steps_per_s: float, scalars: dict) -> None:
+  """One absl log line with the rate and the ETA (for logs where no bar is shown)."""
+  if jax.process_index() != 0:
+    return
+  eta = (total - step) / max(steps_per_s, 1e-9)
+  shown = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+  logging.info("%s: step %d/%d %.2f steps/s ETA %dm%02ds %s", name, step, total, steps_per_s,
+               eta // 60, eta % 60, shown)
