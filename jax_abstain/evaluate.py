@@ -32,7 +32,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from jax_abstain import attacks, data, metrics, models, radii as radii_lib, reports
-from jax_abstain.attacks import common
+from jax_abstain.attacks import checks, common
 from jax_abstain.attacks.multi_radius import pad_rows, radius_keys
 from jax_abstain.errors import UserError
 
@@ -178,6 +178,9 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
   columns = list(reports.BASE_COLUMNS) + [f"is_rob@{t}" for t in texts] + [f"adv_conf@{t}" for t in conf_texts]
   runner = ModelRunner(model, norm=norm, n_iter=n_iter, n_restarts=n_restarts, attack=attack,
                        aa_options=aa_options)
+  # AutoAttack-style warnings (probability outputs, zero gradients) before any long run.
+  x16 = jnp.asarray(x[:16])
+  checks.run_all(model, x16, jnp.argmax(model(x16), -1))
 
   def run_chunk(lo, hi):
     xb, yb, ib = x[lo:hi], y[lo:hi], sample_idx[lo:hi]
