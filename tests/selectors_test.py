@@ -36,7 +36,7 @@ def test_select_by_name_matches_the_functions():
     (dict(selector="softmax", eps="2/255", tau=0.5), "no column adv_conf@4/255; available: adv_conf@2/255"),
     (dict(selector="robustness", eps="2/255"), "no column is_rob@4/255; available: is_rob@1/255, is_rob@2/255"),
     (dict(selector="certified", eps=0.25), "no column cert_pred"),
-    (dict(selector="softmax", eps="1/255", tau=1.5), "tau: expected a threshold in"),
+    (dict(selector="softmax", eps="1/255", tau=1.5), r"tau: expected a finite number in \[0.0, 1.0\]"),
 ])
 def test_bad_selector_requests_name_the_problem(kwargs, message):
   with pytest.raises(UserError, match=message.replace("(", r"\(")) as e:
