@@ -138,7 +138,7 @@ class TorchStep:
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     self.opt.step()
-    return float(loss)
+    return loss.item()
 
 
 def nchw(x) -> torch.Tensor:
@@ -152,3 +152,69 @@ def make_pair(model: nnx.Module, torch_module: torch.nn.Module, cfg, dtype=np.fl
                                strict=True)
   torch_module.to(torch.float64 if dtype == np.float64 else torch.float32)
   return JaxStep(model, cfg, dtype), TorchStep(torch_module, cfg)
+
+
+CASES = {  # name: (create options, torch module, input HWC, batch, eps, repeats)
+    "small-cnn": (dict(num_classes=10, dropout=0.0), lambda: _reference().SmallCNN(),
+                  (28, 28, 1), 128, 0.3, 5),
+    "resnet18": (dict(num_classes=10), lambda: _reference().ResNet(), (32, 32, 3), 32, 8 / 255,
+                 2),
+}
+
+
+def _reference():
+  import pathlib  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+  import torch_reference_models  # pylint: disable=import-outside-toplevel
+  return torch_reference_models
+
+
+def time_case(name: str, loss: str, quick: bool):
+  """Steps/s of both implementations on one model and loss (interleaved, warm-up excluded)."""
+  from benchmarks import timing  # pylint: disable=import-outside-toplevel
+  options, ctor, shape, batch, eps, repeats = CASES[name]
+  if quick:
+    batch, repeats = max(batch // 4, 8), 2
+  cfg = step_config(loss, eps, batch_size=batch)
+  jax_step, torch_step = make_pair(models.create(name, seed=0, **options), ctor(), cfg)
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 1, (batch, *shape)).astype(np.float32)
+  y = rng.integers(0, options["num_classes"], batch).astype(np.int32)
+  xj, yj, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(0)
+  xt, yt, st = nchw(x), torch.from_numpy(y).long(), nchw(attack_start(cfg, xj, key))
+  res = timing.interleaved({"jax": lambda: jax_step(xj, yj, key),
+                            "torch": lambda: torch_step(xt, yt, st)}, warmup=1, repeats=repeats)
+  return batch, eps, repeats, res
+
+
+def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
+  """The section text: steps/s of ours and PyTorch per model and loss, and their ratio."""
+  rows = []
+  for name in CASES:
+    for loss in ("trades", "era"):
+      batch, eps, repeats, res = time_case(name, loss, quick)
+      j, t = (1.0 / res[k]["best"] for k in ("jax", "torch"))
+      rows.append([name, loss.upper(), batch, f"{eps:.4g}", repeats, f"{j:.3f}", f"{t:.3f}",
+                   f"{j * batch:,.1f}", f"{t * batch:,.1f}", f"**{j / t:.2f}x**",
+                   f"{res['jax']['median'] / res['torch']['median']:.2f}"])
+      print(rows[-1], flush=True)
+  from benchmarks import timing  # pylint: disable=import-outside-toplevel
+  text = ("One adversarial training step (10-step Linf PGD inner attack, step 0.25 eps; forward "
+          "and backward of the loss; SGD momentum 0.9, weight decay 5e-4) of "
+          "`train.make_train_step` (jitted) against `benchmarks/train_step.TorchStep`, the same "
+          "step in eager PyTorch, on the same freshly initialised weights (exported with "
+          "`porting.to_torch_state_dict`), the same batch (uniform random inputs) and the same "
+          "attack starts. TRADES: KL attack from x + 0.001 N(0, 1), BN in eval mode for the "
+          "attack and train mode for the loss (the TRADES code); ERA (authors' code variant): one "
+          "CE attack away from the clean prediction from a uniform start, BN in eval mode "
+          "throughout, beta 1. tests/benchmarks_train_step_test.py checks that one step of each "
+          "computes the same loss and weights (float64, rtol 1e-9 / 1e-7). The small CNN runs "
+          "without dropout because the torch reference module has none. Timed in the same "
+          f"process, alternating the two, best and median of the repeats after one warm-up step; "
+          f"torch threads = {torch.get_num_threads()}. The machine is shared: absolute steps/s "
+          "move with the load, the ratio less so.\n\n")
+  text += timing.table(["model", "loss", "batch", "eps", "repeats", "steps/s ours",
+                        "steps/s torch", "images/s ours", "images/s torch",
+                        "ours / torch (best)", "torch / ours time (median)"], rows)
+  return text + "\n"
