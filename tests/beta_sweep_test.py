@@ -79,6 +79,9 @@ def test_summary_table_and_plots_from_reports(tmp_path, capsys):
   # TRADES also answers sample 8, where it is robustly wrong: one accurate answer is lost.
   assert (comps["trades"]["nat_acc"], comps["trades"]["rob_acc"]) == (80.0, 50.0)
   assert comps["trades"]["commit_prec"] == 83.33
+  # At 0.2 with selection at 0.2, std is robust only on samples 0-1, which ERA answers anyway.
+  same = {c["branch"]: c for c in summary["same_radius"]}
+  assert (same["era_0.5"]["nat_acc"], same["era_0.5"]["rob_acc"]) == (90.0, 60.0)
   table = (tmp_path / "summary.md").read_text()
   assert "| era_0.5 + std | 90.00 | 60.00 | 60.00 | 100.00 |" in table
   assert "| trades | 80.00 | 70.00 | 10.00 | 50.00 | 10.00 | 60.00 | 83.33 |" in table
