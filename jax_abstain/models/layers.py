@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jax_abstain.models import fast_conv
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -101,8 +103,25 @@ def conv2d(in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, padding=0,
   """
   if isinstance(padding, int):
     padding = ((padding, padding), (padding, padding))
+  # fast_conv: same function, an input gradient that stays fast inside attack loops (XLA:CPU).
   return nnx.Conv(in_ch, out_ch, (kernel, kernel), strides=(stride, stride), padding=padding,
-                  use_bias=bias, kernel_init=nnx.initializers.he_normal(), rngs=rngs)
+                  use_bias=bias, kernel_init=nnx.initializers.he_normal(),
+                  conv_general_dilated=fast_conv.conv_general_dilated, rngs=rngs)
+
+
+def max_pool(x: jax.Array, size: int) -> jax.Array:
+  """Non-overlapping max pooling (window = stride = size, no padding) of x [B,H,W,C].
+
+  Computed as a reshape and a max over the window axes when H and W are multiples of `size`:
+  the same values as `nnx.max_pool`, and a gradient XLA:CPU computes 5-7x faster than the
+  select-and-scatter of `reduce_window` (every attack step differentiates through it). Where a
+  window has tied maxima the gradient is shared among them instead of going to the first one;
+  the value is the same.
+  """
+  b, h, w, c = x.shape
+  if h % size or w % size:
+    return nnx.max_pool(x, (size, size), strides=(size, size))
+  return jnp.max(x.reshape(b, h // size, size, w // size, size, c), axis=(2, 4))
 
 
 def batch_norm(features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:

@@ -29,9 +29,9 @@ class FeatureExtractor(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(x))))
-    x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    x = layers.max_pool(x, 2)
     x = jax.nn.relu(self.conv4(jax.nn.relu(self.conv3(x))))
-    return nnx.max_pool(x, (2, 2), strides=(2, 2))
+    return layers.max_pool(x, 2)
 
 
 class Classifier(nnx.Module):
