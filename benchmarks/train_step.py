@@ -216,5 +216,5 @@ def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
           "move with the load, the ratio less so.\n\n")
   text += timing.table(["model", "loss", "batch", "eps", "repeats", "steps/s ours",
                         "steps/s torch", "images/s ours", "images/s torch",
-                        "ours / torch (best)", "torch / ours time (median)"], rows)
+                        "ours / torch (best)", "ours / torch time (median)"], rows)
   return text + "\n"
