@@ -130,24 +130,29 @@ def format_markdown(summary: dict) -> str:
 
 
 def pareto(points, x_key: str, y_key: str, label_key: str, path, title: str, *,
-           xlabel: str = None, ylabel: str = None, line_prefix: str = "era_") -> None:
-  """Scatter of `points` (dicts) with labels; points whose label starts with `line_prefix`
-  (the beta sweep) are joined in x order, tracing the front."""
+           xlabel: str = None, ylabel: str = None, highlight=lambda label: label.startswith("era_"),
+           connect: bool = True) -> None:
+  """Scatter of `points` (dicts) with labels. Points whose label passes `highlight` (default:
+  the ERA sweep) are blue circles, the others orange squares; with `connect` the blue ones are
+  joined in x order, tracing the front."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from jax_abstain import plots
   fig, ax = plt.subplots(figsize=(5.2, 4.2))
-  front = sorted((p for p in points if str(p[label_key]).startswith(line_prefix)),
-                 key=lambda p: p[x_key])
-  if len(front) > 1:
+  front = sorted((p for p in points if highlight(str(p[label_key]))), key=lambda p: p[x_key])
+  if connect and len(front) > 1:
     ax.plot([p[x_key] for p in front], [p[y_key] for p in front], "-", color="#3182bd", lw=1)
+  labels = {}   # points at the same place share one label
   for p in points:
-    is_front = str(p[label_key]).startswith(line_prefix)
+    is_front = highlight(str(p[label_key]))
     ax.scatter(p[x_key], p[y_key], s=28, marker="o" if is_front else "s",
                color="#3182bd" if is_front else "#e6550d", zorder=3)
-    ax.annotate(str(p[label_key]), (p[x_key], p[y_key]), textcoords="offset points",
-                xytext=(4, 4), fontsize=7)
+    labels.setdefault((p[x_key], p[y_key]), []).append(str(p[label_key]))
+  for i, (xy, names) in enumerate(sorted(labels.items())):   # staggered: nearby points
+    ax.annotate(", ".join(names), xy, textcoords="offset points", xytext=(4, 5 - 10 * (i % 3)),
+                fontsize=7)
+  ax.margins(x=0.25, y=0.15)
   ax.set_xlabel(xlabel or x_key)
   ax.set_ylabel(ylabel or y_key)
   ax.set_title(title, fontsize=10)
@@ -168,13 +173,16 @@ def write_outputs(out: pathlib.Path, summary: dict) -> None:
          f"Robust selection vs robust accuracy of the abstain model at {d} (Fig. 3)",
          xlabel=f"robust selection @{d} (%)", ylabel="robust accuracy of selected (%)")
   core = next(p for p in summary["models"] if p["run"] == summary["core"])
-  points = [{"run": c["branch"], "nat_acc": c["nat_acc"], "rob_acc": c["rob_acc"]}
-            for c in summary["compositions"]]
+  points = [{"run": f"{c['branch']} + {summary['core']}", "nat_acc": c["nat_acc"],
+             "rob_acc": c["rob_acc"]} for c in summary["compositions"]]
+  points += [{"run": f"{p['run']} alone", "nat_acc": p["nat_acc"], "rob_acc": p["rob_acc@eps"]}
+             for p in branches]
   points.append({"run": f"{summary['core']} (core alone)", "nat_acc": core["nat_acc"],
                  "rob_acc": core["rob_acc@eps"]})
   pareto(points, "rob_acc", "nat_acc", "run", out / "fig4_composition.png",
-         f"Compositions with the {summary['core']} core at eps={e} (Fig. 4)",
-         xlabel=f"robust accuracy @{e} (%)", ylabel="natural accuracy (%)")
+         f"Compositions (branch selected at {d}) and models at eps={e} (Fig. 4)",
+         xlabel=f"robust accuracy @{e} (%)", ylabel="natural accuracy (%)",
+         highlight=lambda label: " + " in label, connect=False)
 
 
 def main(argv=None) -> dict:

@@ -26,8 +26,10 @@ def test_config_trains_branches_at_twice_the_threat_radius():
 
 def test_planned_runs_chain_the_models():
   out = pathlib.Path("runs/s")
-  runs = dict(beta_sweep.planned_runs(out, [0.1, 1.0], "eval_limit=20", trades_ft=True))
-  assert list(runs) == ["std", "trades", "trades_ft", "era_0.1", "era_1"]
+  runs = dict(beta_sweep.planned_runs(out, [0.1, 1.0], "eval_limit=20", trades_ft=True,
+                                      trades_more=True))
+  assert list(runs) == ["std", "trades", "trades_ft", "trades_more", "era_0.1", "era_1"]
+  assert runs["trades_more"] == f"loss=trades,init={out / 'trades' / 'model'},eval_limit=20"
   assert runs["trades"] == f"loss=trades,init={out / 'std' / 'model'},eval_limit=20"
   assert runs["era_0.1"].startswith(f"loss=era,beta=0.1,init={out / 'trades' / 'model'}")
 
