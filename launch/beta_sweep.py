@@ -37,9 +37,10 @@ TRADES_FT_ARGS = "epochs=1,train_limit=1000,lr=0.01"
 
 
 def planned_runs(out: pathlib.Path, betas, extra: str = "", trades_ft: bool = False,
-                 trades_more: bool = False) -> list:
+                 trades_more: bool = False, trades_epochs: int = 0) -> list:
   """[(run name, config arguments)] in execution order; later runs start from earlier models."""
-  runs = [("std", "loss=std"), ("trades", f"loss=trades,init={out / 'std' / 'model'}")]
+  epochs = f",epochs={trades_epochs}" if trades_epochs else ""
+  runs = [("std", "loss=std"), ("trades", f"loss=trades,init={out / 'std' / 'model'}{epochs}")]
   if trades_ft:
     runs.append(("trades_ft", f"loss=trades,init={out / 'trades' / 'model'},{TRADES_FT_ARGS}"))
   if trades_more:
@@ -199,6 +200,8 @@ def main(argv=None) -> dict:
                       help="also fine-tune TRADES with ERA's budget (same-budget baseline)")
   parser.add_argument("--trades-more", action="store_true",
                       help="also train TRADES for one more epoch (a more robust branch)")
+  parser.add_argument("--trades-epochs", type=int, default=0,
+                      help="TRADES epochs (default: the config's, 1)")
   parser.add_argument("--summary-only", action="store_true", help="skip training; summarise")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
   args = parser.parse_args(argv)
@@ -207,7 +210,8 @@ def main(argv=None) -> dict:
   if any(b <= 0 for b in args.betas):
     raise UserError(f"--betas: expected positive numbers, got {args.betas}")
   out = pathlib.Path(args.out)
-  runs = planned_runs(out, args.betas, args.extra, args.trades_ft, args.trades_more)
+  runs = planned_runs(out, args.betas, args.extra, args.trades_ft, args.trades_more,
+                      args.trades_epochs)
   if not args.summary_only:
     run_all(out, pathlib.Path(args.config), runs, eps)
   summary = summarize(out, [n for n, _ in runs], eps)

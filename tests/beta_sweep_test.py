@@ -32,6 +32,8 @@ def test_planned_runs_chain_the_models():
   assert runs["trades_more"] == f"loss=trades,init={out / 'trades' / 'model'},eval_limit=20"
   assert runs["trades"] == f"loss=trades,init={out / 'std' / 'model'},eval_limit=20"
   assert runs["era_0.1"].startswith(f"loss=era,beta=0.1,init={out / 'trades' / 'model'}")
+  longer = dict(beta_sweep.planned_runs(out, [0.5], trades_epochs=8))
+  assert longer["trades"] == f"loss=trades,init={out / 'std' / 'model'},epochs=8"
 
 
 @pytest.mark.slow
