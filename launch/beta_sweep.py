@@ -1,7 +1,8 @@
 """ERA beta sweep: standard core, TRADES branch, ERA branches, compositions, Pareto plots.
 
-    python -m launch.beta_sweep --out runs/mnist_era
-    python -m launch.beta_sweep --out runs/mnist_era --betas 0.25 1 --extra eval_limit=200
+    python -m launch.beta_sweep --out runs/mnist_era --trades-epochs 8
+    python -m launch.beta_sweep --out runs/mnist_era_015 --eps 0.15 --betas 0.25 1 \
+        --extra eval_limit=200
 
 Each model is one ``mode=train`` job (`python -m jax_abstain.main`) of ``--config`` (default
 configs/mnist_era.py) in ``<out>/<run>``; a run whose workdir already holds ``results.json``
