@@ -20,14 +20,16 @@ import torch
 
 from benchmarks import timing
 
-SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "scaling", "profile")
+SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "train", "scaling", "profile")
 TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `certify`)",
           "certify": "2. Certification throughput: JAX vs PyTorch CERTIFY",
           "forward": "3. Forward throughput: ported WRN-28-10 and ResNet-18",
           "pipeline": "4. Input pipeline vs training step",
           "apgd": "5. APGD / AutoAttack: parity with torchattacks and speed",
+          "train": "6. Training steps: TRADES and ERA, ours vs PyTorch",
           "scaling": "7. Scaling: batch size, attack steps, noise samples, model width",
           "profile": "8. Profile: where the time goes (XLA operations)"}
+MODULES = {"train": "train_step"}   # section name -> benchmarks module, where they differ
 OUT = pathlib.Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
@@ -109,7 +111,7 @@ def main(argv=None):
     t = time.time()
     print(f"== {name}", flush=True)
     try:
-      body = importlib.import_module(f"benchmarks.{name}").run(args.quick, peak)
+      body = importlib.import_module(f"benchmarks.{MODULES.get(name, name)}").run(args.quick, peak)
     except Exception:  # pylint: disable=broad-except
       body = "**FAILED**:\n\n```\n" + traceback.format_exc()[-3000:] + "```\n"
     took = time.time() - t
