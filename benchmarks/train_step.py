@@ -19,6 +19,8 @@ import ml_collections
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from benchmarks import timing
 from flax import nnx
 
 from jax_abstain import models, porting, train
@@ -172,7 +174,6 @@ def _reference():
 
 def time_case(name: str, loss: str, quick: bool):
   """Steps/s of both implementations on one model and loss (interleaved, warm-up excluded)."""
-  from benchmarks import timing  # pylint: disable=import-outside-toplevel
   options, ctor, shape, batch, eps, repeats = CASES[name]
   if quick:
     batch, repeats = max(batch // 4, 8), 2
