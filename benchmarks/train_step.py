@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks import timing
 from flax import nnx
 
+from benchmarks import timing
 from jax_abstain import models, porting, train
 from jax_abstain.attacks import common
 
