@@ -55,6 +55,19 @@ def torch_certify(net, x, *, sigma, n0, n, batch_size=BATCH, seed=0):
   return out
 
 
+def _throughput(fns, passes, flops_per_pass, peak, repeats):
+  """Times the two CERTIFY runs (interleaved); returns table rows and the JAX/PyTorch ratio."""
+  res = timing.interleaved(fns, warmup=1, repeats=repeats)
+  rows, rates = [], []
+  for k, r in res.items():
+    rate = passes / r["best"]
+    rates.append(rate)
+    gf = rate * flops_per_pass / 1e9
+    rows.append([k, f"{r['best']:.2f}", f"{r['median']:.2f}", f"{rate:,.0f}", f"{gf:.2f}",
+                 f"{100 * gf / peak:.1f}%"])
+  return rows, rates[0] / rates[1], rates[0] * flops_per_pass / 1e9 / peak
+
+
 def mlp_workload(quick: bool, peak: float) -> str:
   npts, n = (3, 20_000) if quick else (10, 100_000)
   repeats = 2 if quick else 3
@@ -73,16 +86,8 @@ def mlp_workload(quick: bool, peak: float) -> str:
       "PyTorch loop (no_grad, batches of 1000)": lambda: torch_certify(net, x, sigma=SIGMA,
                                                                        n0=N0, n=n),
   }
-  res = timing.interleaved(fns, warmup=1, repeats=repeats)
   passes = npts * (N0 + n)
-  rows, rates = [], {}
-  for k, r in res.items():
-    rate = passes / r["best"]
-    rates[k] = rate
-    gf = rate * flops_per_pass / 1e9
-    rows.append([k, f"{r['best']:.2f}", f"{r['median']:.2f}", f"{rate:,.0f}", f"{gf:.2f}",
-                 f"{100 * gf / peak:.1f}%"])
-  j, t = rates.values()
+  rows, ratio, _ = _throughput(fns, passes, flops_per_pass, peak, repeats)
   text = (f"Model: `mlp` 64-64-64-64-10 (digits input, 64 features), random init, weights copied "
           f"to PyTorch via `porting.to_torch_state_dict` (logit max|diff| {diff:.1e}). "
           f"{npts} inputs, n0={N0}, n={n:,}, sigma={SIGMA}, batch 1000: {passes:,} noisy "
@@ -90,8 +95,8 @@ def mlp_workload(quick: bool, peak: float) -> str:
           f"(XLA cost analysis): {flops_per_pass:,.0f}.\n\n")
   text += timing.table(["implementation", "best s", "median s", "passes/s", "GFLOP/s",
                         "of matmul peak"], rows)
-  text += f"\n\nRatio JAX / PyTorch passes/s: **{j / t:.2f}x**.\n"
-  timing.target("certify", "CERTIFY passes/s, digits MLP", 1.0, j / t)
+  text += f"\n\nRatio JAX / PyTorch passes/s: **{ratio:.2f}x**.\n"
+  timing.target("certify", "CERTIFY passes/s, digits MLP", 1.0, ratio)
   return text
 
 
@@ -130,26 +135,17 @@ def conv_workload(quick: bool, peak: float) -> str:
       "PyTorch loop (no_grad, channels_last)": lambda: torch_certify(
           net, xt, sigma=SIGMA, n0=N0, n=n, batch_size=batch),
   }
-  res = timing.interleaved(fns, warmup=1, repeats=repeats)
   passes = npts * (N0 + n)
-  rows, rates = [], {}
-  for k, r in res.items():
-    rate = passes / r["best"]
-    rates[k] = rate
-    gf = rate * flops_per_pass / 1e9
-    rows.append([k, f"{r['best']:.2f}", f"{r['median']:.2f}", f"{rate:,.0f}", f"{gf:.1f}",
-                 f"{100 * gf / peak:.0f}%"])
-  j, t = rates.values()
+  rows, ratio, of_peak = _throughput(fns, passes, flops_per_pass, peak, repeats)
   text = (f"Model: `cifar-resnet20` (Cohen et al.'s CIFAR ResNet, 32x32x3), random init, the "
           f"same weights in the torch reference (logit max|diff| {diff:.1e}). {npts} inputs, "
           f"n0={N0}, n={n:,}, sigma={SIGMA}, batch {batch}; best of {repeats} interleaved runs. "
           f"Forward FLOPs per pass (XLA cost analysis): {flops_per_pass / 1e6:.1f} M.\n\n")
   text += timing.table(["implementation", "best s", "median s", "passes/s", "GFLOP/s",
                         "of matmul peak"], rows)
-  text += f"\n\nRatio JAX / PyTorch passes/s: **{j / t:.2f}x**.\n"
-  timing.target("certify", "CERTIFY passes/s, cifar-resnet20", 1.0, j / t)
-  timing.target("certify", "CERTIFY forward GFLOP/s, cifar-resnet20", 0.6,
-                j * flops_per_pass / 1e9 / peak, kind="peak")
+  text += f"\n\nRatio JAX / PyTorch passes/s: **{ratio:.2f}x**.\n"
+  timing.target("certify", "CERTIFY passes/s, cifar-resnet20", 1.0, ratio)
+  timing.target("certify", "CERTIFY forward GFLOP/s, cifar-resnet20", 0.6, of_peak, kind="peak")
   return text
 
 

@@ -23,7 +23,6 @@ K=8, R=2 scored 14,162 in 2.2 s). Without cuts K=6, R=3 would take about a minut
 `max_length` beyond that. The winner is re-scored with `compose.compose_reports`, the same
 code as the compose command.
 """
-import argparse
 import math
 import pathlib
 import sys
@@ -31,7 +30,7 @@ import time
 
 import numpy as np
 
-from jax_abstain import compose, radii, reports, selectors
+from jax_abstain import cli, compose, radii, reports, selectors, validation
 from jax_abstain.errors import UserError
 
 
@@ -192,8 +191,8 @@ def format_result(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(prog="python -m jax_abstain.cascades",
-                                   description=__doc__.split("\n")[0])
+  parser = cli.ArgumentParser(prog="python -m jax_abstain.cascades",
+                              description=__doc__.split("\n")[0])
   parser.add_argument("--abstain", nargs="+", required=True, help="abstain model reports")
   parser.add_argument("--core", required=True, help="core model report")
   parser.add_argument("--eps", required=True, help="threat radius, e.g. 1/255")
@@ -207,6 +206,14 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if args.max_length is not None and args.max_length < 1:
     raise UserError(f"--max-length: expected a positive integer, got {args.max_length}")
+  validation.check_radius(args.eps, "--eps")
+  validation.check_radii(args.select_radii or [], "--select-radii", allow_empty=True)
+  if args.min_select_at is not None:
+    validation.check_radius(args.min_select_at, "--min-select-at")
+  for path in [*args.abstain, args.core]:
+    validation.check_file(path, "report", "--abstain/--core")
+  if args.json:
+    validation.check_output(args.json, "--json", overwrite=True)
   columns = [reports.read_report(p) for p in args.abstain]
   names = [pathlib.Path(p).stem for p in args.abstain]
   if len(set(names)) != len(names):
@@ -222,7 +229,6 @@ def main(argv=None) -> dict:
 
 
 def run():
-  from jax_abstain import cli
   cli.run_with_clean_errors(main, sys.argv[1:])
 
 
