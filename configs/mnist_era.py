@@ -1,8 +1,8 @@
 """The paper's MNIST recipe on a CPU: std core, TRADES and ERA branches at 2 eps, composition.
 
 Run the whole demonstration (standard, TRADES, ERA beta sweep, compositions, Pareto plots;
-about 12 minutes on 2 lightly loaded CPU cores, README.md has the numbers):
-    python -m launch.beta_sweep --out runs/mnist_era --trades-epochs 8
+about 10 minutes on 2 CPU cores, README.md has the numbers):
+    python -m launch.beta_sweep --out runs/mnist_sweep --eps 0.15 --trades-epochs 8
 One model at a time (what the sweep runs), e.g. the standard core and an ERA branch:
     python -m jax_abstain.main --config=configs/mnist_era.py:loss=std --workdir=runs/mnist_era/std
     python -m jax_abstain.main --config=configs/mnist_era.py:loss=trades,init=runs/mnist_era/std/model \
