@@ -41,8 +41,8 @@ def step_config(loss: str, eps: float, *, batch_size: int, beta: float = 1.0,
 def attack_start(cfg, x: jax.Array, key: jax.Array) -> np.ndarray:
   """The PGD start [B, H, W, C] that the JAX step draws from `key` (pgd's TRADES ``normal``
   start for trades, its ``uniform`` start for ERA), so the torch step can start there too."""
-  k1, _ = jax.random.split(key)        # make_loss_fn's split; the attack uses the first key
-  keys = common.example_keys(k1, x.shape[0])
+  # make_loss_fn's keys: per example fold_in(key, i), then fold_in(., 1) for the attack.
+  keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(common.example_keys(key, x.shape[0]), 1)
   if cfg.loss == "trades":
     noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
     return np.asarray(common.project(x + 0.001 * noise, x, cfg.eps, "linf"))
