@@ -68,14 +68,14 @@ CONV_SHAPES = ((128, 28, 1, 32), (128, 26, 32, 32), (128, 12, 32, 64), (128, 10,
                (32, 34, 64, 64), (32, 18, 128, 128), (32, 10, 256, 256))
 
 
-LAYER_STATS = []  # (XLA / PyTorch, XLA of peak, PyTorch of peak, C_in) per conv shape
-
-
 def conv_layers(peak):
-  """One 3x3 VALID convolution, XLA vs PyTorch (channels_last), per layer shape."""
+  """One 3x3 VALID convolution, XLA vs PyTorch (channels_last), per layer shape.
+
+  Returns the markdown table and, per shape, (XLA / PyTorch, XLA of peak, PyTorch of peak, C_in).
+  """
   import torch  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
-  rows = []
+  rows, stats = [], []
   for b, h, ci, co in CONV_SHAPES:
     x = rng.uniform(size=(b, h, h, ci)).astype(np.float32)
     k = (0.05 * rng.normal(size=(3, 3, ci, co))).astype(np.float32)
@@ -94,21 +94,22 @@ def conv_layers(peak):
     j, t = gflop / res["jax"]["best"], gflop / res["torch"]["best"]
     rows.append((f"{b}x{h}x{h}x{ci} -> {co}", f"{gflop:.2f}", f"{j:.0f}", f"{t:.0f}",
                  f"{j / t:.2f}x", f"{100 * j / peak:.0f}%"))
-    LAYER_STATS.append((j / t, j / peak, t / peak, ci))
+    stats.append((j / t, j / peak, t / peak, ci))
   return timing.table(["input (NHWC) -> channels", "GFLOP", "XLA GFLOP/s", "PyTorch GFLOP/s",
-                       "XLA / PyTorch", "XLA of matmul peak"], rows)
+                       "XLA / PyTorch", "XLA of matmul peak"], rows), stats
 
 
 def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
-  parts = ["**One 3x3 convolution per layer shape (forward, best of 5)**\n\n" + conv_layers(peak)]
+  layer_table, layer_stats = conv_layers(peak)
+  parts = ["**One 3x3 convolution per layer shape (forward, best of 5)**\n\n" + layer_table]
   shares = []
   for title, fn in _resnet_workloads(quick).items():
     kinds = op_breakdown(fn)
     shares.append(100 * kinds["ynn_fusion"] / (sum(kinds.values()) or 1.0))
     parts.append(f"**{title}**\n\n" + _table(kinds))
-  ratio = [r for r, _, _, _ in LAYER_STATS]
-  ours = [o for _, o, _, _ in LAYER_STATS]
-  theirs = [t for _, _, t, ci in LAYER_STATS if ci >= 32]
+  ratio = [r for r, _, _, _ in layer_stats]
+  ours = [o for _, o, _, _ in layer_stats]
+  theirs = [t for _, _, t, ci in layer_stats if ci >= 32]
   limits = (
       "**What limits the missed targets.** All missed targets but CERTIFY on the digits MLP "
       "(64-wide matmuls and per-sample threefry noise; not profiled here) are convolution "
