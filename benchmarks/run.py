@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+import jax_abstain  # before any JAX computation: sets the XLA:CPU flag (jax_abstain/xla_cpu.py)
 from benchmarks import timing
 
 SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "train", "scaling", "profile")
@@ -136,6 +137,8 @@ machine facts below are from the last run. `make bench` runs every section.
 - CPUs (nproc): {os.cpu_count()} ({len(os.sched_getaffinity(0))} usable); model: {cpu_model()}
 - Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), \
 torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}
+- XLA_FLAGS: `{os.environ.get("XLA_FLAGS", "")}` (jax_abstain's XLA:CPU setting: \
+{jax_abstain.XLA_CPU_SETUP}; `jax_abstain/xla_cpu.py`)
 - Load average at start / end: {load[0]:.2f} / {load_end[0]:.2f} (the machine is shared; other \
 processes, e.g. a test suite, may have been running. JAX and PyTorch are timed in the same \
 process, interleaved, so load affects both sides of each ratio.)

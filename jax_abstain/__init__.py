@@ -9,3 +9,9 @@ and compose a robust model with an accurate one.
 Command line: ``python -m jax_abstain.main --config=configs/synth.py --workdir=DIR``.
 """
 __version__ = "0.1.0"
+
+from jax_abstain import xla_cpu as _xla_cpu
+
+# Before JAX starts its backends: XLA:CPU convolutions via Eigen, not YNNPACK (several times
+# faster for this package's attacks and training on CPUs; see jax_abstain/xla_cpu.py).
+XLA_CPU_SETUP = _xla_cpu.prefer_eigen_convolutions()

@@ -1,0 +1,70 @@
+"""XLA:CPU setting that makes this package's convolution networks fast on CPUs.
+
+Importing `jax_abstain` calls `prefer_eigen_convolutions()`, which adds
+``--xla_cpu_experimental_ynn_fusion_type=`` to ``XLA_FLAGS`` before JAX starts its backends.
+
+Why: jax 0.10's XLA:CPU hands convolutions to YNNPACK ("ynn_fusion" in compiled HLO), whose
+3x3 kernels ran our layer shapes at 8-37% of the matmul peak on this project's 2-core AVX2 CPU
+(128x26x26x32 -> 32: 46 ms, PyTorch/oneDNN 3.7 ms). With an empty YNNPACK fusion type XLA runs
+convolutions with its Eigen kernels instead: the same layer takes 5.2 ms, and APGD-CE on the small
+digits CNN went from 0.46x to about 1.0x the speed of torchattacks (BENCHMARKS.md). Matmuls are
+unaffected (measured within noise). The results are the same function up to float rounding.
+
+When it does nothing (and why):
+  * ``JAX_ABSTAIN_KEEP_XLA_FLAGS=1`` in the environment: the user opted out.
+  * ``XLA_FLAGS`` already sets ``xla_cpu_experimental_ynn_fusion_type``: the user's choice wins.
+  * jaxlib outside `TESTED_JAXLIB`: XLA aborts the process on a flag it does not know, and this
+    experimental flag may be renamed; set it by hand after checking that your jaxlib has it.
+  * JAX's backends already started (a computation ran before `import jax_abstain`): XLA read its
+    flags then; a warning says how to get the setting (import jax_abstain first, or set
+    ``XLA_FLAGS`` yourself).
+"""
+import importlib.metadata
+import os
+import sys
+import warnings
+
+FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
+FLAG = f"--{FLAG_NAME}="
+OPT_OUT = "JAX_ABSTAIN_KEEP_XLA_FLAGS"
+# (major, minor) versions of jaxlib known to have FLAG (checked: 0.10.2).
+TESTED_JAXLIB = ((0, 10),)
+
+
+def _jaxlib_minor():
+  try:
+    major, minor = importlib.metadata.version("jaxlib").split(".")[:2]
+    return int(major), int(minor)
+  except (importlib.metadata.PackageNotFoundError, ValueError):
+    return None
+
+
+def _backends_started() -> bool:
+  bridge = sys.modules.get("jax._src.xla_bridge")   # not imported -> certainly not started
+  return bool(bridge is not None and bridge.backends_are_initialized())
+
+
+def prefer_eigen_convolutions(environ=None) -> str:
+  """Adds FLAG to ``environ["XLA_FLAGS"]`` (default `os.environ`) unless a reason above applies.
+
+  Returns what happened: "set", "opted out", "user setting", "untested jaxlib" or
+  "backends started".
+  """
+  environ = os.environ if environ is None else environ
+  flags = environ.get("XLA_FLAGS", "")
+  if environ.get(OPT_OUT, "") not in ("", "0"):
+    return "opted out"
+  if FLAG_NAME in flags:
+    return "user setting"
+  if _jaxlib_minor() not in TESTED_JAXLIB:
+    return "untested jaxlib"
+  if _backends_started():
+    import jax  # pylint: disable=import-outside-toplevel
+    if jax.default_backend() == "cpu":
+      warnings.warn(
+          "JAX started before jax_abstain was imported, so XLA:CPU keeps its YNNPACK "
+          "convolutions (several times slower for attacks here); import jax_abstain before "
+          f"running any JAX computation, or set XLA_FLAGS={FLAG}", RuntimeWarning, stacklevel=3)
+    return "backends started"
+  environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
+  return "set"
