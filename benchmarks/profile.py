@@ -68,19 +68,27 @@ CONV_SHAPES = ((128, 28, 1, 32), (128, 26, 32, 32), (128, 12, 32, 64), (128, 10,
                (32, 34, 64, 64), (32, 18, 128, 128), (32, 10, 256, 256))
 
 
-def conv_layers(peak):
-  """One 3x3 VALID convolution, XLA vs PyTorch (channels_last), per layer shape.
+# XLA:CPU's default for convolutions (YNNPACK), re-enabled for one jit; `jax_abstain` turns it
+# off process-wide (jax_abstain/xla_cpu.py), this column shows why.
+YNNPACK = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
 
-  Returns the markdown table and, per shape, (XLA / PyTorch, XLA of peak, PyTorch of peak, C_in).
+
+def conv_layers(peak):
+  """One 3x3 VALID convolution per layer shape: XLA as we run it (Eigen kernels), XLA's default
+  (YNNPACK kernels) and PyTorch (channels_last, oneDNN).
+
+  Returns the markdown table and, per shape, (XLA / PyTorch, XLA of peak, PyTorch of peak, C_in,
+  XLA / YNNPACK).
   """
   import torch  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
   rows, stats = [], []
+  conv_fn = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  conv, conv_ynn = jax.jit(conv_fn), jax.jit(conv_fn, compiler_options=YNNPACK)
   for b, h, ci, co in CONV_SHAPES:
     x = rng.uniform(size=(b, h, h, ci)).astype(np.float32)
     k = (0.05 * rng.normal(size=(3, 3, ci, co))).astype(np.float32)
-    conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
-        x, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))
     xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).contiguous(
         memory_format=torch.channels_last)
     kt = torch.from_numpy(k.transpose(3, 2, 0, 1).copy())
@@ -89,14 +97,19 @@ def conv_layers(peak):
     def torch_conv(xt=xt, kt=kt):
       with torch.no_grad():
         return torch.nn.functional.conv2d(xt, kt)
-    res = timing.interleaved({"jax": lambda: conv(xj, kj), "torch": torch_conv}, repeats=5)
+    res = timing.interleaved({"jax": lambda: conv(xj, kj), "ynn": lambda: conv_ynn(xj, kj),
+                              "torch": torch_conv}, repeats=5)
     gflop = 2 * b * (h - 2) ** 2 * ci * co * 9 / 1e9
-    j, t = gflop / res["jax"]["best"], gflop / res["torch"]["best"]
-    rows.append((f"{b}x{h}x{h}x{ci} -> {co}", f"{gflop:.2f}", f"{j:.0f}", f"{t:.0f}",
+    j, y, t = (gflop / res[n]["best"] for n in ("jax", "ynn", "torch"))
+    rows.append((f"{b}x{h}x{h}x{ci} -> {co}", f"{gflop:.2f}", f"{j:.0f}", f"{y:.0f}", f"{t:.0f}",
                  f"{j / t:.2f}x", f"{100 * j / peak:.0f}%"))
-    stats.append((j / t, j / peak, t / peak, ci))
-  return timing.table(["input (NHWC) -> channels", "GFLOP", "XLA GFLOP/s", "PyTorch GFLOP/s",
+    stats.append((j / t, j / peak, t / peak, ci, j / y))
+  return timing.table(["input (NHWC) -> channels", "GFLOP", "XLA GFLOP/s (Eigen, ours)",
+                       "XLA GFLOP/s (YNNPACK, XLA's default)", "PyTorch GFLOP/s",
                        "XLA / PyTorch", "XLA of matmul peak"], rows), stats
+
+
+_CONV_KINDS = re.compile(r"^(conv_general_dilated|convolution|ynn_fusion)")
 
 
 def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
@@ -105,31 +118,36 @@ def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
   shares = []
   for title, fn in _resnet_workloads(quick).items():
     kinds = op_breakdown(fn)
-    shares.append(100 * kinds["ynn_fusion"] / (sum(kinds.values()) or 1.0))
+    conv_time = sum(v for k, v in kinds.items() if _CONV_KINDS.match(k))
+    shares.append(100 * conv_time / (sum(kinds.values()) or 1.0))
     parts.append(f"**{title}**\n\n" + _table(kinds))
-  ratio = [r for r, _, _, _ in layer_stats]
-  ours = [o for _, o, _, _ in layer_stats]
-  theirs = [t for _, _, t, ci in layer_stats if ci >= 32]
+  ratio = [st[0] for st in layer_stats]
+  ours = [st[1] for st in layer_stats]
+  theirs = [st[2] for st in layer_stats if st[3] >= 32]
+  vs_ynn = [st[4] for st in layer_stats]
   limits = (
-      "**What limits the missed targets.** All missed targets but CERTIFY on the digits MLP "
-      "(64-wide matmuls and per-sample threefry noise; not profiled here) are convolution "
-      "networks, and the operation profiles below put "
-      f"{min(shares):.0f}-{max(shares):.0f}% of the time in XLA's convolution/matmul kernels "
-      "(`ynn_fusion`, YNNPACK). On the layer shapes of our models, one XLA 3x3 convolution runs "
-      f"at {100 * min(ours):.0f}-{100 * max(ours):.0f}% of the matmul peak and "
-      f"{min(ratio):.2f}-{max(ratio):.2f}x PyTorch's speed; PyTorch's oneDNN kernels reach "
-      f"{100 * min(theirs):.0f}-{100 * max(theirs):.0f}% on the shapes with 32 or more "
-      "channels (table below). The gap is widest for few channels and large images (the small "
-      "CNN's 26x26x32 layer), which is why the small-CNN training step and AutoAttack (whose "
-      "Square attack is forward passes) fall furthest short of their targets. Our own code around the kernels is not "
-      "the limit: the attack loop stays on device, finished samples are masked, the input "
-      "gradient is a plain forward convolution (`models/fast_conv.py`: XLA ran autodiff's "
-      "form 14-20x slower inside loops). The XLA CPU flags we tried "
-      "(`xla_cpu_use_onednn`, `xla_cpu_experimental_onednn_custom_call`, XNNPACK/YNNPACK "
-      "fusion types) either left the compiled ResNet-18 forward's kernels unchanged (no oneDNN "
-      "or XNNPACK call in the compiled HLO) or failed to compile. Closing the gap needs faster CPU "
-      "convolution kernels in XLA (or a GPU, where both frameworks call cuDNN).\n\n")
+      "**What limits the missed targets.** The convolution networks spend "
+      f"{min(shares):.0f}-{max(shares):.0f}% of their profiled time in XLA's convolution kernels "
+      "(tables below). Importing `jax_abstain` switches XLA:CPU from its default YNNPACK "
+      "convolutions to its Eigen ones (`jax_abstain/xla_cpu.py`), "
+      f"{min(vs_ynn):.1f}-{max(vs_ynn):.1f}x faster on our layer shapes; that took APGD-CE on the "
+      "digits CNN from 0.46x to the ratio in section 5. Even so, one XLA 3x3 convolution runs at "
+      f"{100 * min(ours):.0f}-{100 * max(ours):.0f}% of the matmul peak and "
+      f"{min(ratio):.2f}-{max(ratio):.2f}x PyTorch's speed, while PyTorch's oneDNN kernels "
+      f"(Winograd for 3x3) reach {100 * min(theirs):.0f}-{100 * max(theirs):.0f}% on the shapes "
+      "with 32 or more channels: what remains of a missed target is mostly this kernel gap. "
+      "Our code around the kernels is not the limit: the attack loop stays on device, finished "
+      "samples are masked, and the input gradient is a plain forward convolution "
+      "(`models/fast_conv.py`; the APGD section re-measures autodiff's form, several times "
+      "slower inside loops). Tried without gain (measured, not kept): hoisting the kernels' "
+      "flip/transpose for the input gradient out of the attack loop (same wall time: the "
+      "profile's `transpose_copy_fusion` share is thread time that overlaps the convolutions), a shifted-sum "
+      "forward for 1-channel inputs (faster alone, no change in APGD), im2col, row-shift matmul "
+      "and NCHW formulations of the 3x3 convolution (slower than Eigen's), and the oneDNN flags "
+      "(`xla_cpu_use_onednn`, `xla_cpu_experimental_onednn_custom_call`: no oneDNN call in the "
+      "compiled HLO). Closing the rest needs faster CPU convolution kernels in XLA (e.g. "
+      "Winograd), or a GPU, where both frameworks call cuDNN.\n\n")
   return (limits + "Operation kinds: `conv_general_dilated`/`convolution` = XLA's runtime "
-          "convolution (Eigen), `ynn_fusion` = convolutions, matmuls and fusions dispatched to "
-          "YNNPACK, `*_fusion` = XLA-emitted elementwise/reduction fusions; times are summed over "
+          "convolution (Eigen), `ynn_fusion` = work dispatched to YNNPACK (none once `jax_abstain` "
+          "has set its flag), `*_fusion` = XLA-emitted elementwise/reduction fusions; times are summed over "
           "the executor threads.\n\n" + "\n\n".join(parts) + "\n")

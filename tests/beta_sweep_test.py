@@ -16,7 +16,7 @@ def test_config_trains_branches_at_twice_the_threat_radius():
   era = mnist_era.get_config("loss=era,beta=0.25,init=runs/x/trades/model")
   assert era.train.eps == "0.2" and tuple(era.eval.radii) == ("0.1", "0.2")
   assert era.train.beta == 0.25 and era.model.init_dir == "runs/x/trades/model"
-  assert era.train.schedule == "constant" and era.data.train_limit == 1000
+  assert era.train.schedule == "constant" and era.data.train_limit == 0
   std = mnist_era.get_config("eps=1/255")
   assert tuple(std.eval.radii) == ("1/255", "2/255") and std.train.schedule == "trades"
   assert mnist_era.get_config("loss=trades,train_eps=0.3").train.eps == "0.3"
@@ -34,6 +34,12 @@ def test_planned_runs_chain_the_models():
   assert runs["era_0.1"].startswith(f"loss=era,beta=0.1,init={out / 'trades' / 'model'}")
   longer = dict(beta_sweep.planned_runs(out, [0.5], trades_epochs=8))
   assert longer["trades"] == f"loss=trades,init={out / 'std' / 'model'},epochs=8"
+  staged = dict(beta_sweep.planned_runs(out, [0.5], trades_epochs=8, trades_kl=6))
+  assert list(staged) == ["std", "trades_warm", "trades", "era_0.5"]
+  assert staged["trades_warm"] == f"loss=trades,init={out / 'std' / 'model'},epochs=8"
+  assert staged["trades"] == (f"loss=trades,trades_beta=6,init={out / 'trades_warm' / 'model'},"
+                              "epochs=8")
+  assert staged["era_0.5"].startswith(f"loss=era,beta=0.5,init={out / 'trades' / 'model'}")
 
 
 @pytest.mark.slow
