@@ -2,7 +2,8 @@
 
 Run the whole demonstration (standard, TRADES, ERA beta sweep, compositions, Pareto plots;
 about 10 minutes on 2 CPU cores, README.md has the numbers):
-    python -m launch.beta_sweep --out runs/mnist_sweep --eps 0.15 --trades-epochs 8
+    python -m launch.beta_sweep --out runs/mnist_sweep6 --eps 0.15 --trades-epochs 8 \
+        --trades-kl 6 --betas 0.1 0.5 1 --trades-ft --extra eval_limit=0
 One model at a time (what the sweep runs), e.g. the standard core and an ERA branch:
     python -m jax_abstain.main --config=configs/mnist_era.py:loss=std --workdir=runs/mnist_era/std
     python -m jax_abstain.main --config=configs/mnist_era.py:loss=trades,init=runs/mnist_era/std/model \

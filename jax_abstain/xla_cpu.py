@@ -9,6 +9,8 @@ Why: jax 0.10's XLA:CPU hands convolutions to YNNPACK ("ynn_fusion" in compiled 
 convolutions with its Eigen kernels instead: the same layer takes 5.2 ms, and APGD-CE on the small
 digits CNN went from 0.46x to about 1.0x the speed of torchattacks (BENCHMARKS.md). Matmuls are
 unaffected (measured within noise). The results are the same function up to float rounding.
+The empty value turns every YNNPACK fusion off; keeping YNNPACK for the others (eltwise, reduce,
+dot) and only dropping convolutions was slower (APGD-CE on ResNet-18: 3.4-3.6 s vs 3.05 s).
 
 When it does nothing (and why):
   * ``JAX_ABSTAIN_KEEP_XLA_FLAGS=1`` in the environment: the user opted out.

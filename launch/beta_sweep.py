@@ -56,10 +56,11 @@ def planned_runs(out: pathlib.Path, betas, extra: str = "", trades_ft: bool = Fa
   else:
     runs = [("std", "loss=std"),
             ("trades", f"loss=trades,init={out / 'std' / 'model'}{epochs}")]
+  kl = f",trades_beta={trades_kl:g}" if trades_kl else ""   # more TRADES: the same KL weight
   if trades_ft:
-    runs.append(("trades_ft", f"loss=trades,init={out / 'trades' / 'model'},{TRADES_FT_ARGS}"))
+    runs.append(("trades_ft", f"loss=trades{kl},init={out / 'trades' / 'model'},{TRADES_FT_ARGS}"))
   if trades_more:
-    runs.append(("trades_more", f"loss=trades,init={out / 'trades' / 'model'}"))
+    runs.append(("trades_more", f"loss=trades{kl},init={out / 'trades' / 'model'}"))
   runs += [(f"era_{b:g}", f"loss=era,beta={b:g},init={out / 'trades' / 'model'}") for b in betas]
   return [(name, f"{args},{extra}" if extra else args) for name, args in runs]
 

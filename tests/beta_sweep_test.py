@@ -34,8 +34,10 @@ def test_planned_runs_chain_the_models():
   assert runs["era_0.1"].startswith(f"loss=era,beta=0.1,init={out / 'trades' / 'model'}")
   longer = dict(beta_sweep.planned_runs(out, [0.5], trades_epochs=8))
   assert longer["trades"] == f"loss=trades,init={out / 'std' / 'model'},epochs=8"
-  staged = dict(beta_sweep.planned_runs(out, [0.5], trades_epochs=8, trades_kl=6))
-  assert list(staged) == ["std", "trades_warm", "trades", "era_0.5"]
+  staged = dict(beta_sweep.planned_runs(out, [0.5], trades_epochs=8, trades_kl=6, trades_ft=True))
+  assert list(staged) == ["std", "trades_warm", "trades", "trades_ft", "era_0.5"]
+  assert staged["trades_ft"] == (f"loss=trades,trades_beta=6,init={out / 'trades' / 'model'},"
+                                 f"{beta_sweep.TRADES_FT_ARGS}")
   assert staged["trades_warm"] == f"loss=trades,init={out / 'std' / 'model'},epochs=8"
   assert staged["trades"] == (f"loss=trades,trades_beta=6,init={out / 'trades_warm' / 'model'},"
                               "epochs=8")
