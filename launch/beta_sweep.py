@@ -166,15 +166,41 @@ def pareto(points, x_key: str, y_key: str, label_key: str, path, title: str, *,
     ax.scatter(p[x_key], p[y_key], s=28, marker="o" if is_front else "s",
                color="#3182bd" if is_front else "#e6550d", zorder=3)
     labels.setdefault((p[x_key], p[y_key]), []).append(str(p[label_key]))
-  for i, (xy, names) in enumerate(sorted(labels.items())):   # staggered: nearby points
-    ax.annotate(", ".join(names), xy, textcoords="offset points", xytext=(4, 5 - 10 * (i % 3)),
-                fontsize=7)
   ax.margins(x=0.25, y=0.15)
   ax.set_xlabel(xlabel or x_key)
   ax.set_ylabel(ylabel or y_key)
   ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)
+  _place_labels(fig, ax, sorted(labels.items()))
   plots.save_figure(fig, path)
+
+
+# Label positions tried in turn (offset in points, horizontal alignment): right/left of the
+# point, then further above/below (with a leader line) for crowded fronts.
+_LABEL_SPOTS = [((dx, dy), "left" if dx > 0 else "right")
+                for dy in (4, -11, 14, -21, 24, -31, 34, -41) for dx in (4, -4)]
+
+
+def _place_labels(fig, ax, labels) -> None:
+  """Annotates each ``(xy, names)`` at the first spot whose text box overlaps no earlier label
+  (the last spot if all overlap): nearby points on a front stay readable."""
+  fig.canvas.draw()   # settles the autoscaled limits, so measured boxes are where they print
+  renderer = fig.canvas.get_renderer()
+  placed = []
+  for xy, names in labels:
+    text = ", ".join(names)
+    for offset, align in _LABEL_SPOTS:
+      # Measured without a leader line: an Annotation's extent includes its arrow.
+      ann = ax.annotate(text, xy, textcoords="offset points", xytext=offset, ha=align, fontsize=7)
+      box = ann.get_window_extent(renderer).padded(3)   # a little air between labels
+      if not any(box.overlaps(other) for other in placed) or (offset, align) == _LABEL_SPOTS[-1]:
+        break
+      ann.remove()
+    if abs(offset[1]) > 20:   # far from its point: draw it again with a leader line
+      ann.remove()
+      ax.annotate(text, xy, textcoords="offset points", xytext=offset, ha=align, fontsize=7,
+                  arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
+    placed.append(box)
 
 
 def write_outputs(out: pathlib.Path, summary: dict) -> None:
