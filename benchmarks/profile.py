@@ -77,8 +77,8 @@ def conv_layers(peak):
   """One 3x3 VALID convolution per layer shape: XLA as we run it (Eigen kernels), XLA's default
   (YNNPACK kernels) and PyTorch (channels_last, oneDNN).
 
-  Returns the markdown table and, per shape, (XLA / PyTorch, XLA of peak, PyTorch of peak, C_in,
-  XLA / YNNPACK).
+  Returns the markdown table and, per shape, a dict: ``vs_torch`` (XLA / PyTorch), ``of_peak``
+  and ``torch_of_peak`` (fractions of the matmul peak), ``vs_ynn`` (XLA / YNNPACK) and ``c_in``.
   """
   import torch  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(0)
@@ -103,7 +103,8 @@ def conv_layers(peak):
     j, y, t = (gflop / res[n]["best"] for n in ("jax", "ynn", "torch"))
     rows.append((f"{b}x{h}x{h}x{ci} -> {co}", f"{gflop:.2f}", f"{j:.0f}", f"{y:.0f}", f"{t:.0f}",
                  f"{j / t:.2f}x", f"{100 * j / peak:.0f}%"))
-    stats.append((j / t, j / peak, t / peak, ci, j / y))
+    stats.append(dict(vs_torch=j / t, of_peak=j / peak, torch_of_peak=t / peak, vs_ynn=j / y,
+                      c_in=ci))
   return timing.table(["input (NHWC) -> channels", "GFLOP", "XLA GFLOP/s (Eigen, ours)",
                        "XLA GFLOP/s (YNNPACK, XLA's default)", "PyTorch GFLOP/s",
                        "XLA / PyTorch", "XLA of matmul peak"], rows), stats
@@ -121,11 +122,11 @@ def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
     conv_time = sum(v for k, v in kinds.items() if _CONV_KINDS.match(k))
     shares.append(100 * conv_time / (sum(kinds.values()) or 1.0))
     parts.append(f"**{title}**\n\n" + _table(kinds))
-  ratio = [st[0] for st in layer_stats]
-  ours = [st[1] for st in layer_stats]
-  theirs = [st[2] for st in layer_stats if st[3] >= 32]
-  vs_ynn = [st[4] for st in layer_stats]
-  wide = [st[4] for st in layer_stats if st[3] >= 32]
+  ratio = [st["vs_torch"] for st in layer_stats]
+  ours = [st["of_peak"] for st in layer_stats]
+  theirs = [st["torch_of_peak"] for st in layer_stats if st["c_in"] >= 32]
+  vs_ynn = [st["vs_ynn"] for st in layer_stats]
+  wide = [st["vs_ynn"] for st in layer_stats if st["c_in"] >= 32]
   limits = (
       "**What limits the missed targets.** The convolution networks spend "
       f"{min(shares):.0f}-{max(shares):.0f}% of their profiled time in XLA's convolution kernels "
@@ -142,7 +143,7 @@ def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
       "Our code around the kernels is not the limit: the attack loop stays on device, finished "
       "samples are masked, and the input gradient is a plain forward convolution "
       "(`models/fast_conv.py`; the APGD section re-measures autodiff's form, several times "
-      "slower inside loops). Tried without gain (measured, not kept): hoisting the kernels' "
+      "slower inside loops). Tried without gain (one-off measurements, scripts not kept): hoisting the kernels' "
       "flip/transpose for the input gradient out of the attack loop (same wall time: the "
       "profile's `transpose_copy_fusion` share is thread time that overlaps the convolutions), a shifted-sum "
       "forward for 1-channel inputs (faster alone, no change in APGD), im2col, row-shift matmul "

@@ -4,13 +4,15 @@ Importing `jax_abstain` calls `prefer_eigen_convolutions()`, which adds
 ``--xla_cpu_experimental_ynn_fusion_type=`` to ``XLA_FLAGS`` before JAX starts its backends.
 
 Why: jax 0.10's XLA:CPU hands convolutions to YNNPACK ("ynn_fusion" in compiled HLO), whose
-3x3 kernels ran our layer shapes at 8-37% of the matmul peak on this project's 2-core AVX2 CPU
-(128x26x26x32 -> 32: 46 ms, PyTorch/oneDNN 3.7 ms). With an empty YNNPACK fusion type XLA runs
-convolutions with its Eigen kernels instead: the same layer takes 5.2 ms, and APGD-CE on the small
-digits CNN went from 0.46x to about 1.0x the speed of torchattacks (BENCHMARKS.md). Matmuls are
-unaffected (measured within noise). The results are the same function up to float rounding.
-The empty value turns every YNNPACK fusion off; keeping YNNPACK for the others (eltwise, reduce,
-dot) and only dropping convolutions was slower (APGD-CE on ResNet-18: 3.4-3.6 s vs 3.05 s).
+3x3 kernels run most of our layer shapes several times slower than its Eigen ones on this
+project's 2-core AVX2 CPU (the 128x26x26x32 -> 32 layer of the digits CNN: 30 GFLOP/s with
+YNNPACK, 187 with Eigen, 287 with PyTorch/oneDNN; BENCHMARKS.md section 8, `python -m
+benchmarks.run --only profile`). With an empty YNNPACK fusion type XLA runs convolutions with
+Eigen, and APGD-CE on the digits CNN went from 0.46x to 1.06x the speed of torchattacks
+(section 5). The results are the same function up to float rounding. The empty value turns
+every YNNPACK fusion off, matmuls included; keeping YNNPACK for the others (eltwise, reduce,
+dot) and dropping only convolutions was about 15% slower for APGD-CE on ResNet-18 (a one-off
+measurement, not a benchmark here).
 
 When it does nothing (and why):
   * ``JAX_ABSTAIN_KEEP_XLA_FLAGS=1`` in the environment: the user opted out.

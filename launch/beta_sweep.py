@@ -48,15 +48,12 @@ def planned_runs(out: pathlib.Path, betas, extra: str = "", trades_ft: bool = Fa
   the std model, KL weight 6 at 2 eps = 0.3 collapsed to constant predictions (10% accuracy).
   """
   epochs = f",epochs={trades_epochs}" if trades_epochs else ""
+  kl = f",trades_beta={trades_kl:g}" if trades_kl else ""   # every TRADES run after the warm-up
+  runs, trades_init = [("std", "loss=std")], out / "std" / "model"
   if trades_kl:
-    runs = [("std", "loss=std"),
-            ("trades_warm", f"loss=trades,init={out / 'std' / 'model'}{epochs}"),
-            ("trades", f"loss=trades,trades_beta={trades_kl:g},"
-                       f"init={out / 'trades_warm' / 'model'}{epochs}")]
-  else:
-    runs = [("std", "loss=std"),
-            ("trades", f"loss=trades,init={out / 'std' / 'model'}{epochs}")]
-  kl = f",trades_beta={trades_kl:g}" if trades_kl else ""   # more TRADES: the same KL weight
+    runs.append(("trades_warm", f"loss=trades,init={trades_init}{epochs}"))
+    trades_init = out / "trades_warm" / "model"
+  runs.append(("trades", f"loss=trades{kl},init={trades_init}{epochs}"))
   if trades_ft:
     runs.append(("trades_ft", f"loss=trades{kl},init={out / 'trades' / 'model'},{TRADES_FT_ARGS}"))
   if trades_more:
@@ -254,7 +251,8 @@ def main(argv=None) -> dict:
   if any(b <= 0 for b in args.betas):
     raise UserError(f"--betas: expected positive numbers, got {args.betas}")
   if args.trades_kl < 0:
-    raise UserError(f"--trades-kl: expected a positive KL weight, got {args.trades_kl:g}")
+    raise UserError(f"--trades-kl: expected a KL weight >= 0 (0: no warm-up run), "
+                    f"got {args.trades_kl:g}")
   out = pathlib.Path(args.out)
   runs = planned_runs(out, args.betas, args.extra, args.trades_ft, args.trades_more,
                       args.trades_epochs, args.trades_kl)

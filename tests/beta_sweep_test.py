@@ -101,3 +101,12 @@ def test_summary_table_and_plots_from_reports(tmp_path, capsys):
     assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert json.loads((tmp_path / "summary.json").read_text())["select_at"] == "0.2"
   assert "era_0.5 + std" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--betas", "0"], "--betas"), (["--trades-kl", "-1"], "--trades-kl"),
+    (["--eps", "-0.1"], "--eps")])
+def test_bad_sweep_arguments_fail_before_any_run(tmp_path, args, message):
+  with pytest.raises(UserError, match=message):
+    beta_sweep.main(["--out", str(tmp_path / "sweep"), *args])
+  assert not (tmp_path / "sweep").exists()

@@ -5,16 +5,13 @@
 Why: every attack and every adversarial training step differentiates the network with respect
 to its input inside a `lax` loop. On XLA:CPU (jax 0.10.2), the input gradient that autodiff
 derives for a convolution (a convolution with a reversed kernel whose in/out feature dims are
-swapped in the dimension numbers) runs about 14-20x slower inside a `while` loop body than the
-same computation at top level: measured on a 128x26x26x32 3x3 conv, 1,326 ms per loop iteration
-vs 94 ms called from Python (YNNPACK convolutions). Writing the same gradient as an ordinary
-NHWC/HWIO forward convolution of the output cotangent with the flipped, transposed kernel
-(materialised by `transpose`, so its layout is plain HWIO) takes XLA's fast convolution path in
-both places (75 ms in the loop). With the Eigen convolutions that `jax_abstain.xla_cpu` selects
-the gap remains: jitted APGD-CE took 11.6 s with autodiff's form vs 1.3 s on the digits CNN
-(batch 128, 40 steps) and 10.1 s vs 3.1 s on ResNet-18 (batch 32, 10 steps); the APGD benchmark
-re-checks it (`benchmarks/apgd.py`, `plain_conv_check`). The result is the same function; tests
-compare it with `jax.vjp` of `lax.conv_general_dilated`.
+swapped in the dimension numbers) runs several times slower inside a `while` loop body than at
+top level. Writing the same gradient as an ordinary NHWC/HWIO forward convolution of the output
+cotangent with the flipped, transposed kernel (materialised by `transpose`, so its layout is
+plain HWIO) takes XLA's fast convolution path in both places. The APGD benchmark measures the
+difference (`benchmarks/apgd.py`, `plain_conv_check`; BENCHMARKS.md section 5: jitted APGD-CE
+12.2 s with autodiff's form vs 1.36 s on the digits CNN, 10.8 s vs 3.08 s on ResNet-18). The
+result is the same function; tests compare it with `jax.vjp` of `lax.conv_general_dilated`.
 
 Scope: NHWC inputs, HWIO kernels, any strides and explicit padding, no input/kernel dilation, one
 feature group (every convolution of this package's models). Anything else falls back to
