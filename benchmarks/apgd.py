@@ -14,7 +14,8 @@ import torchattacks
 from flax import nnx
 
 from benchmarks import timing
-from jax_abstain import attacks, data, models, porting, train
+from jax_abstain import attacks, data, models, porting
+from jax_abstain.jobs import train
 from jax_abstain.models import fast_conv
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -8,7 +8,8 @@ import optax
 from flax import nnx
 
 from benchmarks import timing
-from jax_abstain import models, train
+from jax_abstain import models
+from jax_abstain.jobs import train
 from jax_abstain.data import pipeline
 
 BATCH = 128

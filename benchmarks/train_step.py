@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from flax import nnx
 
 from benchmarks import timing
-from jax_abstain import models, porting, train
+from jax_abstain import models, porting
+from jax_abstain.jobs import train
 from jax_abstain.attacks import common
 
 

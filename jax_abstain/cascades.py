@@ -30,7 +30,8 @@ import time
 
 import numpy as np
 
-from jax_abstain import cli, compose, radii, reports, selectors, validation
+from jax_abstain import compose, radii, reports, selectors, validation
+from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
 

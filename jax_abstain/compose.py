@@ -27,7 +27,8 @@ from typing import Callable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain import cli, radii, reports, selectors, validation
+from jax_abstain import radii, reports, selectors, validation
+from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
 

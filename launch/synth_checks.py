@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jax_abstain import attacks, compose, data, figure1, models, train
-from configs import synth
+from jax_abstain import attacks, compose, data, models
+from jax_abstain.jobs import toy2d as figure1
+from jax_abstain.jobs import train
+from jax_abstain.configs import synth
 
 logging.set_verbosity(logging.WARNING)
 CONFIG = synth.get_config()

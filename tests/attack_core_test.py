@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from jax_abstain import attacks, data, models, train
+from jax_abstain import attacks, data, models
+from jax_abstain.jobs import train
 from jax_abstain.attacks import common
 
 MLP = models.create("mlp", num_classes=3, in_features=4, hidden=(16,), seed=3)

@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from jax_abstain import cli, reports
+from jax_abstain import reports
+from jax_abstain.cli import common as cli
 from tiny_digits_model import train_and_save
 
 
@@ -140,7 +141,7 @@ def test_compose_bad_input(files, tmp_path, capsys, args, message):
 
 
 def test_port_bad_input(files, tmp_path, capsys):
-  from jax_abstain import port
+  from jax_abstain.cli import port
   root = files["root"]
   out = tmp_path / "ported"
   for argv, message in [
@@ -178,7 +179,7 @@ CERT_CASES = [
 
 @pytest.mark.parametrize("args,message", CERT_CASES, ids=[m[:28] for _, m in CERT_CASES])
 def test_certification_bad_input(files, tmp_path, capsys, args, message):
-  from jax_abstain import certification
+  from jax_abstain.evaluation import certified as certification
   model, out = files["model10"], tmp_path / "cert.csv"
   options = {"--data": "digits", "--limit": "5", "--n": "50", "--n0": "10",
              "--json": tmp_path / "s.json"}

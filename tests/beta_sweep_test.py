@@ -6,10 +6,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from configs import mnist_era
+from jax_abstain.configs import mnist_era
 from jax_abstain import reports
 from jax_abstain.errors import UserError
-from launch import beta_sweep
+from jax_abstain.jobs import sweep as beta_sweep
 
 
 def test_config_trains_branches_at_twice_the_threat_radius():

@@ -113,7 +113,7 @@ def test_cli_table_and_json(tmp_path, capsys):
   assert proc.returncode == 0, proc.stderr
   assert "best cascade" in proc.stdout and "a@0.2 -> core" not in proc.stdout   # a would cost nat acc
   assert json.loads(out.read_text())["best"] is None
-  from jax_abstain import cli
+  from jax_abstain.cli import common as cli
   with pytest.raises(SystemExit) as e:
     cli.run_with_clean_errors(cascades.main, ["--abstain", paths[0], "--core", paths[1], "--eps", "0.4"])
   err = capsys.readouterr().err

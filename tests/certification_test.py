@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_abstain import certification, compose, reports, smoothing
+from jax_abstain import compose, reports, smoothing
+from jax_abstain.evaluation import certified as certification
 from jax_abstain.errors import UserError
 
 KEY = jax.random.key(7)

@@ -169,7 +169,7 @@ def test_softmax_composition_over_a_tau_grid(tmp_path):
 
 def _run_cli(argv, capsys):
   """compose's CLI in-process: (exit code, stdout, stderr)."""
-  from jax_abstain import cli
+  from jax_abstain.cli import common as cli
   try:
     cli.run_with_clean_errors(compose.main, argv)
     code = 0
@@ -222,7 +222,9 @@ def test_reports_of_trained_models_compose_like_the_live_composition(tmp_path):
   `compose.predict` on live selectors and attacks on the model that answers each sample."""
   import jax
   import ml_collections
-  from jax_abstain import data, evaluate, models, train
+  from jax_abstain import data, models
+  from jax_abstain.evaluation import empirical as evaluate
+  from jax_abstain.jobs import train
   x, y = data.load("synthetic", "train")
   x_eval, y_eval = data.load("synthetic", "test")
   x_eval, y_eval = x_eval[::8], y_eval[::8]                        # 125 points

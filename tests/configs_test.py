@@ -7,8 +7,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from configs import cifar10_cra, cifar10_era, cifar10_trades, cifar100_era, mtsd_era
-from jax_abstain import data, models, train
+from jax_abstain.configs import cifar10_cra, cifar10_era, cifar10_trades, cifar100_era, mtsd_era
+from jax_abstain import data, models
+from jax_abstain.jobs import train
 
 CONFIGS = {"cifar10_era": (cifar10_era, 32), "cifar10_trades": (cifar10_trades, 32),
            "cifar100_era": (cifar100_era, 32), "cifar10_cra": (cifar10_cra, 32),

@@ -190,7 +190,7 @@ def test_launcher_runs_the_main_job_as_two_processes(tmp_path):
   shards, joint checkpoints), process 0 selects, saves and evaluates it."""
   (tmp_path / "tiny.py").write_text(_TINY_CONFIG)
   workdir = tmp_path / "wd"
-  proc = subprocess.run([sys.executable, "-m", "launch.multihost", "--local=2", "--",
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.multihost", "--local=2", "--",
                          f"--config={tmp_path / 'tiny.py'}", f"--workdir={workdir}"],
                         capture_output=True, text=True, cwd=ROOT, timeout=900,
                         env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu"))

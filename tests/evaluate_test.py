@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from jax_abstain import data, evaluate, models, reports
+from jax_abstain import data, models, reports
+from jax_abstain.evaluation import empirical as evaluate
 from jax_abstain.errors import UserError
 
 X, Y = data.load("synthetic", "test")
@@ -91,7 +92,7 @@ def test_finished_report_is_reused_and_other_settings_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_certified_mode_writes_empirical_and_certified_reports(tmp_path):
-  from configs import evaluate_certified
+  from jax_abstain.configs import evaluate_certified
   _, options = models.resolve("mlp", num_classes=3)
   model_dir = models.save(models.create("mlp", num_classes=3, seed=0), tmp_path / "m", arch="mlp",
                           options=options)

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from configs import mnist5k
-from jax_abstain import models, reports, train
+from jax_abstain.configs import mnist5k
+from jax_abstain import models, reports
+from jax_abstain.jobs import train
 
 
 def _digits_config(**changes):

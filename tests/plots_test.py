@@ -3,7 +3,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from jax_abstain import plots
+from jax_abstain.analysis import plots
 from jax_abstain.errors import UserError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

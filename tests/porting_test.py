@@ -213,7 +213,8 @@ def test_bad_checkpoints_fail_cleanly_in_library(cohen_ckpt, tmp_path):
 
 def _port_in_process(argv, capsys):
   """Runs the CLI entry point in this process (a subprocess per case would cost seconds)."""
-  from jax_abstain import cli, port  # pylint: disable=import-outside-toplevel
+  from jax_abstain.cli import common as cli  # pylint: disable=import-outside-toplevel
+  from jax_abstain.cli import port
   with pytest.raises(SystemExit) as e:
     cli.run_with_clean_errors(port.main, [str(a) for a in argv])
   return e.value.code, capsys.readouterr().err

@@ -24,7 +24,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from jax_abstain import attacks, compose, evaluate, models, smoothing, soundness
+from jax_abstain import attacks, compose, models, smoothing, soundness
+from jax_abstain.evaluation import empirical as evaluate
 
 B, D, C = 4, 6, 3
 unit = st.floats(0.0, 1.0, width=32)

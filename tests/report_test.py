@@ -1,4 +1,4 @@
-"""launch.report: one command writes the split table, Fig. 2-4 and the cascade search for
+"""jax_abstain.jobs.report: one command writes the split table, Fig. 2-4 and the cascade search for
 reports made by a tiny training run."""
 import csv
 import json
@@ -8,8 +8,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jax_abstain import cli, compose, data, evaluate, metrics, models, reports, train
-from launch import report
+from jax_abstain import compose, data, metrics, models, reports
+from jax_abstain.cli import common as cli
+from jax_abstain.evaluation import empirical as evaluate
+from jax_abstain.jobs import train
+from jax_abstain.jobs import report
 
 
 @pytest.fixture(scope="module")

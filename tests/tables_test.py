@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from jax_abstain import compose, tables
+from jax_abstain import compose
+from jax_abstain.analysis import tables
 from jax_abstain.errors import UserError
 
 N = 8

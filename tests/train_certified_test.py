@@ -8,7 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jax_abstain import data, models, smoothing, train
+from jax_abstain import data, models, smoothing
+from jax_abstain.jobs import train
 from jax_abstain.errors import UserError
 
 SIGMA = 0.12

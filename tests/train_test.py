@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jax_abstain import data, models, train
+from jax_abstain import data, models
+from jax_abstain.jobs import train
 from jax_abstain.errors import UserError
 
 X, Y = data.load("synthetic", "train")
@@ -112,7 +113,7 @@ def test_metrics_go_to_jsonl_and_tensorboard(tmp_path):
 
 
 def test_preflight_rejects_bad_jobs_before_loading_anything(tmp_path):
-  from configs import mnist5k
+  from jax_abstain.configs import mnist5k
   def config(**train_changes):
     c = mnist5k.get_config()
     c.train.update(train_changes)

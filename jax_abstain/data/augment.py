@@ -24,7 +24,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from jax_abstain import cli
+from jax_abstain.cli import common as cli
 from jax_abstain.data import autoaugment as aa
 from jax_abstain.errors import UserError
 

@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from jax_abstain import cli
+from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 from jax_abstain.reports import atomic_write_text, write_json
 

@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from jax_abstain import checkpointing
+from jax_abstain.training import checkpointing
 from jax_abstain.data import pipeline
 from jax_abstain.errors import UserError
 from jax_abstain.training import distributed, selection, step as step_lib, writer as writer_lib

@@ -11,11 +11,11 @@ Port the starting model first (RobustBench checkpoint file, no download here):
     python -m jax_abstain.port --arch Gowal2020Uncovering_28_10_extra --checkpoint Gowal.pt --out models/gowal
 Authors' code semantics (one CE-PGD point for both terms, KL averaged over classes):
 ``variant=code``. Pareto front: vary ``beta``
-(``python -m launch.beta_sweep --config=configs/cifar10_era.py ...``).
+(``python -m jax_abstain.jobs.sweep --config=configs/cifar10_era.py ...``).
 Runtime: 50 epochs x 250 steps of ~30 forward/backward passes of a WRN-28-10; a GPU job.
 """
-from jax_abstain import config_args
-from jax_abstain.training import recipe
+from jax_abstain.configs import common as config_args
+from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):

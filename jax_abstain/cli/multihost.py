@@ -1,10 +1,10 @@
 """Starts one main job as several JAX processes (hosts) joined by `jax.distributed`.
 
     # N processes on this machine (a test of the multi-host path; CPU collectives via gloo):
-    python -m launch.multihost --local=2 -- --config=configs/mnist5k.py --workdir=runs/mh
+    python -m jax_abstain.cli.multihost --local=2 -- --config=configs/mnist5k.py --workdir=runs/mh
     # Every host of a cluster over ssh (same checkout and a shared workdir on every host;
     # the first host is the coordinator):
-    python -m launch.multihost --hosts=node0,node1,node2,node3 --port=1234 -- \
+    python -m jax_abstain.cli.multihost --hosts=node0,node1,node2,node3 --port=1234 -- \
         --config=configs/cifar10_era.py:init=models/gowal,path=/data/c10.tar.gz --workdir=/shared/runs/era
     # SLURM / Open MPI / Kubernetes: no launcher needed, jax reads the cluster's environment:
     srun python -m jax_abstain.main --coordinator_address=auto --config=... --workdir=...

@@ -97,7 +97,8 @@ def train_and_evaluate(config, workdir) -> dict:
   Raises:
     UserError: a bad config (before any work, see `preflight`) or a diverging run.
   """
-  from jax_abstain import data, evaluate, models, reports  # the job's pieces, not the step's
+  from jax_abstain import data, models, reports  # the job's pieces, not the step's
+  from jax_abstain.evaluation import empirical as evaluate
   preflight(config)
   workdir = pathlib.Path(workdir)
   m = config.model
@@ -145,7 +146,8 @@ def train_and_evaluate(config, workdir) -> dict:
 def _evaluate(config, model, x, y, idx, workdir) -> dict:
   """APGD report and summary, or with ``eval.kind == "certified"`` the CERTIFY report and the
   certified metrics at every radius of ``eval.radii`` (L2)."""
-  from jax_abstain import certification, evaluate
+  from jax_abstain.evaluation import certified as certification
+  from jax_abstain.evaluation import empirical as evaluate
   e = config.eval
   if e.get("kind", "adversarial") != "certified":
     return evaluate.report_and_summarize(model, x, y, e, workdir, config.name, idx)

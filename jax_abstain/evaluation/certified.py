@@ -1,6 +1,6 @@
 """Certified evaluation: a resumable per-sample report of CERTIFY on a test set.
 
-    from jax_abstain import certification
+    from jax_abstain.evaluation import certified as certification
     cols = certification.certify_report(logits_fn, x, y, "runs/cert.csv", key=jax.random.key(0),
                                         sigma=0.12, n0=100, n=100_000, alpha=0.001)
     cols["cert_pred"], cols["radius"]                   # [N] each, radius in L2
@@ -152,7 +152,7 @@ def summarize(columns: dict, eps, *, linf_dim=None) -> dict:
 
 
 def _parser():
-  from jax_abstain import cli  # pylint: disable=import-outside-toplevel
+  from jax_abstain.cli import common as cli  # pylint: disable=import-outside-toplevel
   p = cli.ArgumentParser(prog="python -m jax_abstain.certification",
                          description=__doc__.split("\n")[0])
   p.add_argument("--model", required=True, help="model directory (models.save or port)")
@@ -213,5 +213,5 @@ __all__ = ["COLUMNS", "certify_report", "main", "settings_path", "summarize"]
 
 if __name__ == "__main__":
   import sys  # pylint: disable=import-outside-toplevel
-  from jax_abstain import cli  # pylint: disable=import-outside-toplevel
+  from jax_abstain.cli import common as cli  # pylint: disable=import-outside-toplevel
   cli.run_with_clean_errors(main, sys.argv[1:])

@@ -322,7 +322,7 @@ def certify_and_summarize(model, x, y, cert_config, workdir, name: str, sample_i
   Returns:
     {"n", "nat_acc" (base model), "sigma", "at": {radius: certification.summarize}, "report"}.
   """
-  from jax_abstain import certification
+  from jax_abstain.evaluation import certified as certification
   c = cert_config
   cols = certification.certify_report(
       model, x, y, pathlib.Path(workdir) / "reports" / f"{name}.csv", key=jax.random.key(seed),

@@ -1,8 +1,8 @@
 """One command for the tables and plots of a set of per-sample reports.
 
-    python -m launch.report --reports runs/synth/reports/*.csv --core std --eps 0.1 \
+    python -m jax_abstain.jobs.report --reports runs/synth/reports/*.csv --core std --eps 0.1 \
         --out runs/synth/report
-    python -m launch.report --reports runs/mnist_std/reports/std.csv \
+    python -m jax_abstain.jobs.report --reports runs/mnist_std/reports/std.csv \
         runs/mnist_era/reports/era.csv --core std --eps 0.1 --out runs/mnist_report
 
 Writes into --out (atomically, file by file):
@@ -22,7 +22,8 @@ import argparse
 import pathlib
 import sys
 
-from jax_abstain import cascades, compose, radii, reports, tables
+from jax_abstain import cascades, compose, radii, reports
+from jax_abstain.analysis import tables
 from jax_abstain.errors import UserError
 
 
@@ -76,7 +77,7 @@ def build(paths, out, *, eps=None, core=None, names=None, taus=None, title="") -
     if others:
       cascade = cascades.optimise([named[n] for n in others], named[core], eps, names=others)
 
-  from jax_abstain import plots  # matplotlib only when figures are drawn
+  from jax_abstain.analysis import plots  # matplotlib only when figures are drawn
   tables.write_csv(out / "splits.csv", split_rows)
   reports.atomic_write_text(out / "splits.md", splits_md + "\n")
   tables.write_csv(out / "models.csv", model_rows)
@@ -105,7 +106,7 @@ def build(paths, out, *, eps=None, core=None, names=None, taus=None, title="") -
 
 
 def main(argv=None) -> str:
-  parser = argparse.ArgumentParser(prog="python -m launch.report", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m jax_abstain.jobs.report", description=__doc__.split("\n")[0])
   parser.add_argument("--reports", nargs="+", required=True, help="per-sample report CSVs")
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--eps", default=None, help="threat radius of Fig. 2-4 (default: the "
@@ -124,5 +125,5 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-  from jax_abstain import cli
+  from jax_abstain.cli import common as cli
   cli.run_with_clean_errors(main, sys.argv[1:])

@@ -10,8 +10,8 @@ The paper says lr 1e-3; the authors' script uses 5e-3 (``lr=5e-3``) and sweeps b
 and ``init=``, ``schedule=trades_scratch``) on the same crops.
 Runtime: a GPU job (ResNet-50 at 64x64, ~30 passes per step).
 """
-from jax_abstain import config_args
-from jax_abstain.training import recipe
+from jax_abstain.configs import common as config_args
+from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):

@@ -2,7 +2,7 @@
 
 Run the whole demonstration (standard, TRADES, ERA beta sweep, compositions, Pareto plots;
 about 10 minutes on 2 CPU cores, README.md has the numbers):
-    python -m launch.beta_sweep --out runs/mnist_sweep6 --eps 0.15 --trades-epochs 8 \
+    python -m jax_abstain.jobs.sweep --out runs/mnist_sweep6 --eps 0.15 --trades-epochs 8 \
         --trades-kl 6 --betas 0.1 0.5 1 --trades-ft --extra eval_limit=0
 One model at a time (what the sweep runs), e.g. the standard core and an ERA branch:
     python -m jax_abstain.main --config=configs/mnist_era.py:loss=std --workdir=runs/mnist_era/std
@@ -24,13 +24,14 @@ digits (default 500; 0 = all 1,000). Runtimes on 2 shared CPU cores are in READM
 """
 import ml_collections
 
-from jax_abstain import config_args, radii
+from jax_abstain import radii
+from jax_abstain.configs import common as config_args
 
 # Per loss: (epochs, training digits (0 = all 4,000), learning rate, TRADES KL weight), sized
 # for a 2-core CPU. TRADES fine-tunes the std model, ERA fine-tunes the TRADES model (the
 # paper's recipe) for one epoch. TRADES defaults to KL weight 1: straight from the std model, KL
 # weight 6 at 2 eps (0.2 or 0.3) collapsed to constant predictions (10-13% training accuracy);
-# the sweep reaches weight 6 through a weight-1 warm-up (`launch.beta_sweep --trades-kl 6`).
+# the sweep reaches weight 6 through a weight-1 warm-up (`jax_abstain.jobs.sweep --trades-kl 6`).
 # ERA keeps the code's 6 on its class-mean KL (the authors' code variant), i.e. 0.6 x the KL.
 _DEFAULTS = {"std": (6, 0, 0.05, 1.0), "trades": (1, 0, 0.01, 1.0), "era": (1, 0, 0.01, 6.0)}
 

@@ -1,7 +1,7 @@
 """ERA beta sweep: standard core, TRADES branch, ERA branches, compositions, Pareto plots.
 
-    python -m launch.beta_sweep --out runs/mnist_era --trades-epochs 8
-    python -m launch.beta_sweep --out runs/mnist_era_015 --eps 0.15 --betas 0.25 1 \
+    python -m jax_abstain.jobs.sweep --out runs/mnist_era --trades-epochs 8
+    python -m jax_abstain.jobs.sweep --out runs/mnist_era_015 --eps 0.15 --betas 0.25 1 \
         --extra eval_limit=200
 
 Each model is one ``mode=train`` job (`python -m jax_abstain.main`) of ``--config`` (default
@@ -152,7 +152,7 @@ def pareto(points, x_key: str, y_key: str, label_key: str, path, title: str, *,
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from jax_abstain import plots
+  from jax_abstain.analysis import plots
   fig, ax = plt.subplots(figsize=(5.2, 4.2))
   front = sorted((p for p in points if highlight(str(p[label_key]))), key=lambda p: p[x_key])
   if connect and len(front) > 1:
@@ -226,7 +226,7 @@ def write_outputs(out: pathlib.Path, summary: dict) -> None:
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(prog="python -m launch.beta_sweep",
+  parser = argparse.ArgumentParser(prog="python -m jax_abstain.jobs.sweep",
                                    description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="sweep folder (one workdir per run)")
   parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="mode=train config file")
@@ -265,7 +265,7 @@ def main(argv=None) -> dict:
 
 
 def run():
-  from jax_abstain import cli
+  from jax_abstain.cli import common as cli
   cli.run_with_clean_errors(main, sys.argv[1:])
 
 

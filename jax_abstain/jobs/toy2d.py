@@ -21,7 +21,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jax_abstain import compose, data, evaluate, metrics, models, plots, radii, reports, train
+from jax_abstain import compose, data, metrics, models, radii, reports
+from jax_abstain.evaluation import empirical as evaluate
+from jax_abstain.analysis import plots
+from jax_abstain.jobs import train
 from jax_abstain.errors import UserError
 
 

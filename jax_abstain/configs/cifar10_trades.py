@@ -8,8 +8,8 @@ checkpoint of highest validation robust accuracy (2,000 held-out training images
 epochs; ``selection=test_slice`` for the authors' test slice). Evaluation: APGD-CE at eps
 and 2 eps. Runtime: as configs/cifar10_era.py, about half of its attack cost.
 """
-from jax_abstain import config_args
-from jax_abstain.training import recipe
+from jax_abstain.configs import common as config_args
+from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):

@@ -22,7 +22,8 @@ Runtime: dominated by the attack, n_iter APGD steps per radius on every sample s
 """
 import ml_collections
 
-from jax_abstain import config_args, radii
+from jax_abstain import radii
+from jax_abstain.configs import common as config_args
 
 
 def get_config(arg=None):

@@ -13,7 +13,8 @@ and nothing is written to the output.
 import sys
 import time
 
-from jax_abstain import cli, validation
+from jax_abstain import validation
+from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
 

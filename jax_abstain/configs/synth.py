@@ -18,7 +18,7 @@ trained at 2 eps because its selector checks robustness at 2 eps (section 5; DES
 """
 import ml_collections
 
-from jax_abstain import config_args
+from jax_abstain.configs import common as config_args
 
 
 def get_config(arg=None):

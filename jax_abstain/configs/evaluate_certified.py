@@ -19,8 +19,9 @@ Runtime: n forward passes per image (100 000 x 500 CIFAR-10 images is GPU work).
 """
 import ml_collections
 
-from jax_abstain import config_args, radii as radii_lib
-from configs import evaluate
+from jax_abstain import radii as radii_lib
+from jax_abstain.configs import common as config_args
+from jax_abstain.configs import evaluate
 
 
 def get_config(arg=None):

@@ -8,8 +8,8 @@ classes (effective beta_T 0.06). Port first:
     python -m jax_abstain.port --arch Rebuffi2021Fixing_28_10_cutmix_ddpm --checkpoint R.pt --out models/rebuffi100
 Runtime: as configs/cifar10_era.py (a GPU job).
 """
-from jax_abstain import config_args
-from jax_abstain.training import recipe
+from jax_abstain.configs import common as config_args
+from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):

@@ -19,7 +19,8 @@ uses 40) at eps and 2 eps; the report keeps each digit's index in the test split
 """
 import ml_collections
 
-from jax_abstain import config_args, radii
+from jax_abstain import radii
+from jax_abstain.configs import common as config_args
 
 
 def get_config(arg=None):

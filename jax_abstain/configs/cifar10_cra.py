@@ -15,8 +15,8 @@ Base model: ``arch=cifar-resnet110`` (Cohen et al.) ported with python -m jax_ab
 Runtime: 16 noisy copies per image make a step ~16x a standard one; certification of 500
 images takes 500 x 100,000 forward passes (a GPU job).
 """
-from jax_abstain import config_args
-from jax_abstain.training import recipe
+from jax_abstain.configs import common as config_args
+from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):

@@ -1,0 +1,1 @@
+"""Analysis of per-sample reports: tables, Pareto plots, markdown."""

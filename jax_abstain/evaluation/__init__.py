@@ -1,0 +1,1 @@
+"""Evaluation: per-sample reports of attacks and certification."""

@@ -1,0 +1,1 @@
+"""Jobs: the only code that reads a config and writes a workdir."""
