@@ -18,8 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-import jax_abstain  # before any JAX computation: sets the XLA:CPU flag (jax_abstain/xla_cpu.py)
+import jax_abstain
 from benchmarks import timing
+
+# Before any JAX computation, as the command lines do (jax_abstain/xla_cpu.py).
+XLA_CPU_SETUP = jax_abstain.use_eigen_convolutions()
 
 SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "train", "scaling", "profile")
 TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `certify`)",
@@ -138,7 +141,7 @@ machine facts below are from the last run. `make bench` runs every section.
 - Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}), \
 torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}
 - XLA_FLAGS: `{os.environ.get("XLA_FLAGS", "")}` (jax_abstain's XLA:CPU setting: \
-{jax_abstain.XLA_CPU_SETUP}; `jax_abstain/xla_cpu.py`)
+{XLA_CPU_SETUP}; `jax_abstain/xla_cpu.py`)
 - Load average at start / end: {load[0]:.2f} / {load_end[0]:.2f} (the machine is shared; other \
 processes, e.g. a test suite, may have been running. JAX and PyTorch are timed in the same \
 process, interleaved, so load affects both sides of each ratio.)
