@@ -8,12 +8,12 @@ classes (effective beta_T 0.06). Port first:
     python -m jax_abstain.port --arch Rebuffi2021Fixing_28_10_cutmix_ddpm --checkpoint R.pt --out models/rebuffi100
 Runtime: as configs/cifar10_era.py (a GPU job).
 """
-from jax_abstain.configs import common as config_args
+from jax_abstain.configs import common
 from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):
-  arg = config_args.parse_arg(arg, **recipe.arguments(
+  arg = common.parse_arg(arg, **recipe.arguments(
       loss="era", data="cifar100", num_classes=100, arch="Rebuffi2021Fixing_28_10_cutmix_ddpm",
       eps="4/255", threat="2/255"))
   return recipe.finetune(arg)

@@ -15,12 +15,12 @@ Base model: ``arch=cifar-resnet110`` (Cohen et al.) ported with python -m jax_ab
 Runtime: 16 noisy copies per image make a step ~16x a standard one; certification of 500
 images takes 500 x 100,000 forward passes (a GPU job).
 """
-from jax_abstain.configs import common as config_args
+from jax_abstain.configs import common
 from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):
-  arg = config_args.parse_arg(arg, **recipe.arguments(
+  arg = common.parse_arg(arg, **recipe.arguments(
       loss="cra", data="cifar10", num_classes=10, arch="cifar-resnet110", eps="0.25", norm="l2",
       sigma=0.12, variant="code", eval_limit=500))
   return recipe.finetune(arg)
