@@ -1,6 +1,7 @@
 """The one exception type for bad user input.
 
-A `UserError` carries a single line that names the offending argument and the expected form.
+A `UserError` carries a single line that names the offending argument and the expected form
+(`UserError.from_problems`: one line per problem, for a config check that reports them all).
 The CLI entry points print it as ``error: <message>`` and exit with status 2, without a
 traceback (``--debug`` shows it). Library callers get an ordinary `ValueError` subclass.
 """
@@ -12,6 +13,15 @@ class UserError(ValueError):
   def __init__(self, message: str):
     # One line, always: multi-line messages are folded so the CLI prints exactly one line.
     super().__init__(" ".join(str(message).split()))
+
+  @classmethod
+  def from_problems(cls, problems) -> "UserError":
+    """One error for several problems (a config check that reports every bad field at once):
+    its message is one folded line per problem, in the given order."""
+    lines = [" ".join(str(p).split()) for p in problems]
+    error = cls(lines[0] if lines else "")
+    error.args = ("\n".join(lines),)
+    return error
 
 
 class SoundnessError(AssertionError):
