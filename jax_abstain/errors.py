@@ -10,8 +10,10 @@ class UserError(ValueError):
   """Bad input from a user: wrong shape, unknown name, malformed radius, missing file, ..."""
 
   def __init__(self, message: str):
-    # One line, always: multi-line messages are folded so the CLI prints exactly one line.
-    super().__init__(" ".join(str(message).split()))
+    # One line per problem: whitespace inside a line is folded, line breaks separate problems
+    # (a config check reports every bad field at once, docs/design.md, Contracts).
+    lines = (" ".join(line.split()) for line in str(message).splitlines())
+    super().__init__("\n".join(line for line in lines if line))
 
 
 class SoundnessError(AssertionError):
