@@ -12,8 +12,8 @@ got 'abc'``); the CLIs (`jax_abstain.cli`) print it and exit 2. Checks run on th
 any output is written; inside `jax.jit` (tracers) the array checks are skipped, since the
 values are unknown there, and the host-side caller is expected to have checked them.
 
-Job configs are checked field by field (`check_config`, `CONFIG_FIELDS`) before a workdir is
-created. Re-checking what attacks and certificates return is `jax_abstain.soundness`.
+Job configs are checked by `jax_abstain.jobs.schema.check`, before a workdir is created.
+Re-checking what attacks and certificates return is `jax_abstain.soundness`.
 """
 import json
 import math
@@ -246,89 +246,3 @@ def check_attack_inputs(x, y, eps, name: str = "attack"):
   x_np = check_images(x, f"{name}: x")
   check_labels(y, n=None if _traced(x_np) else x_np.shape[0], name=f"{name}: y")
   check_eps(eps, f"{name}: eps")
-
-
-def _nonneg_int(v, n):
-  return check_int(v, n, minimum=0)
-
-
-def _pos_int(v, n):
-  return check_int(v, n, minimum=1)
-
-
-def _nonneg(v, n):
-  return check_float(v, n, low=0.0)
-
-
-def _positive(v, n):
-  return check_float(v, n, low=0.0, low_open=True)
-
-
-def _report_name(v, n):
-  if not isinstance(v, str) or not v or any(c in v for c in "/\\") or v.startswith("."):
-    raise UserError(f"{n}: expected a plain name for reports/<name>.csv (no slashes), got {_shown(v)}")
-  return v
-
-
-def _model_dir(v, n):
-  return check_file(v, "model", n) if v else v
-
-
-def _data_path(v, n):
-  return check_file(v, "folder" if pathlib.Path(str(v)).is_dir() else "file", n) if v else v
-
-
-# Fields a config may hold and how each is checked (`*` matches one key). Fields not listed are
-# left to the code that reads them; ml_collections itself refuses unknown keys and wrong types.
-CONFIG_FIELDS = {
-    "seed": _nonneg_int, "eps": check_radius, "norm": check_norm, "name": _report_name,
-    "data.eval_limit": _nonneg_int, "data.train_limit": _nonneg_int, "data.n": _pos_int,
-    "data.split": lambda v, n: check_choice(v, n, ("train", "val", "test")),
-    "data.eval_split": lambda v, n: check_choice(v, n, ("train", "val", "test")),
-    "data.path": _data_path, "data.data_seed": _nonneg_int,
-    "model.dir": _model_dir, "model.init_dir": _model_dir, "model.num_classes": lambda v, n: check_num_classes(v, name=n),
-    "eval.radii": check_radii,
-    "eval.conf_radii": lambda v, n: check_radii(v, n, allow_empty=True),
-    "eval.norm": check_norm, "eval.n_iter": _pos_int, "eval.n_restarts": _pos_int,
-    "eval.batch_size": _pos_int, "eval.seed": _nonneg_int,
-    "train.eps": check_radius, "train.norm": check_norm, "train.epochs": _pos_int,
-    "train.batch_size": _pos_int, "train.lr": _nonneg, "train.weight_decay": _nonneg,
-    "train.momentum": lambda v, n: check_float(v, n, low=0.0, high=1.0, high_open=True),
-    "train.beta": _nonneg, "train.trades_beta": _nonneg, "train.attack_steps": _pos_int,
-    "train.attack_rel_step": _positive,
-    "train.variant": lambda v, n: check_choice(v, n, ("paper", "code")),
-    "train.sigma": check_sigma, "train.num_noise": _pos_int,
-    "models.*.beta": _nonneg, "models.*.eps_factor": _positive,
-    "plot.grid": lambda v, n: check_int(v, n, minimum=2),
-}
-
-
-def _flatten(d, prefix=""):
-  for key, value in d.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, f"{prefix}{key}.")
-    else:
-      yield f"{prefix}{key}", value
-
-
-def _matches(pattern: str, key: str) -> bool:
-  p, k = pattern.split("."), key.split(".")
-  return len(p) == len(k) and all(a in ("*", b) for a, b in zip(p, k))
-
-
-def check_config(config, name: str = "config") -> None:
-  """Checks every field of a job config that `CONFIG_FIELDS` knows, before anything runs.
-
-  Args:
-    config: a ConfigDict (or nested dict) as the configs in ``configs/`` build it.
-    name: prefix of the field names in messages (``config.eval.n_iter: ...``).
-  """
-  values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  if values.get("mode") == "evaluate" and not values.get("model", {}).get("dir"):
-    raise UserError(f"{name}.model.dir: give the model directory, e.g. "
-                    "--config=configs/evaluate.py:model=runs/mnist_std/model")
-  for key, value in _flatten(values):
-    for pattern, check in CONFIG_FIELDS.items():
-      if _matches(pattern, key):
-        check(value, f"{name}.{key}")
-        break

@@ -25,7 +25,9 @@ def debug_requested(argv) -> bool:
 
 
 def fail(message: str) -> None:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  """Prints ``error: <line>`` per line of `message` (one per problem) and exits 2."""
+  for line in filter(None, (" ".join(l.split()) for l in str(message).splitlines())):
+    print(f"error: {line}", file=sys.stderr)
   sys.exit(EXIT_USAGE)
 
 
