@@ -21,7 +21,7 @@ A config holds ``mode``, ``name`` (the report name; default: the mode), ``seed``
 import dataclasses
 import pathlib
 
-from jax_abstain import data, jobs, models, radii, validation
+from jax_abstain import data, files, jobs, models, radii, validation
 from jax_abstain.errors import UserError
 from jax_abstain.evaluation.config import EvalConfig
 from jax_abstain.training.config import TrainConfig
@@ -167,7 +167,7 @@ def _data_name(value, name):
 def _data_path(value, name):
   value = _text(value, name)
   if value:
-    validation.check_file(value, "folder" if pathlib.Path(value).is_dir() else "file", name)
+    files.check_file(value, "folder" if pathlib.Path(value).is_dir() else "file", name)
   return value
 
 
@@ -199,7 +199,7 @@ def _options(value, name):
 def _model_dir(value, name):
   value = _text(value, name)
   if value:
-    validation.check_file(value, "model", name)
+    files.check_file(value, "model", name)
     models.read_manifest(value)
   return value
 

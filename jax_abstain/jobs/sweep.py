@@ -28,7 +28,7 @@ import pathlib
 
 import numpy as np
 
-from jax_abstain import compose, configs, metrics, radii, reports
+from jax_abstain import compose, configs, files, metrics, radii, reports
 from jax_abstain.errors import UserError
 from jax_abstain.jobs import schema, train, workdir as workdir_lib
 
@@ -78,7 +78,7 @@ def train_all(out: pathlib.Path, run_configs, *, train_missing: bool = True) -> 
     workdir = pathlib.Path(out) / name
     if (workdir / "results.json").exists():
       print(f"[sweep] {name}: done, skipped", flush=True)
-      results = reports.read_json(workdir / "results.json")
+      results = files.read_json(workdir / "results.json")
     elif not train_missing:
       raise UserError(f"run {name}: no results.json in {workdir}; run the sweep to train it")
     else:
@@ -134,8 +134,8 @@ def write_outputs(out: pathlib.Path, summary: dict) -> str:
   from jax_abstain.analysis import markdown, plots  # matplotlib only when figures are drawn
   out = pathlib.Path(out)
   text = markdown.sweep_tables(summary)
-  reports.write_json(out / "summary.json", summary)
-  reports.atomic_write_text(out / "summary.md", text)
+  files.write_json(out / "summary.json", summary)
+  files.atomic_write(out / "summary.md", text)
   plots.sweep_figures(out, summary)
   return text
 

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jax_abstain import compose, data, evaluation, metrics, models, radii, reports, training
+from jax_abstain import (compose, data, evaluation, files, metrics, models, radii, reports,
+                         training)
 from jax_abstain.analysis import plots
 
 
@@ -67,7 +68,7 @@ def run(job, workdir) -> dict:
     alt = compose.compose_reports([cols["era"], cols[t.core]], eps_text, [t.select_at])
     results["composition_branch_trained_at_eps"] = {"branch": "era", "core": t.core, **alt}
   _plot(job, workdir, trained, cols, comp, x_eval)
-  reports.write_json(workdir / "results.json", results)
+  files.write_json(workdir / "results.json", results)
   print(format_table(results))
   return results
 

@@ -15,7 +15,7 @@ import pathlib
 
 import jax
 
-from jax_abstain import data, models, reports, training, validation
+from jax_abstain import data, files, models, training, validation
 from jax_abstain.errors import UserError
 from jax_abstain.jobs import evaluate as evaluate_job
 from jax_abstain.training import distributed, selection
@@ -84,6 +84,6 @@ def run(job, workdir) -> dict:
   results = {"model": "model", "architecture": arch, "loss": job.train.loss,
              "data": job.data.name, "split": job.data.split, "selected": out["best"],
              job.name: summary}
-  reports.write_json(workdir / "results.json", results)
+  files.write_json(workdir / "results.json", results)
   distributed.wait_for_all("evaluated")
   return results

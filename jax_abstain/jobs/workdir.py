@@ -13,7 +13,7 @@ import pathlib
 import platform
 import subprocess
 
-from jax_abstain import __version__, reports
+from jax_abstain import __version__, files
 from jax_abstain.errors import UserError
 
 
@@ -80,7 +80,7 @@ def prepare(path, job) -> pathlib.Path:
   new = json.loads(json.dumps(job.to_dict()))
   config_path = path / "config.json"
   if config_path.exists():
-    a, b = _flatten(reports.read_json(config_path)), _flatten(new)
+    a, b = _flatten(files.read_json(config_path)), _flatten(new)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differing:
       shown = ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in differing[:8])
@@ -88,6 +88,6 @@ def prepare(path, job) -> pathlib.Path:
                       "use a new workdir or the original config")
   path.mkdir(parents=True, exist_ok=True)
   if not config_path.exists():
-    reports.write_json(config_path, new)
-  reports.write_json(path / "environment.json", environment())
+    files.write_json(config_path, new)
+  files.write_json(path / "environment.json", environment())
   return path
