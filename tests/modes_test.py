@@ -8,7 +8,7 @@ import pytest
 
 from jax_abstain.configs import mnist5k
 from jax_abstain import models, reports
-from jax_abstain.jobs import train
+from jax_abstain.jobs import schema, train
 
 
 def _digits_config(**changes):
@@ -25,7 +25,7 @@ def _digits_config(**changes):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("digits_std")
-  results = train.train_and_evaluate(_digits_config(), workdir)
+  results = train.run(schema.check(_digits_config()), workdir)
   return workdir, results
 
 
@@ -51,7 +51,7 @@ def test_fine_tuning_from_a_model_directory(trained, tmp_path):
   config.data.train_limit = 400
   config.train.epochs = 3
   config.model.init_dir = str(workdir / "model")
-  results = train.train_and_evaluate(config, tmp_path)
+  results = train.run(schema.check(config), tmp_path)
   manifest = models.read_manifest(tmp_path / "model")
   assert manifest["source"]["init_dir"] == str(workdir / "model")
   assert results["era"]["nat_acc"] > 50.0

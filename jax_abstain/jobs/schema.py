@@ -243,15 +243,6 @@ def _check_model(model: ModelConfig, mode: str, problems: list) -> None:
       problems.append(f"config.model.name: {e}")
 
 
-def _check_batch(train: TrainConfig, problems: list) -> None:
-  """The global batch splits over the devices and processes (`training.loop.plan`)."""
-  import jax  # after `distributed.initialize`: counts every host's devices
-  n_dev, n_proc = jax.device_count(), jax.process_count()
-  if train.batch_size % n_dev or train.batch_size % n_proc:
-    problems.append(f"config.train.batch_size: {train.batch_size} must be a positive multiple "
-                    f"of the {n_dev} devices ({n_proc} processes)")
-
-
 def _toy2d(values: dict, eps: str, problems: list):
   """The toy2d section and each model's `TrainConfig` (None after a problem)."""
   before = len(problems)
@@ -347,8 +338,9 @@ def check(config) -> Job:
   if mode == "toy2d":
     toy2d = _toy2d(values, top["eps"], problems)
     train = next(iter(toy2d.models.values()), None) if toy2d else None
-  if train is not None:
-    _check_batch(train, problems)
+  if train is not None:   # after `distributed.initialize`: counts every host's devices
+    from jax_abstain.training import loop  # pylint: disable=import-outside-toplevel
+    _collect(problems, loop.check_batch_size, train.batch_size, name="config.train.batch_size")
   evaluation = _eval(values, mode, top, problems)
   if problems:
     raise UserError.from_problems(problems)
