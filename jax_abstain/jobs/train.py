@@ -16,11 +16,11 @@ import jax
 
 from jax_abstain.errors import UserError
 from jax_abstain.training import distributed, loop, selection
-from jax_abstain.training.step import (CERTIFIED_DEFAULTS, LOSS_DEFAULT_BN, LOSSES, beta_scale,
-                                       data_mesh, lr_boundaries, make_loss_fn, make_optimizer,
-                                       make_train_step)
+from jax_abstain.training.config import LOSS_DEFAULT_BN, LOSSES, TrainConfig
+from jax_abstain.training.step import (beta_scale, data_mesh, lr_boundaries, make_loss_fn,
+                                       make_optimizer, make_train_step)
 
-__all__ = ["CERTIFIED_DEFAULTS", "LOSS_DEFAULT_BN", "LOSSES", "beta_scale", "data_mesh", "fit",
+__all__ = ["LOSS_DEFAULT_BN", "LOSSES", "beta_scale", "data_mesh", "fit",
            "lr_boundaries", "make_loss_fn", "make_optimizer", "make_train_step", "preflight",
            "train_and_evaluate"]
 
@@ -44,19 +44,10 @@ def preflight(config) -> None:
   from jax_abstain import data, models
   from jax_abstain.data import augment
   t, m, d = config.train, config.model, config.data
-  make_loss_fn(None, t)                      # loss name, radii, certified settings, BN modes
-  lr_boundaries(t.schedule, t.epochs, 1)
-  n_dev, n_proc = jax.device_count(), jax.process_count()
-  if t.batch_size < 1 or t.batch_size % n_dev or t.batch_size % n_proc:
-    raise UserError(f"train.batch_size: {t.batch_size} must be a positive multiple of the "
-                    f"{n_dev} devices ({n_proc} processes)")
+  loop.check_batch_size(TrainConfig.from_config(t).batch_size)   # every train.* field
   if d.name not in data.names():
     raise UserError(f"config.data.name: unknown data set {d.name!r}; known: {', '.join(data.names())}")
   augment.get(d.get("augment", "none"))
-  split = t.get("selection_split", "none")
-  if split not in selection.SPLITS:
-    raise UserError(f"train.selection_split: expected one of {', '.join(selection.SPLITS)}, "
-                    f"got {split!r}")
   if m.init_dir:
     if not pathlib.Path(m.init_dir).is_dir():
       raise UserError(f"config.model.init_dir: no model directory at {m.init_dir} (write one "
