@@ -10,6 +10,7 @@ import pytest
 from jax_abstain.configs import cifar10_cra, cifar10_era, cifar10_trades, cifar100_era, mtsd_era
 from jax_abstain import data, models
 from jax_abstain.jobs import train
+from jax_abstain.training import config as train_config
 
 CONFIGS = {"cifar10_era": (cifar10_era, 32), "cifar10_trades": (cifar10_trades, 32),
            "cifar100_era": (cifar100_era, 32), "cifar10_cra": (cifar10_cra, 32),
@@ -38,7 +39,7 @@ def test_docstring_starts_with_the_run_command_and_the_model_resolves(name):
   assert config.mode == "train" and config.train.epochs == 50 and config.train.lr > 0
   _, options = models.resolve(config.model.name, num_classes=config.model.num_classes)
   assert options["num_classes"] == config.model.num_classes
-  assert config.train.loss in train.LOSSES
+  assert config.train.loss in train_config.LOSSES
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

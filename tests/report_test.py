@@ -11,7 +11,7 @@ import pytest
 from jax_abstain import compose, data, metrics, models, reports
 from jax_abstain.cli import common as cli
 from jax_abstain.evaluation import empirical as evaluate
-from jax_abstain.jobs import train
+from jax_abstain import training
 from jax_abstain.jobs import report
 
 
@@ -27,7 +27,7 @@ def trained_reports(tmp_path_factory):
   paths = []
   for name, seed, lr in [("std", 0, 0.03), ("weak", 1, 0.005)]:
     model = models.create("mlp", num_classes=3, seed=seed)
-    train.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**cfg, "lr": lr}), workdir=wd,
+    training.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**cfg, "lr": lr}), workdir=wd,
               name=name, progress=False)
     model.eval()
     path = wd / "reports" / f"{name}.csv"

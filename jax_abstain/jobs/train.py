@@ -4,7 +4,8 @@
     results = train.run(job, workdir)          # job: the checked `jobs.schema.Job`
 
 Builds the model (``job.model.name`` from scratch, or loads ``job.model.init_dir`` to
-fine-tune), trains it with `training.fit` (grain input, SPMD step over all devices and hosts,
+fine-tune), trains it with `training.loop.train` (`training.fit`, keeping the selected step:
+grain input, SPMD step over all devices and hosts,
 step checkpoints with automatic resume, model selection on a validation split), saves it to
 ``model/`` (loadable with `models.load`) and evaluates it with `evaluation.evaluate` into
 ``reports/<job.name>.csv`` (``job.eval.kind``: attacks or CERTIFY) and ``results.json``. A rerun
@@ -15,10 +16,10 @@ import pathlib
 
 import jax
 
-from jax_abstain import data, files, models, training, validation
+from jax_abstain import data, files, models, validation
 from jax_abstain.errors import UserError
 from jax_abstain.jobs import evaluate as evaluate_job
-from jax_abstain.training import distributed, selection
+from jax_abstain.training import distributed, loop, selection
 
 
 def _model(job):
@@ -64,8 +65,9 @@ def run(job, workdir) -> dict:
   (x_train, y_train), held_out = _validation(job, x_train, y_train)
   model.train()
   try:
-    out = training.fit(model, x_train, y_train, job.train, workdir=workdir, name=job.name,
-                       seed=job.seed, augment=job.data.augment, validation=held_out)
+    # `training.fit` without discarding the selected step (results.json records it).
+    out = loop.train(model, x_train, y_train, job.train, workdir=workdir, name=job.name,
+                     seed=job.seed, augment=job.data.augment, validation=held_out)
   except FloatingPointError as e:   # the command line prints it as one line (it names train.lr)
     raise UserError(str(e)) from e
   model.eval()
