@@ -38,7 +38,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's rank in a m
 
 def _modes():
   # Imported lazily: each job pulls in only what it needs.
-  from jax_abstain.evaluation import empirical as evaluate
+  from jax_abstain.jobs import evaluate
   from jax_abstain.jobs import toy2d as figure1
   from jax_abstain.jobs import train
   return {"figure1": figure1.run, "train": train.train_and_evaluate, "evaluate": evaluate.run}

@@ -12,7 +12,7 @@ column for softmax-response selectors:
 AutoAttack instead of APGD-CE for the is_rob columns (same column names):
     --config=configs/evaluate.py:...,attack=autoattack,aa_version=standard
 More radii: ``radii=0.05;0.1;0.2`` (semicolons) replaces the default (eps, 2 eps).
-Writes reports/<name>.csv (DESIGN.md format, flushed per batch, resumable: a rerun with the same
+Writes reports/<name>.csv (docs/design.md format, flushed per batch, resumable: a rerun with the same
 workdir continues where it stopped and re-uses finished reports) and results.json. `conf=true`
 adds adv_conf@<2 eps>, the max softmax at the APGDconf point (paper eq. 17), for
 `python -m jax_abstain.compose --selector softmax`. For randomized smoothing see
@@ -42,8 +42,5 @@ def get_config(arg=None):
                      norm="linf", n_iter=arg.n_iter, n_restarts=1, batch_size=arg.batch_size,
                      seed=0, attack=arg.attack,
                      # Options of attacks.autoattack, used when attack == "autoattack".
-                     autoattack=dict(version=arg.aa_version),
-                     # sigma 0 = no certified evaluation (configs/evaluate_certified.py).
-                     certify=dict(sigma=0.0, n0=100, n=100_000, alpha=0.001, batch_size=1000,
-                                  radii=()))
+                     autoattack=dict(version=arg.aa_version))
   return config

@@ -8,13 +8,13 @@ A fast CPU check on MNIST digits (fewer noise samples, looser radii):
     python -m jax_abstain.main \
         --config=configs/evaluate_certified.py:model=runs/mnist_std/model,data=mnist5k,sigma=0.25,limit=50,n=1000 \
         --workdir=runs/cert_mnist
-Writes reports/<name>.csv with the columns sample_idx,label,pred,is_acc,conf,cert_pred,radius
+An evaluate job with ``eval.kind = "certified"`` (`evaluation.config.EvalConfig`). Writes
+reports/<name>.csv with the columns sample_idx,label,pred,is_acc,conf,cert_pred,radius
 (cert_pred -1 = abstain, radius in L2; resumable, one row flushed per sample) and results.json
 with cert_acc, cert_inacc, commit_rate and commit_prec at each L2 radius in ``radii``
-(default sigma and 2 sigma; semicolons separate radii). `attack_eps=1/255` adds APGD-CE
-columns at that radius and its double in reports/<name>.csv, and the certified report is
-then reports/<name>_cert.csv. Compose with `python -m jax_abstain.compose --models
-CERT.csv CORE.csv --eps 0.25` (selection: certified radius >= eps).
+(default sigma and 2 sigma; semicolons separate radii). Attack reports of the same model are
+another evaluate job (configs/evaluate.py). Compose with `python -m jax_abstain.compose
+--models CERT.csv CORE.csv --eps 0.25` (selection: certified radius >= eps).
 Runtime: n forward passes per image (100 000 x 500 CIFAR-10 images is GPU work).
 """
 import ml_collections
@@ -27,14 +27,11 @@ from jax_abstain.configs import evaluate
 def get_config(arg=None):
   arg = config_args.parse_arg(arg, model="", data="cifar10", path="", split="test", limit=500,
                               name="model", sigma=0.12, n0=100, n=100_000, alpha=0.001,
-                              batch_size=1000, radii="", attack_eps="")
-  base = f"model={arg.model},data={arg.data},path={arg.path},split={arg.split},limit={arg.limit}," \
-         f"name={arg.name}" + (f",eps={arg.attack_eps}" if arg.attack_eps else "")
-  config = evaluate.get_config(base)
-  if not arg.attack_eps:
-    config.eval.radii = ()
+                              batch_size=1000, radii="")
+  config = evaluate.get_config(f"model={arg.model},data={arg.data},path={arg.path},"
+                               f"split={arg.split},limit={arg.limit},name={arg.name}")
   cert_radii = tuple(r.strip() for r in arg.radii.split(";") if r.strip()) or (
       radii_lib.format_radius(arg.sigma), radii_lib.format_radius(2 * arg.sigma))
-  config.eval.certify = dict(sigma=arg.sigma, n0=arg.n0, n=arg.n, alpha=arg.alpha,
-                             batch_size=arg.batch_size, radii=cert_radii)
+  config.eval = dict(kind="certified", radii=cert_radii, sigma=arg.sigma, n0=arg.n0, n=arg.n,
+                     alpha=arg.alpha, noise_batch_size=arg.batch_size, seed=0)
   return config

@@ -98,7 +98,7 @@ def train_and_evaluate(config, workdir) -> dict:
     UserError: a bad config (before any work, see `preflight`) or a diverging run.
   """
   from jax_abstain import data, models, reports  # the job's pieces, not the step's
-  from jax_abstain.evaluation import empirical as evaluate
+  from jax_abstain.evaluation import summary as evaluation_summary
   preflight(config)
   workdir = pathlib.Path(workdir)
   m = config.model
@@ -113,7 +113,7 @@ def train_and_evaluate(config, workdir) -> dict:
     model = models.create(arch, seed=config.seed, **options)
   num_classes = int(options["num_classes"])
   x_train, y_train, _ = data.load_from_config(config.data, "train", config.data.train_limit)
-  evaluate.check_labels(y_train, num_classes, "config.data (train split)")
+  evaluation_summary.check_labels(y_train, num_classes, "config.data (train split)")
   (x_train, y_train), validation = _validation(config, x_train, y_train)
   model.train()
   try:
@@ -132,29 +132,18 @@ def train_and_evaluate(config, workdir) -> dict:
   models.save(model, workdir / "model", arch=arch, options=options, source=source, overwrite=True)
   x_test, y_test, idx = data.load_from_config(config.data, config.data.split,
                                               config.data.eval_limit)
-  evaluate.check_labels(y_test, num_classes, f"config.data ({config.data.split} split)")
+  evaluation_summary.check_labels(y_test, num_classes, f"config.data ({config.data.split} split)")
   summary = _evaluate(config, model, x_test, y_test, idx, workdir)
   results = {"model": "model", "architecture": arch, "loss": config.train.loss,
              "data": config.data.name, "split": config.data.split, "selected": out["best"],
              config.name: summary}
   reports.write_json(workdir / "results.json", results)
-  print(evaluate.format_summary(config.name, summary) if "at" in summary else summary)
   distributed.wait_for_all("evaluated")
   return results
 
 
 def _evaluate(config, model, x, y, idx, workdir) -> dict:
-  """APGD report and summary, or with ``eval.kind == "certified"`` the CERTIFY report and the
-  certified metrics at every radius of ``eval.radii`` (L2)."""
-  from jax_abstain.evaluation import certified as certification
-  from jax_abstain.evaluation import empirical as evaluate
-  e = config.eval
-  if e.get("kind", "adversarial") != "certified":
-    return evaluate.report_and_summarize(model, x, y, e, workdir, config.name, idx)
-  cols = certification.certify_report(
-      model, x, y, pathlib.Path(workdir) / "reports" / f"{config.name}.csv",
-      key=jax.random.key(e.seed), sigma=e.sigma, n0=e.n0, n=e.n, alpha=e.alpha,
-      batch_size=e.batch_size, indices=idx, model_tag=f"{workdir}/model")
-  return {"n": int(len(y)), "certified": {str(r): certification.summarize(cols, r)
-                                          for r in e.radii},
-          "report": f"reports/{config.name}.csv"}
+  """The APGD report, or with ``eval.kind == "certified"`` the CERTIFY report, and its summary
+  (`jobs.evaluate.report_in_workdir`)."""
+  from jax_abstain.jobs import evaluate
+  return evaluate.report_in_workdir(model, x, y, config.eval, workdir, config.name, sample_idx=idx)
