@@ -179,7 +179,7 @@ CERT_CASES = [
 
 @pytest.mark.parametrize("args,message", CERT_CASES, ids=[m[:28] for _, m in CERT_CASES])
 def test_certification_bad_input(files, tmp_path, capsys, args, message):
-  from jax_abstain.evaluation import certified as certification
+  from jax_abstain.cli import certify
   model, out = files["model10"], tmp_path / "cert.csv"
   options = {"--data": "digits", "--limit": "5", "--n": "50", "--n0": "10",
              "--json": tmp_path / "s.json"}
@@ -196,7 +196,7 @@ def test_certification_bad_input(files, tmp_path, capsys, args, message):
     if flag not in argv:
       argv += [flag, value]
   argv += ["--model", model, "--out", out]
-  code, err = _in_process(certification, argv, capsys)
+  code, err = _in_process(certify, argv, capsys)
   assert code == 2
   message = message.replace("NOMANIFEST", str(files["root"] / "no_manifest"))
   message = message.replace("OUTDIR", str(tmp_path / "outdir"))

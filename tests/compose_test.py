@@ -3,7 +3,6 @@ import json
 import subprocess
 import sys
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -79,16 +78,6 @@ def test_compose_rejects_misaligned_reports(tmp_path):
   cols = [reports.read_report(tmp_path / n) for n in ("b.csv", "t.csv")]
   with pytest.raises(UserError, match="samples"):
     compose.compose_reports(cols, "1/255")
-
-
-def test_live_predict_matches_eq12():
-  x = jnp.array([[0.1], [0.9], [0.5]])
-  branch = lambda v: jnp.concatenate([v, 1 - v], -1)        # class 1 for x < 0.5
-  core = lambda v: jnp.concatenate([1 - v, v], -1)          # class 1 for x > 0.5 (0 at ties)
-  selector = lambda v: v[:, 0] < 0.3
-  pred, answered = compose.predict([branch, core], [selector], x)
-  np.testing.assert_array_equal(answered, [0, 1, 1])
-  np.testing.assert_array_equal(pred, [1, 1, 0])
 
 
 def test_cli_prints_table_and_writes_json(tmp_path):
@@ -213,47 +202,3 @@ def test_cli_rejects_bad_selector_requests(tmp_path, capsys, make, args, message
                               "--eps", "1/255", *args], capsys)
   assert code == 2
   assert message in stderr and len(stderr.strip().splitlines()) == 1
-
-
-@pytest.mark.slow
-def test_reports_of_trained_models_compose_like_the_live_composition(tmp_path):
-  """Three MLPs trained here on the Figure 1 data: composing their per-sample reports (CSV
-  written and read back) gives the numbers of the live composition H, evaluated by
-  `compose.predict` on live selectors and attacks on the model that answers each sample."""
-  import jax
-  import ml_collections
-  from jax_abstain import data, models
-  from jax_abstain.evaluation import empirical as evaluate
-  from jax_abstain import training
-  x, y = data.load("synthetic", "train")
-  x_eval, y_eval = data.load("synthetic", "test")
-  x_eval, y_eval = x_eval[::8], y_eval[::8]                        # 125 points
-  base = dict(loss="std", beta=1.0, trades_beta=6.0, eps="0.1", norm="linf", variant="paper",
-              epochs=2, batch_size=10, lr=0.03, momentum=0.9, weight_decay=1e-4, schedule="constant",
-              attack_steps=2, attack_rel_step=0.25, bn_mode_attack="", bn_mode_loss="")
-  trained = {}
-  for name, seed, over in [("a", 0, {}), ("b", 1, dict(epochs=1, lr=0.01)), ("c", 2, dict(lr=0.1))]:
-    model = models.create("mlp", num_classes=3, seed=seed)
-    training.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**base, **over}), workdir=tmp_path,
-              name=name, progress=False)
-    model.eval()
-    trained[name] = model
-  key = jax.random.key(0)
-  for name, model in trained.items():
-    evaluate.evaluate_model(model, x_eval, y_eval, radii=["0.1", "0.2"], key=key, n_iter=10,
-                            batch_size=128, progress=False, report_path=tmp_path / f"{name}.csv")
-  for order in (["a", "b"], ["c", "a", "b"]):
-    cols = [reports.read_report(tmp_path / f"{n}.csv") for n in order]
-    from_reports, _, _, _ = compose.compose_reports_per_sample(cols, "0.1")
-    live, pred = evaluate.evaluate_composition([trained[n] for n in order], x_eval, y_eval,
-                                               eps="0.1", key=key, n_iter=10, batch_size=128)
-    np.testing.assert_array_equal(live.answered_by, from_reports.answered_by)
-    np.testing.assert_array_equal(live.is_acc, from_reports.is_acc)
-    np.testing.assert_array_equal(live.is_rob_acc, from_reports.is_rob_acc)
-    chosen = np.stack([c["pred"] for c in cols])[from_reports.answered_by, np.arange(len(pred))]
-    np.testing.assert_array_equal(pred, chosen)
-    summary = compose.compose_reports(cols, "0.1")
-    assert summary["nat_acc"] == round(100 * live.is_acc.mean(), 2)
-    assert summary["rob_acc"] == round(100 * live.is_rob_acc.mean(), 2)
-    # A non-trivial composition: every model answers some samples.
-    assert 0 < summary["rob_sel"] < 100 and min(summary["answered_share"]) > 0

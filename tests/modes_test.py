@@ -68,6 +68,28 @@ def test_evaluate_mode_cli_matches_the_training_run(trained, tmp_path):
   assert evaluated["nat_acc"] == results["std"]["nat_acc"]
   assert evaluated["at"]["0.1"] == results["std"]["at"]["0.1"]
   assert "adv_conf@0.2" in reports.read_report(tmp_path / "reports" / "std.csv")
+  assert evaluated["kind"] == "empirical" and evaluated["report"] == "reports/std.csv"
+
+
+def test_certified_evaluate_mode_cli(trained, tmp_path):
+  """``eval.kind = "certified"`` (configs/evaluate_certified.py): the CERTIFY report and its
+  summary at the L2 radii, recomputed here from the report's columns."""
+  workdir, _ = trained
+  proc = subprocess.run(
+      [sys.executable, "-m", "jax_abstain.main",
+       f"--config=configs/evaluate_certified.py:model={workdir / 'model'},data=digits,limit=10,"
+       "sigma=0.25,n=200,name=std_cert", f"--workdir={tmp_path}"], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  summary = json.loads((tmp_path / "results.json").read_text())["std_cert"]
+  cols = reports.read_report(tmp_path / "reports" / "std_cert.csv")
+  assert list(cols)[-2:] == ["cert_pred", "radius"] and len(cols["radius"]) == 10
+  assert summary["kind"] == "certified" and summary["sigma"] == 0.25
+  assert set(summary["at"]) == {"0.25", "0.5"}           # default radii: sigma and 2 sigma
+  for eps in (0.25, 0.5):
+    committed = (cols["cert_pred"] >= 0) & (cols["radius"] >= eps)
+    right = committed & (cols["cert_pred"] == cols["label"])
+    assert summary["at"][str(eps)]["commit_rate"] == 100 * committed.mean()
+    assert summary["at"][str(eps)]["cert_acc"] == 100 * right.mean()
 
 
 @pytest.mark.parametrize("args,message", [

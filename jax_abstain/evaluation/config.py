@@ -65,12 +65,14 @@ class EvalConfig:
     return self.kind == "certified"
 
   @classmethod
-  def from_config(cls, mapping, *, name: str = "eval") -> "EvalConfig":
+  def from_config(cls, mapping, *, name: str = "eval", labels=None) -> "EvalConfig":
     """The checked settings of an EvalConfig, a dict or an ml_collections ConfigDict.
 
     Args:
       mapping: the fields to set (the others keep their defaults); an EvalConfig is re-checked.
       name: prefix of the field names in messages (``config.eval`` in a job).
+      labels: optional {field: name shown in messages}, e.g. ``{"sigma": "--sigma"}`` for a
+        command line; other fields are shown as ``<name>.<field>``.
 
     Returns:
       A frozen `EvalConfig` with canonical values (radii as texts, norm lower case).
@@ -80,16 +82,17 @@ class EvalConfig:
     """
     values = _as_dict(mapping, name)
     fields = [f.name for f in dataclasses.fields(cls)]
+    label = lambda key: (labels or {}).get(key, f"{name}.{key}")
     problems = [_unknown(key, name, fields) for key in values if key not in fields]
     checked = {}
     for key in fields:
       if key in values:
         try:
-          checked[key] = _CHECKS[key](values[key], f"{name}.{key}")
+          checked[key] = _CHECKS[key](values[key], label(key))
         except UserError as e:
           problems.append(str(e))
     if checked.get("kind", "empirical") == "certified" and checked.get("conf_radii"):
-      problems.append(f"{name}.conf_radii: APGDconf columns belong to kind 'empirical'; a "
+      problems.append(f"{label('conf_radii')}: APGDconf columns belong to kind 'empirical'; a "
                       "certified evaluation has none")
     if problems:
       raise UserError("\n".join(problems))
