@@ -105,6 +105,10 @@ def test_mode_model_directories_and_toy2d_models_are_checked(tmp_path):
   config.eval.radii = ("0.3",)
   assert _problems(config) == ["config.eval.radii: set by the toy2d job (eps and 2 eps, "
                                "config.norm, config.seed)"]
+  config = synth.get_config()
+  config.train.eps = "0.3"      # not a field of the synth config: ConfigDict refuses it
+  assert _problems(config) == ["config.train.eps: set by the toy2d job (config.eps times "
+                               "config.models.<name>.eps_factor)"]
 
 
 def test_batch_must_split_over_the_devices():

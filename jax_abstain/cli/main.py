@@ -31,7 +31,8 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes of a multi-
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's rank in a multi-host job.")
 
 
-def _job(argv) -> dict:
+def _job(argv) -> None:
+  """absl's main: one job (absl exits with what it returns, so it returns nothing)."""
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:   # ml_collections loads the file and applies the overrides here, on first use
@@ -41,7 +42,7 @@ def _job(argv) -> dict:
   from jax_abstain.training import distributed  # imports jax: after the flags
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   job = schema.check(config)   # after initialize: the batch check counts every host's devices
-  return jobs.MODES[job.mode](job, workdir_lib.prepare(_WORKDIR.value, job))
+  jobs.MODES[job.mode](job, workdir_lib.prepare(_WORKDIR.value, job))
 
 
 def _last_line(error) -> str:

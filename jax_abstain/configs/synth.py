@@ -35,9 +35,10 @@ def get_config(arg=None):
   config.data = dict(name="synthetic", n=1000, data_seed=1, eval_split="train")
   config.model = dict(name="mlp", num_classes=3, options=dict(in_features=2, hidden=(64, 64, 64)))
 
-  # Shared training settings; each entry of `models` overrides some of them.
+  # Shared training settings; each entry of `models` overrides some of them. The training
+  # radius is eps times the model's eps_factor.
   config.train = dict(
-      loss="std", beta=1.0, trades_beta=6.0, eps=arg.eps, norm="linf", variant=arg.variant,
+      loss="std", beta=1.0, trades_beta=6.0, norm="linf", variant=arg.variant,
       epochs=arg.epochs, batch_size=10, lr=0.03, momentum=0.9, weight_decay=1e-4,
       schedule="trades", attack_steps=10, attack_rel_step=0.25,
       bn_mode_attack="", bn_mode_loss="")

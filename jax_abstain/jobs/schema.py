@@ -246,8 +246,11 @@ def _check_model(model: ModelConfig, mode: str, problems: list) -> None:
 def _toy2d(values: dict, eps: str, problems: list):
   """The toy2d section and each model's `TrainConfig` (None after a problem)."""
   before = len(problems)
-  base = _collect(problems, TrainConfig.from_config, _as_dict(values.get("train"), "config.train",
-                                                              problems), name="config.train")
+  shared = _as_dict(values.get("train"), "config.train", problems)
+  if "eps" in shared:
+    problems.append("config.train.eps: set by the toy2d job (config.eps times "
+                    "config.models.<name>.eps_factor)")
+  base = _collect(problems, TrainConfig.from_config, shared, name="config.train")
   specs = _as_dict(values.get("models"), "config.models", problems)
   if not specs:
     problems.append("config.models: expected at least one model, e.g. std=dict(loss='std')")

@@ -25,6 +25,7 @@ from absl import logging
 from jax_abstain import (compose, data, evaluation, files, metrics, models, radii, reports,
                          training)
 from jax_abstain.analysis import plots
+from jax_abstain.evaluation import live
 
 
 def _summary(cols: dict, eps_text: str) -> dict:
@@ -85,10 +86,9 @@ def _plot(job, workdir, trained, cols, comp, x_eval):
   # H on the grid by live inference (eq. 12): the branch answers where APGD at the selector
   # radius does not flip it; the hatched area is where the core answers.
   branch, core = trained[t.branch], trained[t.core]
-  selector = compose.robustness_selector(branch, eps=radii.parse_radius(t.select_at),
-                                         key=jax.random.key(job.seed + 1),
-                                         n_iter=job.eval.n_iter)
-  h_pred, answered_by = jax.jit(lambda p: compose.predict([branch, core], [selector], p))(points)
+  selector = live.robustness_selector(branch, eps=radii.parse_radius(t.select_at),
+                                      key=jax.random.key(job.seed + 1), n_iter=job.eval.n_iter)
+  h_pred, answered_by = jax.jit(lambda p: live.predict([branch, core], [selector], p))(points)
   panels.append(("H = (ERA branch, S@2eps) + std core", h_pred, comp.is_acc, comp.is_rob,
                  np.asarray(answered_by) == 1))
   plots.decision_regions(workdir / "decision_regions.png", panels, x_eval,
