@@ -105,7 +105,7 @@ def summarize(out: pathlib.Path, names, eps: str, core: str = "std") -> dict:
     sel = np.asarray(b[f"is_rob@{double}"], bool)
     at_double = compose.compose_indicators(
         [sel], [b["is_acc"], t["is_acc"]], [b[f"is_rob@{double}"], t[f"is_rob@{double}"]]
-    ).summary(sel, np.asarray(b["is_acc"], bool) & sel)
+    ).summary()
     for c, rows in ((sound, comps), (at_double, same)):
       rows.append({"run": f"{n} + {core}", "branch": n, "nat_acc": c["nat_acc"],
                    "rob_acc": c["rob_acc"], "rob_sel": c["rob_sel"],

@@ -92,7 +92,7 @@ def run(config, workdir) -> dict:
   comp, sel, first_rob_acc, shown = compose.compose_reports_per_sample(
       [cols[branch], cols[core]], eps_text, select_at)
   results["composition"] = {"branch": branch, "core": core,
-                            **comp.summary(sel, first_rob_acc), "select_at": shown[0]}
+                            **comp.summary(), "select_at": shown[0]}
   if "era" in config.models and branch != "era":
     # For comparison: the ERA model trained at eps itself as the branch (still selected at 2 eps).
     alt = compose.compose_reports([cols["era"], cols[core]], eps_text, select_at)
