@@ -81,6 +81,9 @@ def test_figure_points_read_fig2_at_the_selection_radius():
   assert [p["label"] for p in points["fig4"]] == ["std", "era_0.1 + std", "era_0.5 + std", "",
                                                   "era_0.1", "era_0.5"]
   assert plots.figure_points(NAMED, None, "0.1")["fig4"] is None
+  # tau 0.99 selects nothing (max confidence 0.95): no point, its precision is undefined.
+  none_selected = plots.figure_points(NAMED, None, "0.1", taus=[0.99])["fig3"]
+  assert [p["selector"] for p in none_selected] == ["robustness"] * 3
 
 
 def test_pareto_figures_write_the_three_names(tmp_path):

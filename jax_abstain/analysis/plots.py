@@ -225,7 +225,8 @@ def figure_points(named: dict, core, eps, *, radius=None, taus=None, series=None
 
   Returns:
     ``{"fig2": points, "fig3": points, "fig4": points or None}``; each point carries
-    ``series`` and ``label``.
+    ``series`` and ``label``. Fig. 3 leaves out selectors that select nothing (their
+    precision is undefined; the tables write it as 0).
   """
   of = series if callable(series) else (lambda n: (series or {}).get(n, n))
   eps = radii.format_radius(eps)
@@ -235,7 +236,7 @@ def figure_points(named: dict, core, eps, *, radius=None, taus=None, series=None
   fig3 = [{**r, "series": (f"{of(r['model'])} (RI)" if r["selector"] == "robustness"
                            else f"{r['model']} (SR)"),
            "label": r["model"] if r["selector"] == "robustness" else ""}
-          for r in tables.abstain_rows(named, eps, taus=taus)]
+          for r in tables.abstain_rows(named, eps, taus=taus) if r["rob_sel"] > 0]
   fig4 = None
   if core is not None:
     rows = tables.composition_rows(named, core, eps, taus=taus)
