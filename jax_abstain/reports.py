@@ -60,7 +60,8 @@ def read_report(path) -> dict:
   path = pathlib.Path(path)
   if not path.is_file():
     partial = path.with_name(path.name + ".partial")
-    hint = f" (an unfinished {partial.name} exists: resume the evaluation)" if partial.exists() else ""
+    hint = (f" (an unfinished {partial.name} exists: resume the evaluation)"
+            if partial.exists() else "")
     raise UserError(f"no such report: {path}{hint}")
   with path.open(newline="") as f:
     rows = list(csv.reader(f))

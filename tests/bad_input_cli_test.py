@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from jax_abstain import files as files_lib, reports
+from jax_abstain import reports
 from jax_abstain.cli import common as cli
 from tiny_digits_model import train_and_save
 
@@ -31,7 +31,7 @@ def files(tmp_path_factory):
           "is_rob@0.2": np.array([1, 0, 0, 0])}
   reports.write_report(root / "a.csv", cols)
   reports.write_report(root / "core.csv", cols)
-  files_lib.write_json(root / "not_a_report.csv", {"x": 1})
+  (root / "not_a_report.csv").write_text('{"x": 1}\n')
   return {"root": root, "model10": model10, "model3": model3}
 
 
@@ -129,7 +129,7 @@ COMPOSE_CASES = [
 
 @pytest.mark.parametrize("args,message", COMPOSE_CASES, ids=[m[:30] for _, m in COMPOSE_CASES])
 def test_compose_bad_input(files, tmp_path, capsys, args, message):
-  from jax_abstain import compose
+  from jax_abstain.cli import compose
   root = files["root"]
   names = {"A": root / "a.csv", "CORE": root / "core.csv", "NOTREPORT": root / "not_a_report.csv",
            "MISSING": root / "missing.csv"}
@@ -179,7 +179,7 @@ CERT_CASES = [
 
 @pytest.mark.parametrize("args,message", CERT_CASES, ids=[m[:28] for _, m in CERT_CASES])
 def test_certification_bad_input(files, tmp_path, capsys, args, message):
-  from jax_abstain.cli import certify
+  from jax_abstain.evaluation import certified as certification
   model, out = files["model10"], tmp_path / "cert.csv"
   options = {"--data": "digits", "--limit": "5", "--n": "50", "--n0": "10",
              "--json": tmp_path / "s.json"}
@@ -196,7 +196,7 @@ def test_certification_bad_input(files, tmp_path, capsys, args, message):
     if flag not in argv:
       argv += [flag, value]
   argv += ["--model", model, "--out", out]
-  code, err = _in_process(certify, argv, capsys)
+  code, err = _in_process(certification, argv, capsys)
   assert code == 2
   message = message.replace("NOMANIFEST", str(files["root"] / "no_manifest"))
   message = message.replace("OUTDIR", str(tmp_path / "outdir"))

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from jax_abstain import compose, reports
+from jax_abstain.cli import compose as compose_cli
 from jax_abstain.errors import UserError
 
 S = np.array([1, 1, 0, 0, 1, 0])
@@ -22,11 +23,23 @@ def test_two_composition_equals_eq12():
   np.testing.assert_array_equal(comp.is_acc, nat.astype(bool))
   np.testing.assert_array_equal(comp.is_rob_acc, rob.astype(bool))
   np.testing.assert_array_equal(comp.answered_by, [0, 0, 1, 1, 0, 1])
-  summary = comp.summary(S, B_ACC & B_ROB)
+  summary = comp.summary()
   assert summary["nat_acc"] == round(100 * nat.mean(), 2)
   assert summary["rob_acc"] == round(100 * rob.mean(), 2)
   assert summary["rob_sel"] == 50.0
+  # Selected: samples 0, 1, 4; accurate and robust among them: sample 0 only.
   assert summary["commit_prec"] == round(100 / 3, 2)
+  assert summary["answered_share"] == [50.0, 50.0]
+
+
+def test_answered_share_lists_every_model_even_silent_ones():
+  never = np.zeros(6, int)
+  comp = compose.compose_indicators([never, S], [B_ACC, B_ACC, T_ACC], [B_ROB, B_ROB, T_ROB])
+  assert comp.summary()["answered_share"] == [0.0, 50.0, 50.0]
+  assert comp.summary()["rob_sel"] == 0.0 and comp.summary()["commit_prec"] == 0.0
+  always = np.ones(6, int)
+  comp = compose.compose_indicators([always], [B_ACC, T_ACC], [B_ROB, T_ROB])
+  assert comp.summary()["answered_share"] == [100.0, 0.0]
 
 
 @given(st.lists(st.tuples(*[st.booleans()] * 8), min_size=1, max_size=40))
@@ -84,12 +97,17 @@ def test_cli_prints_table_and_writes_json(tmp_path):
   _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
   _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
   out = tmp_path / "c.json"
-  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "b.csv"),
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.compose", "--models", str(tmp_path / "b.csv"),
                          str(tmp_path / "t.csv"), "--eps", "1/255", "--json", str(out)],
                         capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
-  assert "rob_acc" in proc.stdout
-  assert json.loads(out.read_text())["rob_sel"] == 50.0
+  lines = proc.stdout.splitlines()
+  assert lines[0] == "composition at eps=1/255 (robustness selectors at 2/255)"
+  assert lines[2] == "| nat_acc | rob_acc | rob_sel | commit_prec |"
+  result = json.loads(out.read_text())
+  assert lines[4] == (f"| {result['nat_acc']:.2f} | {result['rob_acc']:.2f} | 50.00 | "
+                      f"{result['commit_prec']:.2f} |")
+  assert result["rob_sel"] == 50.0
 
 
 @pytest.mark.parametrize("args,message", [
@@ -101,7 +119,7 @@ def test_cli_bad_input_one_line_no_output(tmp_path, args, message):
   _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
   _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
   out = tmp_path / "c.json"
-  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "b.csv"),
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.compose", "--models", str(tmp_path / "b.csv"),
                          str(tmp_path / "t.csv"), "--json", str(out), *args], capture_output=True, text=True)
   assert proc.returncode == 2
   assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -109,7 +127,7 @@ def test_cli_bad_input_one_line_no_output(tmp_path, args, message):
 
 
 def test_cli_missing_report(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "x.csv"),
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.compose", "--models", str(tmp_path / "x.csv"),
                          str(tmp_path / "y.csv"), "--eps", "0.1"], capture_output=True, text=True)
   assert proc.returncode == 2 and "no such report" in proc.stderr
 
@@ -160,7 +178,7 @@ def _run_cli(argv, capsys):
   """compose's CLI in-process: (exit code, stdout, stderr)."""
   from jax_abstain.cli import common as cli
   try:
-    cli.run_with_clean_errors(compose.main, argv)
+    cli.run_with_clean_errors(compose_cli.main, argv)
     code = 0
   except SystemExit as e:
     code = e.code
@@ -176,9 +194,12 @@ def test_cli_softmax_tau_grid(tmp_path, capsys):
                                    "--eps", "1/255", "--selector", "softmax", "--tau-grid", "0.5",
                                    "0.9", "--json", str(out)], capsys)
   assert code == 0, stderr
-  assert len(stdout.strip().splitlines()) == 4           # title, header, two taus
   rows = json.loads(out.read_text())["rows"]
   assert [r["tau"] for r in rows] == [0.5, 0.9] and rows[1]["rob_sel"] == round(200 / 6, 2)
+  table = stdout.strip().splitlines()[2:]               # after the title and a blank line
+  assert table[0] == "| tau | nat_acc | rob_acc | rob_sel | commit_prec |"
+  assert table[2:] == [f"| {r['tau']:.2f} | {r['nat_acc']:.2f} | {r['rob_acc']:.2f} | "
+                       f"{r['rob_sel']:.2f} | {r['commit_prec']:.2f} |" for r in rows]
 
 
 @pytest.mark.parametrize("make,args,message", [

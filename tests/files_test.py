@@ -1,6 +1,7 @@
 """The atomic writer: the user's umask, old file kept on interruption, no temporaries left."""
 import json
 import os
+import pathlib
 import stat
 import subprocess
 import sys
@@ -32,7 +33,7 @@ print(" ".join(f"{p}={m:o}" for p, m in modes.items()))
 def test_modes_follow_umask(tmp_path, umask, file_mode, dir_mode):
   out = subprocess.run([sys.executable, "-c", UMASK_SCRIPT, str(tmp_path), umask],
                        capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONPATH": os.getcwd()}).stdout.split()
+                       env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}).stdout.split()
   modes = dict(kv.split("=") for kv in out)
   assert modes == {"sub": f"{dir_mode:o}", "sub/a.txt": f"{file_mode:o}",
                    "b.json": f"{file_mode:o}", "model": f"{dir_mode:o}",

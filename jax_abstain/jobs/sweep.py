@@ -102,10 +102,9 @@ def model_point(name: str, cols: dict, eps: str) -> dict:
   return {k: float(v) if isinstance(v, (float, np.floating)) else v for k, v in point.items()}
 
 
-def summarize(report_paths: dict, eps: str, core: str = "std") -> dict:
+def summarize(cols: dict, eps: str, core: str = "std") -> dict:
   """Model points and compositions (each branch with the core at eps) from the runs' reports
-  (`train_all`'s {run: report path})."""
-  cols = {n: reports.read_report(p) for n, p in report_paths.items()}
+  ({run: report columns})."""
   double = radii.double_radius(eps)
   comps, same = [], []
   for n, b in cols.items():
@@ -116,7 +115,7 @@ def summarize(report_paths: dict, eps: str, core: str = "std") -> dict:
     sel = np.asarray(b[f"is_rob@{double}"], bool)
     at_double = compose.compose_indicators(
         [sel], [b["is_acc"], t["is_acc"]], [b[f"is_rob@{double}"], t[f"is_rob@{double}"]]
-    ).summary(sel, np.asarray(b["is_acc"], bool) & sel)
+    ).summary()
     for c, rows in ((sound, comps), (at_double, same)):
       rows.append({"run": f"{n} + {core}", "branch": n, "nat_acc": c["nat_acc"],
                    "rob_acc": c["rob_acc"], "rob_sel": c["rob_sel"],
@@ -129,14 +128,17 @@ def summarize(report_paths: dict, eps: str, core: str = "std") -> dict:
           "compositions": comps, "same_radius": same}
 
 
-def write_outputs(out: pathlib.Path, summary: dict) -> str:
-  """summary.json, summary.md and the three Pareto plots; returns the markdown."""
+def write_outputs(out: pathlib.Path, summary: dict, cols: dict) -> str:
+  """summary.json, summary.md (`analysis.markdown.sweep_tables`) and the Pareto figures of the
+  runs' reports (`analysis.plots.pareto_figures`: the ERA runs form one series); returns the
+  markdown."""
   from jax_abstain.analysis import markdown, plots  # matplotlib only when figures are drawn
   out = pathlib.Path(out)
   text = markdown.sweep_tables(summary)
   files.write_json(out / "summary.json", summary)
   files.atomic_write(out / "summary.md", text)
-  plots.sweep_figures(out, summary)
+  plots.pareto_figures(cols, summary["core"], summary["eps"], out,
+                       series=lambda run: "era" if run.startswith("era_") else run)
   return text
 
 
@@ -153,6 +155,7 @@ def run_sweep(out, runs, *, eps: str, config: str = "mnist_era", extra=None,
   run_configs = [(name, configs.build(config, {**args, "eps": eps, **dict(extra or {})}))
                  for name, args in runs]
   found = train_all(out, run_configs, train_missing=train_missing)
-  summary = summarize(found, eps)
-  print(write_outputs(out, summary))
+  cols = {name: reports.read_report(path) for name, path in found.items()}
+  summary = summarize(cols, eps)
+  print(write_outputs(out, summary, cols))
   return summary

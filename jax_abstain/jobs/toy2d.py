@@ -60,10 +60,10 @@ def run(job, workdir) -> dict:
                                "beta": cfg.beta, **_summary(cols[name], eps_text),
                                "at_2eps": _summary(cols[name], eps2_text)}
   t = job.toy2d
-  comp, sel, first_rob_acc, shown = compose.compose_reports_per_sample(
+  comp, _, _, shown = compose.compose_reports_per_sample(
       [cols[t.branch], cols[t.core]], eps_text, [t.select_at])
-  results["composition"] = {"branch": t.branch, "core": t.core,
-                            **comp.summary(sel, first_rob_acc), "select_at": shown[0]}
+  results["composition"] = {"branch": t.branch, "core": t.core, **comp.summary(),
+                            "select_at": shown[0]}
   if "era" in t.models and t.branch != "era":
     # For comparison: the ERA model trained at eps itself as the branch (still selected at 2 eps).
     alt = compose.compose_reports([cols["era"], cols[t.core]], eps_text, [t.select_at])
