@@ -62,6 +62,8 @@ def test_tiny_run_through_the_train_job_and_resume(tmp_path, capsys):
   assert (tmp_path / "std" / "model" / "manifest.json").exists()
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["models"][0]["nat_acc"] == pytest.approx(100 * cols["is_acc"].mean())
+  if not cols["is_rob@0.2"].any():   # nothing selected at 2 eps: Fig. 3 would be empty
+    assert "[sweep] no figures: pareto: no points" in capsys.readouterr().out
   capsys.readouterr()
   sweep.run_sweep(tmp_path, runs, eps="0.1", extra=extra)      # resumes: nothing to do
   assert "std: done, skipped" in capsys.readouterr().out

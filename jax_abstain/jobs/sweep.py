@@ -130,15 +130,18 @@ def summarize(cols: dict, eps: str, core: str = "std") -> dict:
 
 def write_outputs(out: pathlib.Path, summary: dict, cols: dict) -> str:
   """summary.json, summary.md (`analysis.markdown.sweep_tables`) and the Pareto figures of the
-  runs' reports (`analysis.plots.pareto_figures`: the ERA runs form one series); returns the
-  markdown."""
+  runs' reports (`analysis.plots.pareto_figures`: the ERA runs form one series; none, with a
+  printed note, when a figure would be empty); returns the markdown."""
   from jax_abstain.analysis import markdown, plots  # matplotlib only when figures are drawn
   out = pathlib.Path(out)
   text = markdown.sweep_tables(summary)
   files.write_json(out / "summary.json", summary)
   files.atomic_write(out / "summary.md", text)
-  plots.pareto_figures(cols, summary["core"], summary["eps"], out,
-                       series=lambda run: "era" if run.startswith("era_") else run)
+  try:
+    plots.pareto_figures(cols, summary["core"], summary["eps"], out,
+                         series=lambda run: "era" if run.startswith("era_") else run)
+  except UserError as e:   # e.g. no model selects anything: Fig. 3 has no point
+    print(f"[sweep] no figures: {e}", flush=True)
   return text
 
 
