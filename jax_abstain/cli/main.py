@@ -25,8 +25,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config name or file [
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for config, results, reports, checkpoints.")
 flags.DEFINE_bool("debug", False, "Show tracebacks instead of one-line errors.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 of a "
-                                   "multi-host job, 'auto' (cluster detection) or '' (one process).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "host:port of process 0 of a multi-host job, 'auto' (cluster "
+    "detection) or '' ($JAX_COORDINATOR_ADDRESS, or one process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes of a multi-host job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's rank in a multi-host job.")
 
@@ -53,15 +54,18 @@ def _last_line(error) -> str:
   return last.split("Error: ", 1)[-1] if "Traceback" in str(error) else last
 
 
+_UNKNOWN_KEY = (KeyError, AttributeError)   # what ml_collections raises for --config.nope=1
+
+
 def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # absl flag errors and config-file errors (missing file, bad key, ...)
     if cli.debug_requested(argv):
       raise
-    if isinstance(e, (KeyError, AttributeError)) or isinstance(e.__cause__, (KeyError, AttributeError)):
-      cli.fail(f"--config: unknown config key {str(e).strip(chr(39) + chr(34) + ' ')!r}; see "
-               "the config file for the known keys")
+    if isinstance(e, _UNKNOWN_KEY) or isinstance(e.__cause__, _UNKNOWN_KEY):
+      key = str(e).strip("'\" ")
+      cli.fail(f"--config: unknown config key {key!r}; see the config file for the known keys")
     cli.fail(_last_line(e))
 
 

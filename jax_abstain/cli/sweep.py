@@ -21,7 +21,9 @@ def _parser():
                               description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="sweep folder (one workdir per run)")
   parser.add_argument("--config", default="mnist_era",
-                      help="train-mode config name or file (default: mnist_era)")
+                      help="train-mode config name or file taking the arguments loss, init, "
+                      "beta, epochs, trades_beta, lr and eps (the threat radius) like the "
+                      "default, mnist_era")
   parser.add_argument("--eps", default="0.1", help="threat radius; branches train at 2 eps")
   parser.add_argument("--betas", nargs="+", type=float, default=[0.1, 0.5],
                       help="ERA beta values (weight of the TRADES term, eq. 4)")

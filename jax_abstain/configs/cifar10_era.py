@@ -8,10 +8,10 @@ AutoAugment variant). Model selection: the checkpoint of lowest robust inaccurac
 held-out training images, every 5 epochs (``selection=test_slice`` validates on the first
 test images like the authors). Evaluation: APGD-CE (40 steps) at eps and 2 eps on the test set.
 Port the starting model first (RobustBench checkpoint file, no download here):
-    python -m jax_abstain.port --arch Gowal2020Uncovering_28_10_extra --checkpoint Gowal.pt --out models/gowal
+    python -m jax_abstain.cli.port --arch Gowal2020Uncovering_28_10_extra --checkpoint Gowal.pt --out models/gowal
 Authors' code semantics (one CE-PGD point for both terms, KL averaged over classes):
-``variant=code``. Pareto front: vary ``beta``
-(``python -m jax_abstain.jobs.sweep --config=configs/cifar10_era.py ...``).
+``variant=code``. Pareto front: one run per ``beta`` (``...:init=models/gowal,beta=0.5``),
+composed and plotted with ``python -m jax_abstain.cli.report``.
 Runtime: 50 epochs x 250 steps of ~30 forward/backward passes of a WRN-28-10; a GPU job.
 """
 from jax_abstain.configs import common

@@ -1,7 +1,7 @@
 """python -m jax_abstain.main --config=configs/evaluate.py:model=models/carmon,data=cifar10,path=/data/cifar-10-python.tar.gz,eps=1/255 --workdir=runs/eval_carmon
 
 Evaluate a saved or ported model (the command above: a RobustBench checkpoint ported with
-`python -m jax_abstain.port`, on CIFAR-10): natural accuracy and robustness at eps and 2 eps.
+`python -m jax_abstain.cli.port`, on CIFAR-10): natural accuracy and robustness at eps and 2 eps.
 On the 5,000 MNIST digits (e.g. the model written by configs/mnist5k.py), with the APGDconf
 column for softmax-response selectors:
     python -m jax_abstain.main \
@@ -13,7 +13,7 @@ More radii: ``radii=0.05;0.1;0.2`` (semicolons) replaces the default (eps, 2 eps
 Writes reports/<name>.csv (docs/design.md, Contracts; flushed per batch, resumable: a rerun
 with the same workdir continues where it stopped and re-uses finished reports) and
 results.json. `conf=true` adds adv_conf@<2 eps>, the max softmax at the APGDconf point (paper
-eq. 17), for `python -m jax_abstain.compose --selector softmax`. For randomized smoothing see
+eq. 17), for `python -m jax_abstain.cli.compose --selector softmax`. For randomized smoothing see
 configs/evaluate_certified.py (the same job with ``eval.kind = "certified"``).
 Runtime: dominated by the attack, n_iter APGD steps per radius on every sample still robust
 (the MNIST command above, 3 radii + APGDconf: 7 minutes on 2 shared CPU cores).

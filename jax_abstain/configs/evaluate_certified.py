@@ -11,7 +11,7 @@ Writes reports/<name>.csv with the columns sample_idx,label,pred,is_acc,conf,cer
 (cert_pred -1 = abstain, radius in L2; resumable, one row flushed per sample) and results.json
 with cert_acc, cert_inacc, commit_rate and commit_prec at each L2 radius in ``radii``
 (default sigma and 2 sigma; semicolons separate radii). For attack columns as well, run
-configs/evaluate.py into another workdir. Compose with `python -m jax_abstain.compose
+configs/evaluate.py into another workdir. Compose with `python -m jax_abstain.cli.compose
 --models CERT.csv CORE.csv --eps 0.25` (selection: certified radius >= eps).
 Runtime: n forward passes per image (100 000 x 500 CIFAR-10 images is GPU work).
 """

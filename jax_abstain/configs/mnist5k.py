@@ -6,7 +6,7 @@ ERA fine-tuning of that model (the paper's recipe: start from a trained model):
     python -m jax_abstain.main --config=configs/mnist5k.py:loss=era,init=runs/mnist_std/model \
         --workdir=runs/mnist_era
 Compose the two (ERA abstains by robustness at 2 eps, the standard model is the core):
-    python -m jax_abstain.compose --models runs/mnist_era/reports/era.csv \
+    python -m jax_abstain.cli.compose --models runs/mnist_era/reports/era.csv \
         runs/mnist_std/reports/std.csv --eps 0.1
 Other data and models, e.g. CIFAR-10 from the official archive:
     --config.data.name=cifar10 --config.data.path=/data/cifar-10-python.tar.gz \

