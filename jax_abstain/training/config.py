@@ -112,36 +112,18 @@ class TrainConfig:
     select_steps, select_rel_step, select_batch_size: the validation PGD and its batch.
     select_eps: the validation radius (None: ``eps``; read `selection_eps`).
   """
-  loss: str = "era"
-  beta: float = 1.0
-  trades_beta: float = 6.0
-  eps: float = 2 / 255
-  norm: str = "linf"
-  variant: str = "paper"
-  epochs: int = 50
-  batch_size: int = 200
-  lr: float = 1e-3
-  momentum: float = 0.9
-  weight_decay: float = 1e-4
-  schedule: str = "trades"
-  attack_steps: int = 10
-  attack_rel_step: float = 0.25
-  bn_mode_attack: str = ""
-  bn_mode_loss: str = ""
-  sigma: float = 0.25
-  num_noise: int = 16
-  gamma: float = 4.0
-  beta_decay_every: int = 0
-  beta_decay: float = 0.1
-  checkpoint_every: int = 0
-  keep_checkpoints: int = 3
-  log_every: int = 0
-  selection_split: str = "none"
-  select_size: int = 2000
-  select_every: int = 5
-  select_steps: int = 40
-  select_rel_step: float = 0.1
-  select_batch_size: int = 200
+  # Grouped a line per theme, in the order of docs/design.md (Contracts).
+  loss: str = "era"; beta: float = 1.0; trades_beta: float = 6.0
+  eps: float = 2 / 255; norm: str = "linf"; variant: str = "paper"
+  epochs: int = 50; batch_size: int = 200
+  lr: float = 1e-3; momentum: float = 0.9; weight_decay: float = 1e-4; schedule: str = "trades"
+  attack_steps: int = 10; attack_rel_step: float = 0.25
+  bn_mode_attack: str = ""; bn_mode_loss: str = ""
+  sigma: float = 0.25; num_noise: int = 16; gamma: float = 4.0
+  beta_decay_every: int = 0; beta_decay: float = 0.1
+  checkpoint_every: int = 0; keep_checkpoints: int = 3; log_every: int = 0
+  selection_split: str = "none"; select_size: int = 2000; select_every: int = 5
+  select_steps: int = 40; select_rel_step: float = 0.1; select_batch_size: int = 200
   select_eps: float | None = None
 
   def __post_init__(self):

@@ -1,4 +1,4 @@
-"""Model selection: robust (in)accuracy on a validation split, the best checkpoint wins.
+"""Model selection: robust (in)accuracy on validation rows, the best checkpoint wins.
 
     (x_tr, y_tr), (x_val, y_val) = selection.holdout(x, y, n_val=1000, seed=0)
     key, mode = selection.criterion("era")                 # ("rob_inacc", "min")

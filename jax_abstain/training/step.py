@@ -39,6 +39,7 @@ def lr_boundaries(schedule: str, epochs: int, steps_per_epoch: int) -> dict:
 
   ``trades``: lr x0.1 for epochs >= 0.75 * epochs (epochs 38-49 of 50; fine-tuning);
   ``trades_scratch``: x0.1 from 75% and again from 90% of the epochs; ``constant``.
+  `schedule` is one of `training.config.SCHEDULES` (`TrainConfig` checks it).
   """
   fractions = {"constant": (), "trades": (0.75,), "trades_scratch": (0.75, 0.9)}[schedule]
   # ceil: the authors' test is ``epoch >= 0.75 * epochs`` on 0-based epochs.
