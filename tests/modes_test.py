@@ -57,14 +57,18 @@ def test_fine_tuning_from_a_model_directory(trained, tmp_path):
   assert results["era"]["nat_acc"] > 50.0
 
 
+def _evaluate_job(config: str, workdir, name: str) -> dict:
+  """Runs ``python -m jax_abstain.main --config=<config>`` and returns results.json's summary."""
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.main", f"--config={config}",
+                         f"--workdir={workdir}"], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return json.loads((workdir / "results.json").read_text())[name]
+
+
 def test_evaluate_mode_cli_matches_the_training_run(trained, tmp_path):
   workdir, results = trained
-  proc = subprocess.run(
-      [sys.executable, "-m", "jax_abstain.main",
-       f"--config=configs/evaluate.py:model={workdir / 'model'},data=digits,eps=0.1,limit=60,"
-       "name=std,n_iter=5,conf=true", f"--workdir={tmp_path}"], capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  evaluated = json.loads((tmp_path / "results.json").read_text())["std"]
+  evaluated = _evaluate_job(f"configs/evaluate.py:model={workdir / 'model'},data=digits,eps=0.1,"
+                            "limit=60,name=std,n_iter=5,conf=true", tmp_path, "std")
   assert evaluated["nat_acc"] == results["std"]["nat_acc"]
   assert evaluated["at"]["0.1"] == results["std"]["at"]["0.1"]
   assert "adv_conf@0.2" in reports.read_report(tmp_path / "reports" / "std.csv")
@@ -75,12 +79,8 @@ def test_certified_evaluate_mode_cli(trained, tmp_path):
   """``eval.kind = "certified"`` (configs/evaluate_certified.py): the CERTIFY report and its
   summary at the L2 radii, recomputed here from the report's columns."""
   workdir, _ = trained
-  proc = subprocess.run(
-      [sys.executable, "-m", "jax_abstain.main",
-       f"--config=configs/evaluate_certified.py:model={workdir / 'model'},data=digits,limit=10,"
-       "sigma=0.25,n=200,name=std_cert", f"--workdir={tmp_path}"], capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  summary = json.loads((tmp_path / "results.json").read_text())["std_cert"]
+  summary = _evaluate_job(f"configs/evaluate_certified.py:model={workdir / 'model'},data=digits,"
+                          "limit=10,sigma=0.25,n=200,name=std_cert", tmp_path, "std_cert")
   cols = reports.read_report(tmp_path / "reports" / "std_cert.csv")
   assert list(cols)[-2:] == ["cert_pred", "radius"] and len(cols["radius"]) == 10
   assert summary["kind"] == "certified" and summary["sigma"] == 0.25
