@@ -12,7 +12,7 @@ exit status 2, and nothing is written.
 """
 import sys
 
-from jax_abstain import validation, xla_cpu
+from jax_abstain import validation
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
@@ -45,11 +45,8 @@ def _write_grid(argv) -> str:
 
 
 def main(argv=None) -> int:
-  """The console script ``jax-abstain-augment``: argv defaults to the process's arguments;
-  returns 0 once the PNG is written."""
-  xla_cpu.prefer_eigen_convolutions()
-  cli.run_with_clean_errors(_write_grid, sys.argv[1:] if argv is None else list(argv))
-  return 0
+  """The console script ``jax-abstain-augment`` (`common.entry`); 0 once the PNG is written."""
+  return cli.entry(_write_grid, argv)
 
 
 if __name__ == "__main__":

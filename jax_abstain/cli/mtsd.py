@@ -12,7 +12,7 @@ exit status 2, and nothing is written.
 import json
 import sys
 
-from jax_abstain import validation, xla_cpu
+from jax_abstain import validation
 from jax_abstain.cli import common as cli
 
 
@@ -45,11 +45,8 @@ def _convert(argv) -> dict:
 
 
 def main(argv=None) -> int:
-  """The console script ``jax-abstain-mtsd``: argv defaults to the process's arguments;
-  returns 0 once the crops are written."""
-  xla_cpu.prefer_eigen_convolutions()
-  cli.run_with_clean_errors(_convert, sys.argv[1:] if argv is None else list(argv))
-  return 0
+  """The console script ``jax-abstain-mtsd`` (`common.entry`); 0 once the crops are written."""
+  return cli.entry(_convert, argv)
 
 
 if __name__ == "__main__":

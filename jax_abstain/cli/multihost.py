@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 
-from jax_abstain import xla_cpu
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
@@ -109,10 +108,10 @@ def _launch(argv) -> int:
 
 
 def main(argv=None) -> int:
-  """The console script ``jax-abstain-multihost``: argv defaults to the process's arguments;
-  returns the first non-zero exit status of the processes (or 0)."""
-  xla_cpu.prefer_eigen_convolutions()   # inherited by the processes it starts
-  return cli.run_with_clean_errors(_launch, sys.argv[1:] if argv is None else list(argv))
+  """The console script ``jax-abstain-multihost`` (`common.entry`; the XLA:CPU setting is
+  inherited by the processes it starts): the first non-zero exit status of the processes,
+  or 0."""
+  return cli.entry(_launch, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ written to the output.
 import sys
 import time
 
-from jax_abstain import validation, xla_cpu
+from jax_abstain import validation
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
@@ -33,10 +33,8 @@ def _parser():
 
 
 def main(argv=None) -> int:
-  """The console script ``jax-abstain-port``: argv defaults to the process's arguments;
-  returns the exit status (0), bad input exits 2 with one line on stderr."""
-  xla_cpu.prefer_eigen_convolutions()   # before JAX starts: Eigen convolutions on CPUs
-  return cli.run_with_clean_errors(_port, sys.argv[1:] if argv is None else list(argv))
+  """The console script ``jax-abstain-port`` (`common.entry`); 0 once written."""
+  return cli.entry(_port, argv)
 
 
 def _port(argv) -> int:
