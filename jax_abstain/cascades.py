@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from jax_abstain import compose, radii, reports, selectors, validation
+from jax_abstain import compose, files, radii, reports, selectors, validation
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
@@ -212,9 +212,9 @@ def main(argv=None) -> dict:
   if args.min_select_at is not None:
     validation.check_radius(args.min_select_at, "--min-select-at")
   for path in [*args.abstain, args.core]:
-    validation.check_file(path, "report", "--abstain/--core")
+    files.check_file(path, "report", "--abstain/--core")
   if args.json:
-    validation.check_output(args.json, "--json", overwrite=True)
+    files.check_output(args.json, "--json", overwrite=True)
   columns = [reports.read_report(p) for p in args.abstain]
   names = [pathlib.Path(p).stem for p in args.abstain]
   if len(set(names)) != len(names):
@@ -225,7 +225,7 @@ def main(argv=None) -> dict:
   result["reports"] = {"abstain": list(args.abstain), "core": args.core}
   print(format_result(result))
   if args.json:
-    reports.write_json(args.json, result)
+    files.write_json(args.json, result)
   return result
 
 

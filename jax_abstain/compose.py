@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain import radii, reports, selectors, validation
+from jax_abstain import files, radii, reports, selectors, validation
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
@@ -295,9 +295,9 @@ def main(argv=None) -> dict:
   validation.check_radius(args.eps, "--eps")
   validation.check_radii(args.select_at or [], "--select-at", allow_empty=True)
   for path in args.models:
-    validation.check_file(path, "report", "--models")
+    files.check_file(path, "report", "--models")
   if args.json:
-    validation.check_output(args.json, "--json", overwrite=True)
+    files.check_output(args.json, "--json", overwrite=True)
   if args.selector not in selectors.SELECTORS:
     raise UserError(f"--selector: expected one of {', '.join(selectors.SELECTORS)}, got {args.selector!r}")
   if (args.tau is not None or args.tau_grid is not None) and not args.selector.startswith("softmax"):
@@ -316,7 +316,7 @@ def main(argv=None) -> dict:
     result["models"] = list(args.models)
     print(format_table(result))
   if args.json:
-    reports.write_json(args.json, result)
+    files.write_json(args.json, result)
   return result
 
 

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from jax_abstain import reports
+from jax_abstain import files, reports
 from jax_abstain.cli import common as cli
 from tiny_digits_model import train_and_save
 
@@ -31,7 +31,7 @@ def files(tmp_path_factory):
           "is_rob@0.2": np.array([1, 0, 0, 0])}
   reports.write_report(root / "a.csv", cols)
   reports.write_report(root / "core.csv", cols)
-  reports.write_json(root / "not_a_report.csv", {"x": 1})
+  files.write_json(root / "not_a_report.csv", {"x": 1})
   return {"root": root, "model10": model10, "model3": model3}
 
 

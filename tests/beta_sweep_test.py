@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jax_abstain.configs import mnist_era
-from jax_abstain import reports
+from jax_abstain import files, reports
 from jax_abstain.errors import UserError
 from jax_abstain.jobs import sweep as beta_sweep
 
@@ -61,8 +61,8 @@ def test_tiny_run_through_the_main_job_and_resume(tmp_path, capsys):
 def _write_run(out, run, name, is_acc, rob1, rob2):
   wd = out / run
   n = len(is_acc)
-  reports.write_json(wd / "config.json", {"name": name})
-  reports.write_json(wd / "results.json", {})
+  files.write_json(wd / "config.json", {"name": name})
+  files.write_json(wd / "results.json", {})
   reports.write_report(wd / "reports" / f"{name}.csv", {
       "sample_idx": np.arange(n), "label": np.zeros(n, int), "pred": 1 - np.asarray(is_acc),
       "is_acc": np.asarray(is_acc), "conf": np.full(n, 0.9), "is_rob@0.1": np.asarray(rob1),

@@ -12,10 +12,6 @@ scatter, one marker per label, with each label's Pareto front as a step line; th
 `jax_abstain.tables` plug in directly (`robustness_pareto`, `abstain_pareto`,
 `composition_pareto` give the paper's Figures 2, 3 and 4). Files are written atomically.
 """
-import os
-import pathlib
-import tempfile
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -23,24 +19,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from jax_abstain import metrics  # noqa: E402
+from jax_abstain import files, metrics  # noqa: E402
 from jax_abstain.errors import UserError  # noqa: E402
 
 REGION_COLORS = ("#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fdd0a2")
 
 
 def save_figure(fig, path) -> None:
-  """Saves `fig` as PNG through a temporary file and an atomic rename."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-  os.close(fd)
+  """Saves `fig` as PNG atomically (`files.atomic_write`)."""
   try:
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    files.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
   finally:
     plt.close(fig)
-    pathlib.Path(tmp).unlink(missing_ok=True)
 
 
 def grid_points(grid: int, lim=(0.0, 1.0)) -> np.ndarray:

@@ -19,7 +19,7 @@ import io
 
 import numpy as np
 
-from jax_abstain import compose, metrics, radii, reports, selectors
+from jax_abstain import compose, files, metrics, radii, reports, selectors
 from jax_abstain.errors import UserError
 
 SPLITS = (("nonrob_inacc", "¬r ∧ ¬a"), ("rob_inacc", "r ∧ ¬a"), ("nonrob_acc", "¬r ∧ a"),
@@ -154,4 +154,4 @@ def to_csv(rows: list) -> str:
 
 def write_csv(path, rows: list) -> None:
   """Writes rows as CSV atomically."""
-  reports.atomic_write_text(path, to_csv(rows))
+  files.atomic_write(path, to_csv(rows))

@@ -12,7 +12,7 @@ exit status 2, and nothing is written.
 """
 import sys
 
-from jax_abstain import validation
+from jax_abstain import files
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
@@ -35,7 +35,7 @@ def _write_grid(argv) -> str:
   from jax_abstain.data import augment  # pylint: disable=import-outside-toplevel
   args = _parser().parse_args(argv)
   augment.get(args.aug)   # an unknown name fails before the data is loaded
-  validation.check_output(args.out, "--out", overwrite=True)
+  files.check_output(args.out, "--out", overwrite=True)
   x, _ = data.load(args.data, args.split, path=args.path)
   if x.ndim != 4:
     raise UserError(f"--data {args.data}: not an image set (x has shape {x.shape})")

@@ -12,7 +12,7 @@ exit status 2, and nothing is written.
 import json
 import sys
 
-from jax_abstain import validation
+from jax_abstain import files, validation
 from jax_abstain.cli import common as cli
 
 
@@ -36,7 +36,7 @@ def _convert(argv) -> dict:
   args = _parser().parse_args(argv)
   validation.check_int(args.workers, "--workers", minimum=1)
   validation.check_float(args.slack, "--slack", low=0.0)
-  validation.check_output(args.out, "--out", folder=True)
+  files.check_output(args.out, "--out", folder=True)
   logging.set_verbosity(logging.INFO)
   stats = mtsd.convert(args.src, args.out, seed=args.seed, split_map=args.split_map,
                        lam=args.slack, workers=args.workers)

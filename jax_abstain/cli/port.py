@@ -14,7 +14,7 @@ written to the output.
 import sys
 import time
 
-from jax_abstain import validation
+from jax_abstain import files, validation
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
@@ -49,8 +49,8 @@ def _port(argv) -> int:
   if args.export:
     if not args.out:
       raise UserError("--export needs --out FILE.pt")
-    validation.check_file(args.export, "model", "--export")
-    validation.check_output(args.out, "--out", overwrite=True)
+    files.check_file(args.export, "model", "--export")
+    files.check_output(args.out, "--out", overwrite=True)
     model = models.load(args.export)
     path = porting.export_state_dict(model, args.out)
     print(f"wrote {path}")
@@ -59,8 +59,8 @@ def _port(argv) -> int:
   if missing:
     raise UserError(f"missing {', '.join(missing)}; usage: jax-abstain-port "
                     "--arch NAME --checkpoint FILE.pt --out DIR")
-  validation.check_file(args.checkpoint, "checkpoint", "--checkpoint")
-  validation.check_output(args.out, "--out", folder=True)
+  files.check_file(args.checkpoint, "checkpoint", "--checkpoint")
+  files.check_output(args.out, "--out", folder=True)
   if args.num_classes is not None:
     validation.check_int(args.num_classes, "--num-classes", minimum=2)
   start = time.time()

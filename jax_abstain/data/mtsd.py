@@ -37,8 +37,8 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from jax_abstain import files
 from jax_abstain.errors import UserError
-from jax_abstain.reports import atomic_write_text, write_json
 
 FLAGS = ("occluded", "out-of-frame", "exterior", "ambiguous", "included", "dummy")
 OTHER_SIGN = "other-sign"
@@ -166,9 +166,8 @@ def _write_split(out, dst_split, items, results, stats):
   y = np.concatenate(ys) if ys else np.zeros((0,), np.int32)
   stats["kept_boxes"] += len(y)
   stats["splits"][dst_split] = len(y)
-  tmp = os.path.join(out, f".{dst_split}.tmp.npz")
-  np.savez(tmp, x=x, y=y, key=np.asarray(keys, dtype=str))
-  os.replace(tmp, os.path.join(out, f"{dst_split}.npz"))
+  arrays = {"x": x, "y": y, "key": np.asarray(keys, dtype=str)}
+  files.atomic_write(os.path.join(out, f"{dst_split}.npz"), lambda f: np.savez(f, **arrays))
 
 
 def convert(src, out, *, seed=0, split_map=DEFAULT_SPLIT_MAP, lam=SLACK, workers=1):
@@ -209,8 +208,8 @@ def convert(src, out, *, seed=0, split_map=DEFAULT_SPLIT_MAP, lam=SLACK, workers
   finally:
     if pool:
       pool.shutdown()
-  atomic_write_text(os.path.join(out, "label_map.json"), json.dumps({"labels": labels}, indent=1))
-  write_json(os.path.join(out, "summary.json"), stats)
+  files.write_json(os.path.join(out, "label_map.json"), {"labels": labels}, indent=1)
+  files.write_json(os.path.join(out, "summary.json"), stats)
   logging.info("mtsd: %s", stats)
   return stats
 

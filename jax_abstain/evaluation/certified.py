@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jax_abstain import radii, reports, smoothing, soundness, validation
+from jax_abstain import files, radii, reports, smoothing, soundness, validation
 from jax_abstain.errors import UserError
 
 COLUMNS = reports.BASE_COLUMNS + ("cert_pred", "radius")
@@ -176,7 +176,7 @@ def _parser():
 def main(argv) -> dict:
   """Certifies a model directory on a data split; every argument is checked before any work."""
   args = _parser().parse_args(argv)
-  validation.check_file(args.model, "model", "--model")
+  files.check_file(args.model, "model", "--model")
   validation.check_sigma(args.sigma, "--sigma")
   validation.check_alpha(args.alpha, "--alpha")
   for name in ("n0", "n", "batch_size"):
@@ -184,9 +184,9 @@ def main(argv) -> dict:
   validation.check_int(args.limit, "--limit", minimum=0)
   validation.check_int(args.seed, "--seed", minimum=0)
   validation.check_radii(args.eps, "--eps", allow_empty=True)
-  out = validation.check_output(args.out, "--out", overwrite=True)
+  out = files.check_output(args.out, "--out", overwrite=True)
   if args.json:
-    validation.check_output(args.json, "--json", overwrite=True)
+    files.check_output(args.json, "--json", overwrite=True)
   import ml_collections  # pylint: disable=import-outside-toplevel
   from jax_abstain import data, models  # pylint: disable=import-outside-toplevel
   manifest = models.read_manifest(args.model)
@@ -204,7 +204,7 @@ def main(argv) -> dict:
     print(f"  eps={text:<8} cert_acc {m['cert_acc']:6.2f}  cert_inacc {m['cert_inacc']:6.2f}  "
           f"commit_rate {m['commit_rate']:6.2f}")
   if args.json:
-    reports.write_json(args.json, result)
+    files.write_json(args.json, result)
   return result
 
 

@@ -31,7 +31,8 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jax_abstain import attacks, data, metrics, models, radii as radii_lib, reports
+from jax_abstain import attacks, data, files, metrics, models, reports
+from jax_abstain import radii as radii_lib
 from jax_abstain.attacks import checks, common
 from jax_abstain.attacks.multi_radius import pad_rows, radius_keys
 from jax_abstain.errors import UserError
@@ -384,5 +385,5 @@ def run(config, workdir) -> dict:
     name = f"{config.name}_cert" if empirical else config.name
     results[name] = certify_and_summarize(model, x, y, cert, workdir, name, idx, seed=e.seed)
     print(format_summary(name, results[name]))
-  reports.write_json(pathlib.Path(workdir) / "results.json", results)
+  files.write_json(pathlib.Path(workdir) / "results.json", results)
   return results

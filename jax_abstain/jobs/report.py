@@ -22,7 +22,7 @@ import argparse
 import pathlib
 import sys
 
-from jax_abstain import cascades, compose, radii, reports
+from jax_abstain import cascades, compose, files, radii, reports
 from jax_abstain.analysis import tables
 from jax_abstain.errors import UserError
 
@@ -79,7 +79,7 @@ def build(paths, out, *, eps=None, core=None, names=None, taus=None, title="") -
 
   from jax_abstain.analysis import plots  # matplotlib only when figures are drawn
   tables.write_csv(out / "splits.csv", split_rows)
-  reports.atomic_write_text(out / "splits.md", splits_md + "\n")
+  files.atomic_write(out / "splits.md", splits_md + "\n")
   tables.write_csv(out / "models.csv", model_rows)
   plots.robustness_pareto(model_rows, out / "fig2_robustness.png", f"{title} (eps={eps})")
   tables.write_csv(out / "abstain.csv", abstain)
@@ -98,10 +98,10 @@ def build(paths, out, *, eps=None, core=None, names=None, taus=None, title="") -
                  _md_table([r for r in comps if r["selector"] in ("none", "robustness")],
                            ["branch", "core", "selector", "nat_acc", "rob_acc", "rob_sel"])]
   if cascade is not None:
-    reports.write_json(out / "cascade.json", cascade)
+    files.write_json(out / "cascade.json", cascade)
     sections += ["", "## Cascade search", "", "```", cascades.format_result(cascade), "```"]
   text = "\n".join(sections) + "\n"
-  reports.atomic_write_text(out / "report.md", text)
+  files.atomic_write(out / "report.md", text)
   return text
 
 

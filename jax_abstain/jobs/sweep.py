@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from jax_abstain import compose, metrics, radii, reports
+from jax_abstain import compose, files, metrics, radii, reports
 from jax_abstain.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def summarize(out: pathlib.Path, names, eps: str, core: str = "std") -> dict:
 
 
 def _report_name(workdir: pathlib.Path) -> str:
-  return reports.read_json(workdir / "config.json")["name"]
+  return files.read_json(workdir / "config.json")["name"]
 
 
 def format_markdown(summary: dict) -> str:
@@ -203,8 +203,8 @@ def _place_labels(fig, ax, labels) -> None:
 def write_outputs(out: pathlib.Path, summary: dict) -> None:
   """summary.json, summary.md and the three Pareto plots."""
   e, d = summary["eps"], summary["select_at"]
-  reports.write_json(out / "summary.json", summary)
-  reports.atomic_write_text(out / "summary.md", format_markdown(summary))
+  files.write_json(out / "summary.json", summary)
+  files.atomic_write(out / "summary.md", format_markdown(summary))
   branches = [p for p in summary["models"] if p["run"] != summary["core"]]
   pareto(branches, "rob_inacc@2eps", "rob_acc@2eps", "run", out / "fig2_rob_acc_vs_rob_inacc.png",
          f"Robust accuracy vs robust inaccuracy at {d} (Fig. 2)",

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jax_abstain import compose, data, metrics, models, radii, reports
+from jax_abstain import compose, data, files, metrics, models, radii
 from jax_abstain.evaluation import empirical as evaluate
 from jax_abstain.analysis import plots
 from jax_abstain.jobs import train
@@ -99,7 +99,7 @@ def run(config, workdir) -> dict:
     results["composition_branch_trained_at_eps"] = {"branch": "era", "core": core, **alt}
 
   _plot(config, workdir, trained, cols, comp, x_eval, eps_text, eps2)
-  reports.write_json(workdir / "results.json", results)
+  files.write_json(workdir / "results.json", results)
   print(format_table(results))
   return results
 

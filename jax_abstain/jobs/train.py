@@ -97,7 +97,7 @@ def train_and_evaluate(config, workdir) -> dict:
   Raises:
     UserError: a bad config (before any work, see `preflight`) or a diverging run.
   """
-  from jax_abstain import data, models, reports  # the job's pieces, not the step's
+  from jax_abstain import data, files, models  # the job's pieces, not the step's
   from jax_abstain.evaluation import empirical as evaluate
   preflight(config)
   workdir = pathlib.Path(workdir)
@@ -137,7 +137,7 @@ def train_and_evaluate(config, workdir) -> dict:
   results = {"model": "model", "architecture": arch, "loss": config.train.loss,
              "data": config.data.name, "split": config.data.split, "selected": out["best"],
              config.name: summary}
-  reports.write_json(workdir / "results.json", results)
+  files.write_json(workdir / "results.json", results)
   print(evaluate.format_summary(config.name, summary) if "at" in summary else summary)
   distributed.wait_for_all("evaluated")
   return results

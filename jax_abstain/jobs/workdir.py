@@ -10,7 +10,7 @@ import pathlib
 import platform
 import subprocess
 
-from jax_abstain import __version__, reports, validation
+from jax_abstain import __version__, files, validation
 from jax_abstain.errors import UserError
 
 
@@ -76,7 +76,7 @@ def prepare(path, config) -> pathlib.Path:
   new = json.loads(config.to_json())
   config_path = path / "config.json"
   if config_path.exists():
-    old = reports.read_json(config_path)
+    old = files.read_json(config_path)
     a, b = _flatten(old), _flatten(new)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differing:
@@ -84,6 +84,6 @@ def prepare(path, config) -> pathlib.Path:
       raise UserError(f"--workdir {path} holds a run with a different config: {shown}; "
                       "use a new workdir or the original config")
   else:
-    reports.write_json(config_path, new)
-  reports.write_json(path / "environment.json", environment())
+    files.write_json(config_path, new)
+  files.write_json(path / "environment.json", environment())
   return path
