@@ -137,7 +137,7 @@ def read_manifest(directory) -> dict:
 
 
 def load(directory, *, eval_mode: bool = True) -> nnx.Module:
-  """Loads a model directory written by `save` or ``python -m jax_abstain.port``.
+  """Loads a model directory written by `save` or ``jax-abstain-port``.
 
   Args:
     directory: the model directory.
