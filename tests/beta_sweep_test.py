@@ -91,7 +91,8 @@ def test_summary_table_and_plots_from_reports(tmp_path, capsys):
              [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
              [1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
   # Every run is done: no training, the reports are found through each run's results.json.
-  summary = sweep_cli.main(["--out", str(tmp_path), "--betas", "0.5", "--summary-only"])
+  assert sweep_cli.main(["--out", str(tmp_path), "--betas", "0.5", "--summary-only"]) == 0
+  summary = json.loads((tmp_path / "summary.json").read_text())
   models = {p["run"]: p for p in summary["models"]}
   assert models["std"]["nat_acc"] == 90.0 and models["std"]["rob_acc@eps"] == 40.0
   assert models["trades"]["rob_inacc@2eps"] == 10.0 and models["era_0.5"]["rob_inacc@2eps"] == 0.0

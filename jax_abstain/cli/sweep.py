@@ -10,7 +10,7 @@ Bad arguments print one line and exit 2 (``--debug`` shows the traceback).
 """
 import sys
 
-from jax_abstain import radii, xla_cpu
+from jax_abstain import radii
 from jax_abstain.cli import common as cli
 from jax_abstain.configs import common as config_args
 from jax_abstain.errors import UserError
@@ -59,11 +59,11 @@ def _sweep(argv) -> dict:
                          train_missing=not args.summary_only)
 
 
-def main(argv=None) -> dict:
-  """The command line; argv defaults to ``sys.argv[1:]``. Bad input exits 2 with one line."""
-  xla_cpu.prefer_eigen_convolutions()   # before JAX starts: Eigen convolutions on CPUs
-  return cli.run_with_clean_errors(_sweep, sys.argv[1:] if argv is None else list(argv))
+def main(argv=None) -> int:
+  """The command line (console script ``jax-abstain-sweep``); argv defaults to
+  ``sys.argv[1:]``. Bad input exits 2 with one line; the summary goes to <out>/summary.json."""
+  return cli.entry(_sweep, argv)
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
