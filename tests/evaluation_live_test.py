@@ -47,7 +47,7 @@ def test_reports_of_trained_models_compose_like_the_live_composition(tmp_path):
   `live.predict` on live selectors and attacks on the model that answers each sample."""
   import ml_collections
   from jax_abstain import data, models
-  from jax_abstain.jobs import train
+  from jax_abstain import training
   x, y = data.load("synthetic", "train")
   x_eval, y_eval = data.load("synthetic", "test")
   x_eval, y_eval = x_eval[::8], y_eval[::8]                        # 125 points
@@ -57,7 +57,7 @@ def test_reports_of_trained_models_compose_like_the_live_composition(tmp_path):
   trained = {}
   for name, seed, over in [("a", 0, {}), ("b", 1, dict(epochs=1, lr=0.01)), ("c", 2, dict(lr=0.1))]:
     model = models.create("mlp", num_classes=3, seed=seed)
-    train.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**base, **over}), workdir=tmp_path,
+    training.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**base, **over}), workdir=tmp_path,
               name=name, progress=False)
     model.eval()
     trained[name] = model

@@ -20,6 +20,7 @@ def _parser():
   parser = cli.ArgumentParser(prog="python -m jax_abstain.cli.sweep",
                               description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="sweep folder (one workdir per run)")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
   parser.add_argument("--config", default="mnist_era",
                       help="train-mode config name or file taking the arguments loss, init, "
                       "beta, epochs, trades_beta, lr and eps (the threat radius) like the "
@@ -38,7 +39,6 @@ def _parser():
   parser.add_argument("--trades-kl", type=float, default=0.0,
                       help="TRADES KL weight, reached through a KL-1 warm-up run (trades_warm)")
   parser.add_argument("--summary-only", action="store_true", help="skip training; summarise")
-  parser.add_argument("--debug", action="store_true", help="show tracebacks")
   return parser
 
 
