@@ -53,6 +53,7 @@ def test_every_problem_is_reported_once_on_its_own_line():
   config.data.name = "nope"
   config.train.momentum = 1.5
   config.compose.core = "zz"
+  config.compose.select_at = "1/0"
   config.plot.grid = 1
   assert _problems(config) == [
       "config.seed: expected an integer >= 0, got -1",
@@ -60,6 +61,7 @@ def test_every_problem_is_reported_once_on_its_own_line():
       "mnist5k, mtsd, synthetic",
       "config.train.momentum: expected a finite number in [0.0, 1.0), got 1.5",
       "config.compose.core: 'zz' is not one of config.models (era, era_branch, std, trades)",
+      "config.compose.select_at: division by zero in '1/0'; expected e.g. 1/255",
       "config.plot.grid: expected an integer >= 2, got 1"]
 
 
