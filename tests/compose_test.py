@@ -235,7 +235,7 @@ def test_reports_of_trained_models_compose_like_the_live_composition(tmp_path):
   for name, seed, over in [("a", 0, {}), ("b", 1, dict(epochs=1, lr=0.01)), ("c", 2, dict(lr=0.1))]:
     model = models.create("mlp", num_classes=3, seed=seed)
     training.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**base, **over}), workdir=tmp_path,
-              name=name, progress=False)
+                 name=name, progress=False)
     model.eval()
     trained[name] = model
   key = jax.random.key(0)
