@@ -30,7 +30,7 @@ def trained_reports(tmp_path_factory):
   for name, seed, lr in [("std", 0, 0.03), ("weak", 1, 0.005)]:
     model = models.create("mlp", num_classes=3, seed=seed)
     training.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**cfg, "lr": lr}), workdir=wd,
-              name=name, progress=False)
+                 name=name, progress=False)
     model.eval()
     path = wd / "reports" / f"{name}.csv"
     evaluate.evaluate_model(model, x_eval, y_eval, radii=["0.1", "0.2"], conf_radii=["0.2"],

@@ -41,7 +41,7 @@ class MetricWriter:
       return
     if self.path.exists():
       kept = [l for l in self.path.read_text().splitlines()
-              if l.strip() and json.loads(l).get("step", 0) <= resume_step]
+              if l.strip() and json.loads(l)["step"] <= resume_step]
       files.atomic_write(self.path, "".join(l + "\n" for l in kept))
     self._tb = _tensorboard(pathlib.Path(workdir) / "tensorboard" / name)
 
