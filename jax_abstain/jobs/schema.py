@@ -272,7 +272,8 @@ def _toy2d(values: dict, eps: str, problems: list):
       problems.append(f"config.compose.{role}: {compose.get(role)!r} is not one of config.models "
                       f"({', '.join(specs)})")
   select_at = compose.get("select_at") or (radii.double_radius(eps) if eps else "")
-  if _collect(problems, radii.parse_radius, select_at, name="config.compose.select_at"):
+  if select_at and _collect(problems, radii.parse_radius, select_at,
+                           name="config.compose.select_at"):
     select_at = radii.format_radius(select_at)
   grid = _collect(problems, validation.check_int, plot.get("grid", 200), "config.plot.grid",
                   minimum=2)
