@@ -1,6 +1,10 @@
 # The README's two set-up commands:
 #   make run    creates .venv, installs the package, runs the main job on its embedded default
 #   make test   creates .venv with the test extras, runs the test suite
+# and the second CI step:
+#   make test-install   builds the wheel, installs it (not editable) with the version floors of
+#                       pyproject.toml into a fresh venv, runs every console script's --help and
+#                       the Figure 1 job by config name (tests/install_check.py, ~3 minutes)
 # Variables: PYTHON (interpreter for the venv), VENV, WORKDIR (of `make run`), TORCH (the torch
 # requirement installed before the `port` extra, so pip never resolves a multi-GB CUDA build
 # on a CPU machine; set e.g. TORCH="torch --index-url <your CUDA wheel index>" on a GPU box).
@@ -11,30 +15,35 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test test-install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 
-$(VENV)/.installed-run: $(BIN)/python setup.py requirements.txt
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test,port,tfds,tensorboard]"
-	$(BIN)/python -m pip install -q --no-deps "torchattacks>=3.5"
+	$(BIN)/python -m pip install -q --no-deps "torchattacks>=3.5.1"
 	touch $@
 
 run: $(VENV)/.installed-run
-	$(BIN)/python -m jax_abstain.main --config=configs/synth.py --workdir=$(WORKDIR)
+	$(BIN)/jax-abstain --config=synth --workdir=$(WORKDIR)
 
 # pytest exits 5 when it collects no test: a suite that silently runs nothing is a failure.
-test: $(VENV)/.installed-test
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; exit 1; fi; \
+PYTEST = rc=0; $(BIN)/python -m pytest $(1) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make $@: pytest collected no tests (exit 5)" >&2; exit 1; fi; \
 	exit $$rc
+
+test: $(VENV)/.installed-test
+	@$(call PYTEST,$(PYTEST_ARGS))
+
+test-install: $(VENV)/.installed-test
+	@$(call PYTEST,tests/install_check.py)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.run

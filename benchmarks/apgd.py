@@ -15,7 +15,7 @@ from flax import nnx
 
 from benchmarks import timing
 from jax_abstain import attacks, data, models, porting
-from jax_abstain.jobs import train
+from jax_abstain import training
 from jax_abstain.models import fast_conv
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def mnist_model():
       attack_steps=3, attack_rel_step=0.25, bn_mode_attack="", bn_mode_loss=""))
   import tempfile  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as d:
-    train.fit(model, x, y, cfg, workdir=d, name="std", progress=False)
+    training.fit(model, x, y, cfg, workdir=d, name="std", progress=False)
   model.eval()
   return model, "trained here (std loss, 2 epochs, batch 50, lr 0.05, constant schedule)"
 

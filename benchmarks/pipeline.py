@@ -1,6 +1,5 @@
 """Input pipeline (grain, AutoAugment) throughput vs what an ERA training step consumes."""
 import time
-import types
 
 import jax
 import numpy as np
@@ -9,7 +8,7 @@ from flax import nnx
 
 from benchmarks import timing
 from jax_abstain import models
-from jax_abstain.jobs import train
+from jax_abstain.training import step as step_lib
 from jax_abstain.data import pipeline
 
 BATCH = 128
@@ -31,13 +30,13 @@ def loader_rate(x, y, workers, batches):
 def step_rate(arch, loss, batch, steps, size=32, **kw):
   model = models.create(arch, **kw)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params, rest = params.to_pure_dict(), rest.to_pure_dict()   # as train.fit passes them
-  cfg = types.SimpleNamespace(loss=loss, beta=0.2, trades_beta=6.0, eps="8/255", norm="linf",
-                              variant="paper", attack_steps=10, attack_rel_step=0.25,
-                              bn_mode_attack="", bn_mode_loss="")
+  params, rest = params.to_pure_dict(), rest.to_pure_dict()   # as training.fit passes them
+  cfg = dict(loss=loss, beta=0.2, trades_beta=6.0, eps="8/255", norm="linf",
+             variant="paper", attack_steps=10, attack_rel_step=0.25, bn_mode_attack="",
+             bn_mode_loss="")
   tx = optax.sgd(0.1, momentum=0.9)
   opt_state = tx.init(params)
-  step = train.make_train_step(graphdef, cfg, tx)
+  step = step_lib.make_train_step(graphdef, cfg, tx)
   rng = np.random.default_rng(0)
   x = rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32)
   y = rng.integers(0, 10, batch).astype(np.int32)

@@ -2,7 +2,8 @@
 
     python -m benchmarks.run --only train
 
-`TorchStep` is a PyTorch implementation of exactly the step `train.make_train_step` builds:
+`TorchStep` is a PyTorch implementation of exactly the step `training.step.make_train_step`
+builds:
 the same 10-step sign-gradient PGD inner attack (TRADES: KL from an x + 0.001 N(0, 1) start;
 ERA, authors' code variant: CE away from the clean prediction from a uniform start), the same
 losses (`losses.trades`, `losses.era` with the code's class-mean KL), the same BN modes and
@@ -15,7 +16,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,15 +24,15 @@ from flax import nnx
 
 from benchmarks import timing
 from jax_abstain import models, porting
-from jax_abstain.jobs import train
 from jax_abstain.attacks import common
+from jax_abstain.training import TrainConfig, step as step_lib
 
 
 def step_config(loss: str, eps: float, *, batch_size: int, beta: float = 1.0,
-                attack_steps: int = 10, lr: float = 0.01) -> ml_collections.ConfigDict:
-  """The ``train`` config of both steps: the attack runs with BN in eval mode (the TRADES and
-  ERA reference code), the loss in the loss's default mode (TRADES train, ERA eval)."""
-  return ml_collections.ConfigDict(dict(
+                attack_steps: int = 10, lr: float = 0.01) -> TrainConfig:
+  """The settings of both steps: the attack runs with BN in eval mode (the TRADES and ERA
+  reference code), the loss in the loss's default mode (TRADES train, ERA eval)."""
+  return TrainConfig(**dict(
       loss=loss, beta=beta, trades_beta=6.0, eps=float(eps), norm="linf", variant="code",
       epochs=1, batch_size=batch_size, lr=lr, momentum=0.9, weight_decay=5e-4,
       schedule="constant", attack_steps=attack_steps, attack_rel_step=0.25,
@@ -42,7 +42,7 @@ def step_config(loss: str, eps: float, *, batch_size: int, beta: float = 1.0,
 def attack_start(cfg, x: jax.Array, key: jax.Array) -> np.ndarray:
   """The PGD start [B, H, W, C] that the JAX step draws from `key` (pgd's TRADES ``normal``
   start for trades, its ``uniform`` start for ERA), so the torch step can start there too."""
-  # make_loss_fn's keys: per example fold_in(key, i), then fold_in(., 1) for the attack.
+  # step.make_loss_fn's keys: per example fold_in(key, i), then fold_in(., 1) for the attack.
   keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(common.example_keys(key, x.shape[0]), 1)
   if cfg.loss == "trades":
     noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
@@ -51,17 +51,17 @@ def attack_start(cfg, x: jax.Array, key: jax.Array) -> np.ndarray:
 
 
 class JaxStep:
-  """`train.make_train_step` with its state threaded through calls (the arrays are donated)."""
+  """`step.make_train_step` with its state threaded through calls (the arrays are donated)."""
 
   def __init__(self, model: nnx.Module, cfg, dtype=jnp.float32):
     self.model = model
     self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     self.templates = (params, rest)
-    self.tx = train.make_optimizer(cfg, 1)
+    self.tx = step_lib.make_optimizer(cfg, 1)
     cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
     self.params, self.rest = (jax.tree.map(cast, s.to_pure_dict()) for s in (params, rest))
     self.opt = self.tx.init(self.params)
-    self.step = train.make_train_step(self.graphdef, cfg, self.tx)
+    self.step = step_lib.make_train_step(self.graphdef, cfg, self.tx)
 
   def __call__(self, x, y, key):
     self.params, self.rest, self.opt, metrics = self.step(self.params, self.rest, self.opt, x, y,
@@ -108,7 +108,7 @@ def torch_pgd(module, x, target, x_start, *, eps: float, n_iter: int, rel_step: 
 class TorchStep:
   """One TRADES or ERA (authors' code variant) step in PyTorch; see the module docstring."""
   module: torch.nn.Module
-  cfg: ml_collections.ConfigDict
+  cfg: TrainConfig
 
   def __post_init__(self):
     c = self.cfg
@@ -204,7 +204,7 @@ def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
       print(rows[-1], flush=True)
   text = ("One adversarial training step (10-step Linf PGD inner attack, step 0.25 eps; forward "
           "and backward of the loss; SGD momentum 0.9, weight decay 5e-4) of "
-          "`train.make_train_step` (jitted) against `benchmarks/train_step.TorchStep`, the same "
+          "`training.step.make_train_step` (jitted) against `benchmarks/train_step.TorchStep`, the same "
           "step in eager PyTorch, on the same freshly initialised weights (exported with "
           "`porting.to_torch_state_dict`), the same batch (uniform random inputs) and the same "
           "attack starts. TRADES: KL attack from x + 0.001 N(0, 1), BN in eval mode for the "

@@ -16,7 +16,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("analysis", "attacks", "cascades", "cli", "compose", "configs", "data",
-               "evaluation", "jobs", "losses", "metrics", "models", "porting", "radii",
+               "evaluation", "files", "jobs", "losses", "metrics", "models", "porting", "radii",
                "reports", "selectors", "smoothing", "soundness", "training", "validation",
                "xla_cpu")
 

@@ -1,7 +1,7 @@
 """Cascades along a Pareto front: the order and selector radii that maximise robust accuracy.
 
-    python -m jax_abstain.cascades --abstain ERA_b0.1.csv ERA_b1.csv TRADES.csv \
-        --core STD.csv --eps 1/255 --json cascade.json
+    result = cascades.optimise([era_cols, trades_cols], std_cols, "1/255", names=["era", "trades"])
+    result["best"]["order"], result["best"]["select_at"], result["gain_rob_acc"]
 
 The paper composes one abstain model with a core model (eq. 12) and names cascades along the
 Pareto front as future work. Given K abstain models (per-sample reports) and a core, this
@@ -21,17 +21,15 @@ K=8, R=2. A prefix costs about 0.1 ms for N = 10,000 samples, and the cuts usual
 percent (measured on random reports with N = 10,000: K=6, R=3 scored 18,930 cascades in 2.6 s;
 K=8, R=2 scored 14,162 in 2.2 s). Without cuts K=6, R=3 would take about a minute; use
 `max_length` beyond that. The winner is re-scored with `compose.compose_reports`, the same
-code as the compose command.
+code as the compose command. The command line is `jax_abstain.cli.cascades`; the result as a
+markdown table is `jax_abstain.analysis.markdown.cascade_table`.
 """
 import math
-import pathlib
-import sys
 import time
 
 import numpy as np
 
-from jax_abstain import compose, radii, reports, selectors, validation
-from jax_abstain.cli import common as cli
+from jax_abstain import compose, radii, selectors
 from jax_abstain.errors import UserError
 
 
@@ -100,6 +98,49 @@ class _Search:
         self.run(child, c_rem, c_nat, c_rob)
 
 
+def _selector_radii(names, abstain_columns, eps_text, select_radii, min_select_at) -> list:
+  """Per abstain model, the selector radii to try (`select_radii` or `candidate_radii`)."""
+  per_model = []
+  for name, cols in zip(names, abstain_columns):
+    rs = ([radii.format_radius(r) for r in select_radii] if select_radii
+          else candidate_radii(cols, eps_text, min_select_at))
+    if not rs:
+      have = ", ".join(k for k in cols if k.startswith("is_rob@")) or "none"
+      raise UserError(f"{name}: report has no is_rob@<r> column with r >= "
+                      f"{min_select_at or radii.double_radius(eps_text)} (has: {have}); "
+                      "evaluate the model at 2 eps")
+    per_model.append(rs)
+  return per_model
+
+
+def _pack(a) -> np.ndarray:
+  return np.packbits(np.asarray(a, bool))
+
+
+def _search(abstain_columns, core_acc, core_rob, per_model, eps_text, min_nat, max_length):
+  """Runs `_Search` on packed indicators; returns it (best, best2, visited)."""
+  def acc_rob(cols):
+    rob = selectors.robustness_indicator(cols, eps_text, select_at=eps_text)
+    return _pack(np.asarray(cols["is_acc"], bool) & rob)
+  sel = [[_pack(selectors.robustness_indicator(c, eps_text, select_at=r)) for r in rs]
+         for c, rs in zip(abstain_columns, per_model)]
+  search = _Search(sel, [acc_rob(c) for c in abstain_columns],
+                   [_pack(c["is_acc"]) for c in abstain_columns], _pack(core_acc),
+                   _pack(core_acc & core_rob), min_nat, max_length)
+  search.run((), _pack(np.ones(len(core_acc), bool)), 0, 0)
+  return search
+
+
+def _describe(found, names, per_model, abstain_columns, core_columns, eps_text):
+  """A search result ``(key, ((model, radius index), ...))`` re-scored by `compose_reports`."""
+  if found is None:
+    return None
+  order = [m for m, _ in found[1]]
+  at = [per_model[m][j] for m, j in found[1]]
+  out = compose.compose_reports([abstain_columns[m] for m in order] + [core_columns], eps_text, at)
+  return {"order": [names[m] for m in order], **out}
+
+
 def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_radii=None,
              min_select_at=None, max_length=None, min_nat_acc=None) -> dict:
   """Best cascade of abstain models before a core model (robustness-indicator selectors).
@@ -120,6 +161,10 @@ def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_rad
     dict with ``core``, ``best`` and ``best_2`` (``compose_reports`` results plus ``order``),
     ``gain_rob_acc`` (percentage points of best over best_2; None if either is infeasible),
     ``evaluated`` (cascades scored), ``search_space`` and ``seconds``.
+
+  Raises:
+    UserError: no abstain report, names of the wrong count, reports of different samples, or
+      a report without a usable ``is_rob@<r>`` column.
   """
   start = time.perf_counter()
   if not abstain_columns:
@@ -128,110 +173,23 @@ def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_rad
   if len(names) != len(abstain_columns):
     raise UserError(f"names: expected {len(abstain_columns)} names, got {len(names)}")
   eps_text = radii.format_radius(eps)
-  all_cols = list(abstain_columns) + [core_columns]
-  compose.check_aligned(all_cols)
-  per_model = []
-  for name, cols in zip(names, abstain_columns):
-    rs = ([radii.format_radius(r) for r in select_radii] if select_radii
-          else candidate_radii(cols, eps_text, min_select_at))
-    if not rs:
-      have = ", ".join(k for k in cols if k.startswith("is_rob@")) or "none"
-      raise UserError(f"{name}: report has no is_rob@<r> column with r >= "
-                      f"{min_select_at or radii.double_radius(eps_text)} (has: {have}); "
-                      "evaluate the model at 2 eps")
-    per_model.append(rs)
-  pack = lambda a: np.packbits(np.asarray(a, bool))
-  acc = [pack(c["is_acc"]) for c in abstain_columns]
-  acc_rob = [pack(np.asarray(c["is_acc"], bool) & selectors.robustness_indicator(c, eps_text, select_at=eps_text))
-             for c in abstain_columns]
-  sel = [[pack(selectors.robustness_indicator(c, eps_text, select_at=r)) for r in rs]
-         for c, rs in zip(abstain_columns, per_model)]
-  core_acc_arr = np.asarray(core_columns["is_acc"], bool)
-  core_rob_arr = selectors.robustness_indicator(core_columns, eps_text, select_at=eps_text)
-  n = len(core_acc_arr)
-  min_nat = (int(core_acc_arr.sum()) if min_nat_acc is None
+  compose.check_aligned(list(abstain_columns) + [core_columns])
+  per_model = _selector_radii(names, abstain_columns, eps_text, select_radii, min_select_at)
+  core_acc = np.asarray(core_columns["is_acc"], bool)
+  core_rob = selectors.robustness_indicator(core_columns, eps_text, select_at=eps_text)
+  n = len(core_acc)
+  min_nat = (int(core_acc.sum()) if min_nat_acc is None
              else int(math.ceil(float(min_nat_acc) / 100.0 * n - 1e-9)))
-  search = _Search(sel, acc_rob, acc, pack(core_acc_arr), pack(core_acc_arr & core_rob_arr), min_nat,
+  search = _search(abstain_columns, core_acc, core_rob, per_model, eps_text, min_nat,
                    max_length or len(abstain_columns))
-  search.run((), pack(np.ones(n, bool)), 0, 0)
-
-  def describe(found):
-    if found is None:
-      return None
-    order = [m for m, _ in found[1]]
-    at = [per_model[m][j] for m, j in found[1]]
-    out = compose.compose_reports([abstain_columns[m] for m in order] + [core_columns], eps_text, at)
-    return {"order": [names[m] for m in order], **out}
-
-  best, best2 = describe(search.best), describe(search.best2)
-  core = {"nat_acc": round(100.0 * core_acc_arr.mean(), 2),
-          "rob_acc": round(100.0 * (core_acc_arr & core_rob_arr).mean(), 2)}
+  best, best2 = (_describe(found, names, per_model, abstain_columns, core_columns, eps_text)
+                 for found in (search.best, search.best2))
   gain = round(best["rob_acc"] - best2["rob_acc"], 2) if best and best2 else None
-  return {"eps": eps_text, "core": core, "min_nat_acc": round(100.0 * min_nat / n, 2),
+  return {"eps": eps_text,
+          "core": {"nat_acc": round(100.0 * core_acc.mean(), 2),
+                   "rob_acc": round(100.0 * (core_acc & core_rob).mean(), 2)},
+          "min_nat_acc": round(100.0 * min_nat / n, 2),
           "candidate_radii": dict(zip(names, per_model)), "best": best, "best_2": best2,
           "gain_rob_acc": gain, "evaluated": search.visited,
           "search_space": search_space_size(len(names), max(len(r) for r in per_model), max_length),
           "seconds": round(time.perf_counter() - start, 3)}
-
-
-def format_result(result: dict) -> str:
-  def line(label, r):
-    if r is None:
-      return f"{label:<16} none meets nat_acc >= {result['min_nat_acc']:.2f}"
-    chain = " -> ".join(f"{n}@{a}" for n, a in zip(r["order"], r["select_at"])) + " -> core"
-    return f"{label:<16}{r['nat_acc']:>8.2f}{r['rob_acc']:>9.2f}  {chain}"
-  lines = [f"cascades at eps={result['eps']} (nat_acc >= {result['min_nat_acc']:.2f}; "
-           f"{result['evaluated']} of {result['search_space']} cascades scored in "
-           f"{result['seconds']:.2f} s)",
-           f"{'':<16}{'nat_acc':>8}{'rob_acc':>9}",
-           f"{'core alone':<16}{result['core']['nat_acc']:>8.2f}{result['core']['rob_acc']:>9.2f}",
-           line("best 2-comp.", result["best_2"]), line("best cascade", result["best"])]
-  if result["gain_rob_acc"] is not None:
-    lines.append(f"gain over the best 2-composition: {result['gain_rob_acc']:+.2f} points robust accuracy")
-  return "\n".join(lines)
-
-
-def main(argv=None) -> dict:
-  parser = cli.ArgumentParser(prog="python -m jax_abstain.cascades",
-                              description=__doc__.split("\n")[0])
-  parser.add_argument("--abstain", nargs="+", required=True, help="abstain model reports")
-  parser.add_argument("--core", required=True, help="core model report")
-  parser.add_argument("--eps", required=True, help="threat radius, e.g. 1/255")
-  parser.add_argument("--select-radii", nargs="+", default=None,
-                      help="candidate selector radii (default: every is_rob@r column, r >= 2 eps)")
-  parser.add_argument("--min-select-at", default=None,
-                      help="smallest selector radius considered (default 2*eps)")
-  parser.add_argument("--max-length", type=int, default=None, help="longest cascade")
-  parser.add_argument("--json", default=None, help="write the result here")
-  parser.add_argument("--debug", action="store_true", help="show tracebacks")
-  args = parser.parse_args(argv)
-  if args.max_length is not None and args.max_length < 1:
-    raise UserError(f"--max-length: expected a positive integer, got {args.max_length}")
-  validation.check_radius(args.eps, "--eps")
-  validation.check_radii(args.select_radii or [], "--select-radii", allow_empty=True)
-  if args.min_select_at is not None:
-    validation.check_radius(args.min_select_at, "--min-select-at")
-  for path in [*args.abstain, args.core]:
-    validation.check_file(path, "report", "--abstain/--core")
-  if args.json:
-    validation.check_output(args.json, "--json", overwrite=True)
-  columns = [reports.read_report(p) for p in args.abstain]
-  names = [pathlib.Path(p).stem for p in args.abstain]
-  if len(set(names)) != len(names):
-    names = [str(p) for p in args.abstain]
-  result = optimise(columns, reports.read_report(args.core), args.eps, names=names,
-                    select_radii=args.select_radii, min_select_at=args.min_select_at,
-                    max_length=args.max_length)
-  result["reports"] = {"abstain": list(args.abstain), "core": args.core}
-  print(format_result(result))
-  if args.json:
-    reports.write_json(args.json, result)
-  return result
-
-
-def run():
-  cli.run_with_clean_errors(main, sys.argv[1:])
-
-
-if __name__ == "__main__":
-  run()

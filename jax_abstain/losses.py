@@ -6,7 +6,7 @@
 Conventions: ``logits`` are ``[B, C]`` float arrays, ``labels`` are ``[B]`` int32, and every
 function returns a ``[B]`` array of per-example losses; the caller chooses the batch reduction
 (the paper and the authors' code take the batch mean). ``F(x) = argmax f(x)``; ``p = softmax(f)``.
-Where the authors' code differs from the paper (reference file, sections 1-2, 10), a keyword
+Where the authors' code differs from the paper (docs/design.md, appendix A1, A2, A10), a keyword
 argument reproduces the code, and the default follows the paper.
 """
 import jax
@@ -27,7 +27,7 @@ def kl_divergence(p_logits: jax.Array, q_logits: jax.Array, *, reduction: str = 
     p_logits, q_logits: [B, C].
     reduction: ``"sum"`` over classes (the divergence itself, the TRADES paper's choice) or
       ``"mean"`` over classes, i.e. KL / C, which is what PyTorch's ``kl_div(reduction='none')``
-      followed by ``.mean(1)`` gives inside the authors' ERA code (reference section 1, item 5).
+      followed by ``.mean(1)`` gives inside the authors' ERA code (docs/design.md, appendix A1).
 
   Returns:
     [B] divergences; gradients flow through both arguments.
@@ -110,9 +110,9 @@ def dga(nat_logits, adv_logits, labels, *, beta: float, trades_beta: float = 6.0
         trades_adv_logits=None):
   """L_DGA (paper eq. 18): ``beta * L_TRADES - log(p(x)_y + max_{c != F(x)} p(x')_c)``.
 
-  With ``joint_softmax=True`` the authors' code is reproduced instead (reference 1a): one
-  (C+1)-way softmax over ``[f(x)_1..f(x)_C, f(x')_{c*}]`` gives ``q``, and the penalty is
-  ``-log(conf * q_y + q_{C+1})``. The paper's sum of two probabilities can exceed 1, so its
+  With ``joint_softmax=True`` the authors' code is reproduced instead (docs/design.md, appendix
+  A1): one (C+1)-way softmax over ``[f(x)_1..f(x)_C, f(x')_{c*}]`` gives ``q``, and the penalty
+  is ``-log(conf * q_y + q_{C+1})``. The paper's sum of two probabilities can exceed 1, so its
   log can go negative; that is the paper's formula and is kept as written. Returns [B].
   """
   trades_adv = adv_logits if trades_adv_logits is None else trades_adv_logits
@@ -184,7 +184,7 @@ def certified_radius(noisy_logits: jax.Array, labels: jax.Array, *, sigma: float
     gamma: inverse softmax temperature (4.0).
     top_two: reproduce the authors' code: the two largest entries of q whatever y is
       (``q(1) - 1e-6``, ``q(2) + 1e-6``), so CR >= 0 and, when the top class is not y, it is the
-      radius of the wrong prediction (reference section 2).
+      radius of the wrong prediction (docs/design.md, appendix A2).
 
   Returns:
     [B] radii (may be negative with the paper's formula when y is not the top class).
@@ -207,8 +207,8 @@ def cra(noisy_logits: jax.Array, labels: jax.Array, *, sigma: float, beta: float
     labels: [B].
     sigma, gamma: noise level and inverse temperature of the radius (eq. 9).
     beta: weight of L_noise (paper 1.0; the authors' script 0.75 with decay).
-    code_variant: reproduce the authors' code (reference section 2): L_noise is the CE of the
-      noise-*averaged logits*, the radius uses the top-two smoothed probabilities. Otherwise
+    code_variant: reproduce the authors' code (docs/design.md, appendix A2): L_noise is the CE
+      of the noise-*averaged logits*, the radius uses the top-two smoothed probabilities. Otherwise
       the paper: L_noise is the mean CE over the K noisy copies (each an unbiased eq. 8 sample)
       and the radius is eq. 9.
 

@@ -3,7 +3,7 @@
 Kept at this path because it is the Flax examples' convention for the entry point; the code
 lives in the command-line layer.
 """
-from jax_abstain.cli.main import run
+from jax_abstain.cli.main import main
 
 if __name__ == "__main__":
-  run()
+  main()

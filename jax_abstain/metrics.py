@@ -88,7 +88,8 @@ def pareto_front(xs, ys, maximize=(True, True)) -> np.ndarray:
   """
   xs, ys = np.asarray(xs, float), np.asarray(ys, float)
   if xs.shape != ys.shape or xs.ndim != 1:
-    raise UserError(f"pareto_front: expected two 1-D arrays of one length, got {xs.shape} and {ys.shape}")
+    raise UserError(f"pareto_front: expected two 1-D arrays of one length, got {xs.shape} and "
+                    f"{ys.shape}")
   sx = xs if maximize[0] else -xs
   sy = ys if maximize[1] else -ys
   keep = []

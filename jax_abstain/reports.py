@@ -1,66 +1,25 @@
-"""Per-sample reports (CSV) and JSON results, written atomically or appended row by row.
+"""Per-sample reports (CSV), written atomically or appended row by row.
 
     with reports.ReportWriter(path, columns) as w:       # resumable: skips finished samples
       for idx in w.todo(range(n)): ...; w.write(row)
     cols = reports.read_report(path)                      # name -> np.ndarray
-    reports.write_json(path, results)                     # temp file + rename
 
 A report under construction lives at ``<path>.partial``; rows are flushed as they are
 written, a torn last line (a crash mid-write) is dropped on resume, and the file is renamed to
 ``<path>`` only when every sample is in. A finished report is therefore always complete.
+Whole files are written with `jax_abstain.files.atomic_write` (docs/design.md, "Contracts").
 """
 import csv
 import io
-import json
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 
+from jax_abstain import files
 from jax_abstain.errors import UserError
 
 BASE_COLUMNS = ("sample_idx", "label", "pred", "is_acc", "conf")
-
-
-def atomic_write_text(path, text: str) -> None:
-  """Writes text to `path` through a temporary file in the same folder and an atomic rename."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
-
-
-def _json_default(value):
-  if isinstance(value, (np.integer,)):
-    return int(value)
-  if isinstance(value, (np.floating,)):
-    return float(value)
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def write_json(path, obj) -> None:
-  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def read_json(path):
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise UserError(f"no such file: {path}")
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def _format(value) -> str:
@@ -79,7 +38,7 @@ def write_report(path, columns: dict) -> None:
   buf.write(",".join(names) + "\n")
   for i in range(n):
     buf.write(",".join(_format(columns[c][i]) for c in names) + "\n")
-  atomic_write_text(path, buf.getvalue())
+  files.atomic_write(path, buf.getvalue())
 
 
 def _is_int(text: str) -> bool:
@@ -101,7 +60,8 @@ def read_report(path) -> dict:
   path = pathlib.Path(path)
   if not path.is_file():
     partial = path.with_name(path.name + ".partial")
-    hint = f" (an unfinished {partial.name} exists: resume the evaluation)" if partial.exists() else ""
+    hint = (f" (an unfinished {partial.name} exists: resume the evaluation)"
+            if partial.exists() else "")
     raise UserError(f"no such report: {path}{hint}")
   with path.open(newline="") as f:
     rows = list(csv.reader(f))
@@ -136,7 +96,7 @@ def check_settings(path, settings: dict) -> None:
   sp, partial = settings_path(path), path.with_name(path.name + ".partial")
   started = partial.exists() or path.exists()
   if sp.exists() and started:
-    old = read_json(sp)
+    old = files.read_json(sp)
     diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     if diff:
       raise UserError(f"{path}: was started with different settings ({', '.join(diff)}); "
@@ -144,7 +104,7 @@ def check_settings(path, settings: dict) -> None:
   elif started:
     raise UserError(f"{path}: exists without {sp.name}; delete it to start a new evaluation")
   else:
-    write_json(sp, settings)
+    files.write_json(sp, settings)
 
 
 class ReportWriter:
@@ -184,7 +144,7 @@ class ReportWriter:
     # or a torn write from a crash; drop it.
     good = [l for l in lines[1:-1]
             if l and len(l.split(",")) == len(self.columns) and _is_int(l.split(",", 1)[0])]
-    self.partial.write_text("\n".join([lines[0], *good]) + "\n")
+    files.atomic_write(self.partial, "\n".join([lines[0], *good]) + "\n")
     self.done = {int(l.split(",", 1)[0]) for l in good}
 
   def todo(self, indices):
@@ -214,5 +174,5 @@ class ReportWriter:
     buf.write(",".join(header) + "\n")
     for r in body:
       buf.write(",".join(r) + "\n")
-    atomic_write_text(self.path, buf.getvalue())
+    files.atomic_write(self.path, buf.getvalue())
     self.partial.unlink()

@@ -11,7 +11,7 @@ to be robust at eps the model must be robust at 2 eps (appendix A.3), so by defa
 selector reads ``is_rob@<2 eps>``; ``select_at`` chooses another radius (the authors' code
 default is eps itself, which is unsound). The robust softmax response reads the max softmax at
 the APGDconf point found in the 2 eps ball (``adv_conf@<2 eps>``, eq. 13 and 17); like the
-authors' code it checks the confidence only at that one point (reference file, section 3).
+authors' code it checks the confidence only at that one point (docs/design.md, appendix A3).
 """
 import numpy as np
 

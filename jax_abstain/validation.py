@@ -4,7 +4,6 @@
     y = validation.check_labels(y, n=len(x), num_classes=10, name="y")
     eps = validation.check_radius("1/255", "--eps")        # 0.00392..., rejects 0, -1, 1/0, text
     norm = validation.check_norm("L2")                     # "l2"
-    validation.check_file("runs/a/reports/era.csv", "report", "--models")
 
 Every failure a user can cause raises `jax_abstain.errors.UserError` with one line that names
 the argument and the expected form (``--eps: expected a positive number such as 0.5 or 1/255,
@@ -12,17 +11,17 @@ got 'abc'``); the CLIs (`jax_abstain.cli`) print it and exit 2. Checks run on th
 any output is written; inside `jax.jit` (tracers) the array checks are skipped, since the
 values are unknown there, and the host-side caller is expected to have checked them.
 
-Job configs are checked field by field (`check_config`, `CONFIG_FIELDS`) before a workdir is
-created. Re-checking what attacks and certificates return is `jax_abstain.soundness`.
+Input and output paths are checked by `jax_abstain.files` (`check_file`, `check_output`).
+Job configs are checked by `jax_abstain.jobs.schema.check`, before a workdir is created.
+Re-checking what attacks and certificates return is `jax_abstain.soundness`.
 """
-import json
 import math
 import pathlib
 
 import jax
 import numpy as np
 
-from jax_abstain import radii
+from jax_abstain import files, radii
 from jax_abstain.errors import UserError
 
 NORMS = ("linf", "l2")
@@ -170,165 +169,8 @@ def check_num_classes(num_classes, y=None, name: str = "num_classes") -> int:
   return num_classes
 
 
-# File kinds: what `check_file` looks for beyond existence.
-FILE_KINDS = ("file", "folder", "report", "json", "model", "checkpoint", "config")
-
-
-def _first_line(path: pathlib.Path) -> str:
-  with path.open("rb") as f:
-    return f.readline(4096).decode("utf-8", "replace").strip()
-
-
-def check_file(path, kind: str = "file", name: str = "path") -> pathlib.Path:
-  """Checks that `path` exists and looks like a `kind` file; returns it as a Path.
-
-  Kinds: ``file``, ``folder``, ``report`` (a per-sample CSV whose header starts with
-  ``sample_idx``), ``json``, ``model`` (a folder with ``manifest.json``), ``checkpoint``
-  (not empty; the reader checks the format), ``config`` (a ``.py`` file).
-  """
-  check_choice(kind, "kind", FILE_KINDS)
-  if path is None or str(path).strip() == "":
-    raise UserError(f"{name}: expected a {kind} path, got nothing")
-  p = pathlib.Path(path).expanduser()
-  folder = kind in ("folder", "model")
-  if not p.exists() and kind == "model":
-    raise UserError(f"{name}: {p} is not a model directory (it does not exist)")
-  if not p.exists():
-    partial = p.with_name(p.name + ".partial")
-    hint = f" (an unfinished {partial.name} exists: resume the job)" if partial.exists() else ""
-    what = kind if kind in ("file", "folder") else f"{kind} {'folder' if folder else 'file'}"
-    raise UserError(f"{name}: no such {what}: {p}{hint}")
-  if folder and not p.is_dir():
-    raise UserError(f"{name}: expected a {kind} folder, got a file: {p}")
-  if not folder and not p.is_file():
-    raise UserError(f"{name}: expected a {kind} file, got a folder: {p}")
-  if kind == "model" and not (p / "manifest.json").is_file():
-    raise UserError(f"{name}: {p} is not a model directory (no manifest.json); write one with "
-                    "models.save or python -m jax_abstain.port")
-  if kind == "report" and not _first_line(p).startswith("sample_idx"):
-    raise UserError(f"{name}: {p} is not a per-sample report (expected a CSV whose header starts "
-                    "with sample_idx)")
-  if kind == "json":
-    try:
-      json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise UserError(f"{name}: {p} is not valid JSON ({getattr(e, 'msg', e)})") from None
-  if kind == "checkpoint":
-    if p.stat().st_size == 0:
-      raise UserError(f"{name}: {p} is empty (an interrupted download?)")
-  if kind == "config" and p.suffix != ".py":
-    raise UserError(f"{name}: expected a .py config file, got {p.name}")
-  return p
-
-
-def check_output(path, name: str = "--out", *, folder: bool = False,
-                 overwrite: bool = False) -> pathlib.Path:
-  """Checks that `path` can be written: not a folder (or file) in the way, unless `overwrite`."""
-  if path is None or str(path).strip() == "":
-    raise UserError(f"{name}: expected an output path, got nothing")
-  p = pathlib.Path(path).expanduser()
-  if folder and p.is_file():
-    raise UserError(f"{name}: {p} is a file; expected a folder")
-  if not folder and p.is_dir():
-    raise UserError(f"{name}: {p} is a folder; expected a file name")
-  for parent in p.parents:
-    if parent.exists():
-      if not parent.is_dir():
-        raise UserError(f"{name}: {parent} is a file, so {p} cannot be created")
-      break
-  if not overwrite and not folder and p.is_file():
-    raise UserError(f"{name}: {p} exists; choose another name or delete it")
-  return p
-
-
 def check_attack_inputs(x, y, eps, name: str = "attack"):
   """The inputs of every attack: x [B, ...] in [0, 1], y [B] int, eps (scalar or [B]) > 0."""
   x_np = check_images(x, f"{name}: x")
   check_labels(y, n=None if _traced(x_np) else x_np.shape[0], name=f"{name}: y")
   check_eps(eps, f"{name}: eps")
-
-
-def _nonneg_int(v, n):
-  return check_int(v, n, minimum=0)
-
-
-def _pos_int(v, n):
-  return check_int(v, n, minimum=1)
-
-
-def _nonneg(v, n):
-  return check_float(v, n, low=0.0)
-
-
-def _positive(v, n):
-  return check_float(v, n, low=0.0, low_open=True)
-
-
-def _report_name(v, n):
-  if not isinstance(v, str) or not v or any(c in v for c in "/\\") or v.startswith("."):
-    raise UserError(f"{n}: expected a plain name for reports/<name>.csv (no slashes), got {_shown(v)}")
-  return v
-
-
-def _model_dir(v, n):
-  return check_file(v, "model", n) if v else v
-
-
-def _data_path(v, n):
-  return check_file(v, "folder" if pathlib.Path(str(v)).is_dir() else "file", n) if v else v
-
-
-# Fields a config may hold and how each is checked (`*` matches one key). Fields not listed are
-# left to the code that reads them; ml_collections itself refuses unknown keys and wrong types.
-CONFIG_FIELDS = {
-    "seed": _nonneg_int, "eps": check_radius, "norm": check_norm, "name": _report_name,
-    "data.eval_limit": _nonneg_int, "data.train_limit": _nonneg_int, "data.n": _pos_int,
-    "data.split": lambda v, n: check_choice(v, n, ("train", "val", "test")),
-    "data.eval_split": lambda v, n: check_choice(v, n, ("train", "val", "test")),
-    "data.path": _data_path, "data.data_seed": _nonneg_int,
-    "model.dir": _model_dir, "model.init_dir": _model_dir, "model.num_classes": lambda v, n: check_num_classes(v, name=n),
-    "eval.radii": check_radii,
-    "eval.conf_radii": lambda v, n: check_radii(v, n, allow_empty=True),
-    "eval.norm": check_norm, "eval.n_iter": _pos_int, "eval.n_restarts": _pos_int,
-    "eval.batch_size": _pos_int, "eval.seed": _nonneg_int,
-    "train.eps": check_radius, "train.norm": check_norm, "train.epochs": _pos_int,
-    "train.batch_size": _pos_int, "train.lr": _nonneg, "train.weight_decay": _nonneg,
-    "train.momentum": lambda v, n: check_float(v, n, low=0.0, high=1.0, high_open=True),
-    "train.beta": _nonneg, "train.trades_beta": _nonneg, "train.attack_steps": _pos_int,
-    "train.attack_rel_step": _positive,
-    "train.variant": lambda v, n: check_choice(v, n, ("paper", "code")),
-    "train.sigma": check_sigma, "train.num_noise": _pos_int,
-    "models.*.beta": _nonneg, "models.*.eps_factor": _positive,
-    "plot.grid": lambda v, n: check_int(v, n, minimum=2),
-}
-
-
-def _flatten(d, prefix=""):
-  for key, value in d.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, f"{prefix}{key}.")
-    else:
-      yield f"{prefix}{key}", value
-
-
-def _matches(pattern: str, key: str) -> bool:
-  p, k = pattern.split("."), key.split(".")
-  return len(p) == len(k) and all(a in ("*", b) for a, b in zip(p, k))
-
-
-def check_config(config, name: str = "config") -> None:
-  """Checks every field of a job config that `CONFIG_FIELDS` knows, before anything runs.
-
-  Args:
-    config: a ConfigDict (or nested dict) as the configs in ``configs/`` build it.
-    name: prefix of the field names in messages (``config.eval.n_iter: ...``).
-  """
-  values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-  if values.get("mode") == "evaluate" and not values.get("model", {}).get("dir"):
-    raise UserError(f"{name}.model.dir: give the model directory, e.g. "
-                    "--config=configs/evaluate.py:model=runs/mnist_std/model")
-  for key, value in _flatten(values):
-    for pattern, check in CONFIG_FIELDS.items():
-      if _matches(pattern, key):
-        check(value, f"{name}.{key}")
-        break

@@ -1,7 +1,13 @@
 """XLA:CPU setting that makes this package's convolution networks fast on CPUs.
 
-Importing `jax_abstain` calls `prefer_eigen_convolutions()`, which adds
-``--xla_cpu_experimental_ynn_fusion_type=`` to ``XLA_FLAGS`` before JAX starts its backends.
+    import jax_abstain
+    jax_abstain.use_eigen_convolutions()   # library users: once, before any JAX computation
+
+`prefer_eigen_convolutions()` adds ``--xla_cpu_experimental_ynn_fusion_type=`` to
+``XLA_FLAGS`` before JAX starts its backends. Nothing calls it at import: `import jax_abstain`
+leaves ``XLA_FLAGS`` alone. Every command line (`jax_abstain.cli`) calls it first, and library
+users call `jax_abstain.use_eigen_convolutions()`, which calls it (docs/design.md,
+"Decisions").
 
 Why: jax 0.10's XLA:CPU hands convolutions to YNNPACK ("ynn_fusion" in compiled HLO), whose
 3x3 kernels run most of our layer shapes several times slower than its Eigen ones on this
@@ -9,7 +15,7 @@ project's 2-core AVX2 CPU (the 128x26x26x32 -> 32 layer of the digits CNN: 30 GF
 YNNPACK, 187 with Eigen, 287 with PyTorch/oneDNN; BENCHMARKS.md section 8, `python -m
 benchmarks.run --only profile`). With an empty YNNPACK fusion type XLA runs convolutions with
 Eigen, and APGD-CE on the digits CNN went from 0.46x to 1.06x the speed of torchattacks
-(section 5). The results are the same function up to float rounding. The empty value turns
+(BENCHMARKS.md section 5). The results are the same function up to float rounding. The empty value turns
 every YNNPACK fusion off, matmuls included; keeping YNNPACK for the others (eltwise, reduce,
 dot) and dropping only convolutions was about 15% slower for APGD-CE on ResNet-18 (a one-off
 measurement, not a benchmark here).
@@ -19,9 +25,9 @@ When it does nothing (and why):
   * ``XLA_FLAGS`` already sets ``xla_cpu_experimental_ynn_fusion_type``: the user's choice wins.
   * jaxlib outside `TESTED_JAXLIB`: XLA aborts the process on a flag it does not know, and this
     experimental flag may be renamed; set it by hand after checking that your jaxlib has it.
-  * JAX's backends already started (a computation ran before `import jax_abstain`): XLA read its
-    flags then; a warning says how to get the setting (import jax_abstain first, or set
-    ``XLA_FLAGS`` yourself).
+  * JAX's backends already started (a computation ran before the call): XLA read its flags
+    then; a warning says how to get the setting (make the call first, or set ``XLA_FLAGS``
+    yourself).
 """
 import importlib.metadata
 import os
@@ -66,8 +72,8 @@ def prefer_eigen_convolutions(environ=None) -> str:
     import jax  # pylint: disable=import-outside-toplevel
     if jax.default_backend() == "cpu":
       warnings.warn(
-          "JAX started before jax_abstain was imported, so XLA:CPU keeps its YNNPACK "
-          "convolutions (several times slower for attacks here); import jax_abstain before "
+          "JAX started before jax_abstain.use_eigen_convolutions() was called, so XLA:CPU keeps "
+          "its YNNPACK convolutions (several times slower for attacks here); call it before "
           f"running any JAX computation, or set XLA_FLAGS={FLAG}", RuntimeWarning, stacklevel=3)
     return "backends started"
   environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()

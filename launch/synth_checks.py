@@ -13,21 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jax_abstain import attacks, compose, data, models
-from jax_abstain.jobs import toy2d as figure1
-from jax_abstain.jobs import train
+from jax_abstain import attacks, compose, data, models, training
 from jax_abstain.configs import synth
+from jax_abstain.jobs import schema
 
 logging.set_verbosity(logging.WARNING)
-CONFIG = synth.get_config()
+MODELS = schema.check(synth.get_config()).toy2d.models   # name -> TrainConfig
 X, Y = data.load("synthetic", "train")
 
 
-def _train(name, seed, **overrides):
-  cfg = figure1.model_train_config(CONFIG, name)
-  cfg.update(overrides)
+def _train(name, seed):
+  """Model `name` of the Figure 1 config (its training settings), trained with `seed`."""
   model = models.create("mlp", num_classes=3, seed=seed)
-  train.fit(model, X, Y, cfg, workdir=tempfile.mkdtemp(), name=name, seed=seed, progress=False)
+  training.fit(model, X, Y, MODELS[name], workdir=tempfile.mkdtemp(), name=name, seed=seed,
+               progress=False)
   return model
 
 

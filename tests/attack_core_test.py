@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from jax_abstain import attacks, data, models
-from jax_abstain.jobs import train
+from jax_abstain import training
 from jax_abstain.attacks import common
 
 MLP = models.create("mlp", num_classes=3, in_features=4, hidden=(16,), seed=3)
@@ -57,7 +57,7 @@ def trained_std_model():
       attack_rel_step=0.25, bn_mode_attack="", bn_mode_loss=""))
   import tempfile
   model = models.create("mlp", num_classes=3, seed=0)
-  train.fit(model, x, y, cfg, workdir=tempfile.mkdtemp(), name="std", progress=False)
+  training.fit(model, x, y, cfg, workdir=tempfile.mkdtemp(), name="std", progress=False)
   return model, x
 
 

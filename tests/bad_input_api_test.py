@@ -7,8 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jax_abstain import (attacks, certification, config_args, data, evaluate, models, porting,
-                         reports, smoothing, soundness, validation, workdir)
+from jax_abstain import (attacks, certification, config_args, data, evaluate, files, models,
+                         porting, reports, smoothing, soundness, validation, workdir)
 from jax_abstain.errors import SoundnessError, UserError
 
 W = np.array([[0.6, -0.4, 0.1], [0.8, 0.3, -0.5]], np.float32)
@@ -79,9 +79,9 @@ CASES = {
     "class count": (lambda d: validation.check_labels(np.array([0, 9]), num_classes=3, name="y"), "y: labels span 0..9 but there are 3 classes (expected 0..2)"),
     "num_classes": (lambda d: validation.check_num_classes(1), "num_classes: expected an integer >= 2, got 1"),
     "report format": (lambda d: reports.read_report(_write_text(d, "r.csv", "a,b\n1,2\n")), "not a per-sample report (first column must be sample_idx)"),
-    "report file kind": (lambda d: validation.check_file(_write_text(d, "r.csv", "a,b\n"), "report", "--models"), "--models: "),
-    "json file": (lambda d: validation.check_file(_write_text(d, "r.json", "{"), "json", "--in"), "is not valid JSON"),
-    "missing file": (lambda d: validation.check_file(d / "nope.csv", "report", "--models"), "--models: no such report file: "),
+    "report file kind": (lambda d: files.check_file(_write_text(d, "r.csv", "a,b\n"), "report", "--models"), "--models: "),
+    "json file": (lambda d: files.check_file(_write_text(d, "r.json", "{"), "json", "--in"), "is not valid JSON"),
+    "missing file": (lambda d: files.check_file(d / "nope.csv", "report", "--models"), "--models: no such report file: "),
     "model dir": (lambda d: models.load(d / "nope"), "not a model directory"),
     "empty checkpoint": (lambda d: porting.convert("mlp", _write_text(d, "w.pt", ""), num_classes=3), "checkpoint: "),
     "data set": (lambda d: data.load("nope", "test"), "unknown data set 'nope'"),
@@ -140,7 +140,7 @@ def test_workdir_records_versions_and_the_commit(tmp_path):
   import flax  # pylint: disable=import-outside-toplevel
   import jax_abstain  # pylint: disable=import-outside-toplevel
   workdir.prepare(tmp_path / "wd", _config())
-  env = reports.read_json(tmp_path / "wd" / "environment.json")
+  env = files.read_json(tmp_path / "wd" / "environment.json")
   assert env["jax"] == jax.__version__ and env["flax"] == flax.__version__
   assert env["jax_abstain"] == jax_abstain.__version__
   assert len(env["git_commit"]) == 40 and isinstance(env["git_dirty"], bool)

@@ -31,7 +31,7 @@ def files(tmp_path_factory):
           "is_rob@0.2": np.array([1, 0, 0, 0])}
   reports.write_report(root / "a.csv", cols)
   reports.write_report(root / "core.csv", cols)
-  reports.write_json(root / "not_a_report.csv", {"x": 1})
+  (root / "not_a_report.csv").write_text('{"x": 1}\n')
   return {"root": root, "model10": model10, "model3": model3}
 
 
@@ -129,7 +129,7 @@ COMPOSE_CASES = [
 
 @pytest.mark.parametrize("args,message", COMPOSE_CASES, ids=[m[:30] for _, m in COMPOSE_CASES])
 def test_compose_bad_input(files, tmp_path, capsys, args, message):
-  from jax_abstain import compose
+  from jax_abstain.cli import compose
   root = files["root"]
   names = {"A": root / "a.csv", "CORE": root / "core.csv", "NOTREPORT": root / "not_a_report.csv",
            "MISSING": root / "missing.csv"}

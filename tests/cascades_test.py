@@ -107,15 +107,21 @@ def test_cli_table_and_json(tmp_path, capsys):
     reports.write_report(tmp_path / f"{name}.csv", cols)
     paths.append(str(tmp_path / f"{name}.csv"))
   out = tmp_path / "c.json"
-  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cascades", "--abstain", paths[0],
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.cascades", "--abstain", paths[0],
                          "--core", paths[1], "--eps", "0.1", "--json", str(out)],
                         capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
-  assert "best cascade" in proc.stdout and "a@0.2 -> core" not in proc.stdout   # a would cost nat acc
-  assert json.loads(out.read_text())["best"] is None
-  from jax_abstain.cli import common as cli
+  result = json.loads(out.read_text())
+  assert result["best"] is None                       # a would cost natural accuracy
+  table = proc.stdout.splitlines()
+  assert table[0].startswith("cascades at eps=0.1 (nat_acc >= 100.00; ")
+  assert table[2:] == ["|  | nat_acc | rob_acc | cascade |", "|---|---:|---:|---|",
+                       "| core alone | 100.00 | 33.33 | core |",
+                       "| best 2-comp. |  |  | none keeps nat_acc >= 100.00 |",
+                       "| best cascade |  |  | none keeps nat_acc >= 100.00 |"]
+  from jax_abstain.cli import cascades as cascades_cli
   with pytest.raises(SystemExit) as e:
-    cli.run_with_clean_errors(cascades.main, ["--abstain", paths[0], "--core", paths[1], "--eps", "0.4"])
+    cascades_cli.main(["--abstain", paths[0], "--core", paths[1], "--eps", "0.4"])
   err = capsys.readouterr().err
   assert e.value.code == 2 and len(err.strip().splitlines()) == 1
   assert "no is_rob@<r> column with r >= 0.8 (has: is_rob@0.1, is_rob@0.2)" in err

@@ -1,13 +1,19 @@
-"""Tests for certification.py: the per-sample certified report, its resumption after a kill,
-the refusal to resume with other settings, the certified metrics, and compose on the report."""
+"""The certified per-sample report (`evaluation.certified`), its resumption after a kill, the
+refusal to resume with other settings or another model, the certified metrics, compose on the
+report, and the certify command line (`cli.certify`)."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_abstain import compose, reports, smoothing
-from jax_abstain.evaluation import certified as certification
+from jax_abstain import compose, models, reports, smoothing
+from jax_abstain.cli import certify as certify_cli
 from jax_abstain.errors import UserError
+from jax_abstain.evaluation import certified as certification
+from jax_abstain.evaluation import runner
+from tiny_digits_model import train_and_save
 
 KEY = jax.random.key(7)
 W, B = np.array([0.6, 0.8], np.float32), -0.7
@@ -92,9 +98,27 @@ def test_refuses_to_resume_with_other_settings(tmp_path, monkeypatch, change, na
   with pytest.raises(UserError, match=rf"different settings \({name}\)"):
     certification.certify_report(linear_fn, x, y, tmp_path / "r.csv", progress=False,
                                  **(SETTINGS | change))
-  with pytest.raises(UserError, match="model_tag"):
-    certification.certify_report(linear_fn, x, y, tmp_path / "r.csv", progress=False,
-                                 model_tag="other.ckpt", **SETTINGS)
+  with pytest.raises(UserError, match=r"different settings \(model\)"):
+    certification.certify_report(lambda z: -linear_fn(z), x, y, tmp_path / "r.csv",
+                                 progress=False, **SETTINGS)
+
+
+def test_model_identity_is_the_weights(tmp_path):
+  """Two NNX models with different weights have different identities; the same weights in
+  another module object the same; a report of one is never completed with the other."""
+  x = np.random.default_rng(0).uniform(0, 1, (3, 2)).astype(np.float32)
+  y = np.array([0, 1, 2])
+  a, b = (models.create("mlp", num_classes=3, seed=s) for s in (0, 1))
+  again = models.create("mlp", num_classes=3, seed=0)
+  assert runner.model_identity(a) == runner.model_identity(again) != runner.model_identity(b)
+  assert len(runner.model_identity(a)) == 16
+  settings = dict(key=KEY, sigma=0.25, n0=10, n=50, progress=False)
+  certification.certify_report(a, x, y, tmp_path / "r.csv", **settings)
+  assert json.loads((tmp_path / "r.csv.settings.json").read_text())["model"] == \
+      runner.model_identity(a)
+  certification.certify_report(again, x, y, tmp_path / "r.csv", **settings)   # re-read
+  with pytest.raises(UserError, match=r"different settings \(model\)"):
+    certification.certify_report(b, x, y, tmp_path / "r.csv", **settings)
 
 
 def test_subset_indices_and_bad_input(tmp_path):
@@ -135,8 +159,31 @@ def test_compose_accepts_certified_report(tmp_path):
       [reports.read_report(tmp_path / "cert.csv"), reports.read_report(tmp_path / "core.csv")],
       eps)
   summary = certification.summarize(cols, eps)
-  assert result["rob_sel"] == round(summary["commit_rate"], 2)
-  assert result["commit_prec"] == round(summary["commit_prec"], 2)
+  # (abs=0.005: equal whether the composition summary is rounded to two decimals or not.)
+  assert result["rob_sel"] == pytest.approx(summary["commit_rate"], abs=0.005)
+  assert result["commit_prec"] == pytest.approx(summary["commit_prec"], abs=0.005)
   # Selected samples answer with the certified prediction, the rest with the (accurate) core.
-  assert result["nat_acc"] == round(100 - summary["cert_inacc"], 2)
-  assert result["rob_acc"] == round(summary["cert_acc"], 2)
+  assert result["nat_acc"] == pytest.approx(100 - summary["cert_inacc"], abs=0.005)
+  assert result["rob_acc"] == pytest.approx(summary["cert_acc"], abs=0.005)
+
+
+def test_certify_command_line_writes_report_and_summary(tmp_path, capsys):
+  model_dir = train_and_save(tmp_path / "model", steps=20)
+  out, summary_path = tmp_path / "cert" / "r.csv", tmp_path / "cert" / "s.json"
+  result = certify_cli.main(["--model", str(model_dir), "--data", "digits", "--limit", "8",
+                             "--sigma", "0.25", "--n0", "20", "--n", "200", "--out", str(out),
+                             "--eps", "0.1", "0.25", "--json", str(summary_path)])
+  cols = reports.read_report(out)
+  assert len(cols["radius"]) == 8
+  committed = (cols["cert_pred"] >= 0) & (cols["radius"] >= 0.25)
+  right = committed & (cols["cert_pred"] == cols["label"])
+  assert result["report"] == str(out) and result["kind"] == "certified" and result["n"] == 8
+  assert result["at"]["0.25"]["commit_rate"] == 100 * committed.mean()
+  assert result["at"]["0.25"]["cert_acc"] == 100 * right.mean()
+  assert result["nat_acc"] == 100 * cols["is_acc"].mean()
+  assert json.loads(summary_path.read_text()) == result
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[0] == f"{out}: natural accuracy {result['nat_acc']:.2f}% on 8 samples"
+  # The settings sidecar ties the report to the weights, like an attack report.
+  settings = json.loads((tmp_path / "cert" / "r.csv.settings.json").read_text())
+  assert settings["model"] == runner.model_identity(models.load(model_dir))

@@ -3,12 +3,12 @@ import json
 import subprocess
 import sys
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 from jax_abstain import compose, reports
+from jax_abstain.cli import compose as compose_cli
 from jax_abstain.errors import UserError
 
 S = np.array([1, 1, 0, 0, 1, 0])
@@ -23,11 +23,23 @@ def test_two_composition_equals_eq12():
   np.testing.assert_array_equal(comp.is_acc, nat.astype(bool))
   np.testing.assert_array_equal(comp.is_rob_acc, rob.astype(bool))
   np.testing.assert_array_equal(comp.answered_by, [0, 0, 1, 1, 0, 1])
-  summary = comp.summary(S, B_ACC & B_ROB)
+  summary = comp.summary()
   assert summary["nat_acc"] == round(100 * nat.mean(), 2)
   assert summary["rob_acc"] == round(100 * rob.mean(), 2)
   assert summary["rob_sel"] == 50.0
+  # Selected: samples 0, 1, 4; accurate and robust among them: sample 0 only.
   assert summary["commit_prec"] == round(100 / 3, 2)
+  assert summary["answered_share"] == [50.0, 50.0]
+
+
+def test_answered_share_lists_every_model_even_silent_ones():
+  never = np.zeros(6, int)
+  comp = compose.compose_indicators([never, S], [B_ACC, B_ACC, T_ACC], [B_ROB, B_ROB, T_ROB])
+  assert comp.summary()["answered_share"] == [0.0, 50.0, 50.0]
+  assert comp.summary()["rob_sel"] == 0.0 and comp.summary()["commit_prec"] == 0.0
+  always = np.ones(6, int)
+  comp = compose.compose_indicators([always], [B_ACC, T_ACC], [B_ROB, T_ROB])
+  assert comp.summary()["answered_share"] == [100.0, 0.0]
 
 
 @given(st.lists(st.tuples(*[st.booleans()] * 8), min_size=1, max_size=40))
@@ -81,26 +93,21 @@ def test_compose_rejects_misaligned_reports(tmp_path):
     compose.compose_reports(cols, "1/255")
 
 
-def test_live_predict_matches_eq12():
-  x = jnp.array([[0.1], [0.9], [0.5]])
-  branch = lambda v: jnp.concatenate([v, 1 - v], -1)        # class 1 for x < 0.5
-  core = lambda v: jnp.concatenate([1 - v, v], -1)          # class 1 for x > 0.5 (0 at ties)
-  selector = lambda v: v[:, 0] < 0.3
-  pred, answered = compose.predict([branch, core], [selector], x)
-  np.testing.assert_array_equal(answered, [0, 1, 1])
-  np.testing.assert_array_equal(pred, [1, 1, 0])
-
-
 def test_cli_prints_table_and_writes_json(tmp_path):
   _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
   _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
   out = tmp_path / "c.json"
-  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "b.csv"),
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.compose", "--models", str(tmp_path / "b.csv"),
                          str(tmp_path / "t.csv"), "--eps", "1/255", "--json", str(out)],
                         capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
-  assert "rob_acc" in proc.stdout
-  assert json.loads(out.read_text())["rob_sel"] == 50.0
+  lines = proc.stdout.splitlines()
+  assert lines[0] == "composition at eps=1/255 (robustness selectors at 2/255)"
+  assert lines[2] == "| nat_acc | rob_acc | rob_sel | commit_prec |"
+  result = json.loads(out.read_text())
+  assert lines[4] == (f"| {result['nat_acc']:.2f} | {result['rob_acc']:.2f} | 50.00 | "
+                      f"{result['commit_prec']:.2f} |")
+  assert result["rob_sel"] == 50.0
 
 
 @pytest.mark.parametrize("args,message", [
@@ -112,7 +119,7 @@ def test_cli_bad_input_one_line_no_output(tmp_path, args, message):
   _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
   _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
   out = tmp_path / "c.json"
-  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "b.csv"),
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.compose", "--models", str(tmp_path / "b.csv"),
                          str(tmp_path / "t.csv"), "--json", str(out), *args], capture_output=True, text=True)
   assert proc.returncode == 2
   assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -120,7 +127,7 @@ def test_cli_bad_input_one_line_no_output(tmp_path, args, message):
 
 
 def test_cli_missing_report(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "jax_abstain.compose", "--models", str(tmp_path / "x.csv"),
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.compose", "--models", str(tmp_path / "x.csv"),
                          str(tmp_path / "y.csv"), "--eps", "0.1"], capture_output=True, text=True)
   assert proc.returncode == 2 and "no such report" in proc.stderr
 
@@ -171,7 +178,7 @@ def _run_cli(argv, capsys):
   """compose's CLI in-process: (exit code, stdout, stderr)."""
   from jax_abstain.cli import common as cli
   try:
-    cli.run_with_clean_errors(compose.main, argv)
+    cli.run_with_clean_errors(compose_cli.main, argv)
     code = 0
   except SystemExit as e:
     code = e.code
@@ -187,9 +194,12 @@ def test_cli_softmax_tau_grid(tmp_path, capsys):
                                    "--eps", "1/255", "--selector", "softmax", "--tau-grid", "0.5",
                                    "0.9", "--json", str(out)], capsys)
   assert code == 0, stderr
-  assert len(stdout.strip().splitlines()) == 4           # title, header, two taus
   rows = json.loads(out.read_text())["rows"]
   assert [r["tau"] for r in rows] == [0.5, 0.9] and rows[1]["rob_sel"] == round(200 / 6, 2)
+  table = stdout.strip().splitlines()[2:]               # after the title and a blank line
+  assert table[0] == "| tau | nat_acc | rob_acc | rob_sel | commit_prec |"
+  assert table[2:] == [f"| {r['tau']:.2f} | {r['nat_acc']:.2f} | {r['rob_acc']:.2f} | "
+                       f"{r['rob_sel']:.2f} | {r['commit_prec']:.2f} |" for r in rows]
 
 
 @pytest.mark.parametrize("make,args,message", [
@@ -213,47 +223,3 @@ def test_cli_rejects_bad_selector_requests(tmp_path, capsys, make, args, message
                               "--eps", "1/255", *args], capsys)
   assert code == 2
   assert message in stderr and len(stderr.strip().splitlines()) == 1
-
-
-@pytest.mark.slow
-def test_reports_of_trained_models_compose_like_the_live_composition(tmp_path):
-  """Three MLPs trained here on the Figure 1 data: composing their per-sample reports (CSV
-  written and read back) gives the numbers of the live composition H, evaluated by
-  `compose.predict` on live selectors and attacks on the model that answers each sample."""
-  import jax
-  import ml_collections
-  from jax_abstain import data, models
-  from jax_abstain.evaluation import empirical as evaluate
-  from jax_abstain.jobs import train
-  x, y = data.load("synthetic", "train")
-  x_eval, y_eval = data.load("synthetic", "test")
-  x_eval, y_eval = x_eval[::8], y_eval[::8]                        # 125 points
-  base = dict(loss="std", beta=1.0, trades_beta=6.0, eps="0.1", norm="linf", variant="paper",
-              epochs=2, batch_size=10, lr=0.03, momentum=0.9, weight_decay=1e-4, schedule="constant",
-              attack_steps=2, attack_rel_step=0.25, bn_mode_attack="", bn_mode_loss="")
-  trained = {}
-  for name, seed, over in [("a", 0, {}), ("b", 1, dict(epochs=1, lr=0.01)), ("c", 2, dict(lr=0.1))]:
-    model = models.create("mlp", num_classes=3, seed=seed)
-    train.fit(model, x[::4], y[::4], ml_collections.ConfigDict({**base, **over}), workdir=tmp_path,
-              name=name, progress=False)
-    model.eval()
-    trained[name] = model
-  key = jax.random.key(0)
-  for name, model in trained.items():
-    evaluate.evaluate_model(model, x_eval, y_eval, radii=["0.1", "0.2"], key=key, n_iter=10,
-                            batch_size=128, progress=False, report_path=tmp_path / f"{name}.csv")
-  for order in (["a", "b"], ["c", "a", "b"]):
-    cols = [reports.read_report(tmp_path / f"{n}.csv") for n in order]
-    from_reports, _, _, _ = compose.compose_reports_per_sample(cols, "0.1")
-    live, pred = evaluate.evaluate_composition([trained[n] for n in order], x_eval, y_eval,
-                                               eps="0.1", key=key, n_iter=10, batch_size=128)
-    np.testing.assert_array_equal(live.answered_by, from_reports.answered_by)
-    np.testing.assert_array_equal(live.is_acc, from_reports.is_acc)
-    np.testing.assert_array_equal(live.is_rob_acc, from_reports.is_rob_acc)
-    chosen = np.stack([c["pred"] for c in cols])[from_reports.answered_by, np.arange(len(pred))]
-    np.testing.assert_array_equal(pred, chosen)
-    summary = compose.compose_reports(cols, "0.1")
-    assert summary["nat_acc"] == round(100 * live.is_acc.mean(), 2)
-    assert summary["rob_acc"] == round(100 * live.is_rob_acc.mean(), 2)
-    # A non-trivial composition: every model answers some samples.
-    assert 0 < summary["rob_sel"] < 100 and min(summary["answered_share"]) > 0

@@ -1,19 +1,28 @@
-"""Every paper config: docstring starts with its run command, its model and settings resolve,
-and a tiny end-to-end train-mode run on generated images of the config's shape succeeds
-(train, select on validation, save, evaluate), with nothing downloaded."""
+"""The packaged configs: each docstring starts with its run command, each builds a job that
+`jobs.schema.check` accepts, explicit arguments win over per-loss defaults, and a tiny
+end-to-end train job on generated images of each paper config's shape succeeds (train,
+select on validation, save, evaluate), with nothing downloaded."""
 import json
 import pathlib
 
 import numpy as np
 import pytest
 
-from jax_abstain.configs import cifar10_cra, cifar10_era, cifar10_trades, cifar100_era, mtsd_era
-from jax_abstain import data, models
-from jax_abstain.jobs import train
+from jax_abstain import configs, data, models
+from jax_abstain.configs import common, evaluate, evaluate_certified, mnist5k
+from jax_abstain.errors import UserError
+from jax_abstain.jobs import schema, train
+from jax_abstain.training.config import LOSSES
+from tiny_digits_model import train_and_save
 
-CONFIGS = {"cifar10_era": (cifar10_era, 32), "cifar10_trades": (cifar10_trades, 32),
-           "cifar100_era": (cifar100_era, 32), "cifar10_cra": (cifar10_cra, 32),
-           "mtsd_era": (mtsd_era, 64)}
+# The paper's configs and the side of their images.
+PAPER = {"cifar10_era": 32, "cifar10_trades": 32, "cifar100_era": 32, "cifar10_cra": 32,
+         "mtsd_era": 64}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+  return train_and_save(tmp_path_factory.mktemp("configs") / "model", steps=0)
 
 
 def _generated(size, num_classes):
@@ -28,36 +37,89 @@ def _generated(size, num_classes):
   return load
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_docstring_starts_with_the_run_command_and_the_model_resolves(name):
-  module, _ = CONFIGS[name]
-  first = module.__doc__.strip().splitlines()[0]
+def test_every_packaged_config_is_listed_and_resolves_by_name():
+  assert set(PAPER) | {"synth", "mnist5k", "mnist_era", "evaluate", "evaluate_certified"} \
+      == set(configs.names())
+  for name in configs.names():
+    path = configs.HERE / f"{name}.py"
+    assert configs.resolve(name) == str(path) == configs.resolve(f"configs/{name}.py")
+  assert configs.resolve("synth:eps=0.2") == f"{configs.HERE / 'synth.py'}:eps=0.2"
+  with pytest.raises(UserError, match="no packaged config"):
+    configs.resolve("nope")
+
+
+@pytest.mark.parametrize("name", sorted(configs.names()))
+def test_docstring_starts_with_the_run_command_and_the_job_checks(name, model_dir):
+  module_doc = (configs.HERE / f"{name}.py").read_text().split('"""')[1]
+  first = module_doc.strip().splitlines()[0]
   assert first.startswith(f"python -m jax_abstain.main --config=configs/{name}.py"), first
   assert "--workdir=" in first
-  config = module.get_config()
-  assert config.mode == "train" and config.train.epochs == 50 and config.train.lr > 0
-  _, options = models.resolve(config.model.name, num_classes=config.model.num_classes)
-  assert options["num_classes"] == config.model.num_classes
-  assert config.train.loss in train.LOSSES
+  arg = {"model": str(model_dir), "data": "digits"} if name.startswith("evaluate") else None
+  job = schema.check(configs.build(name, arg))
+  assert job.mode == {"synth": "toy2d"}.get(name, "evaluate" if arg else "train")
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_configs_follow_the_recipe(name):
+  job = schema.check(configs.build(name))
+  assert job.train.epochs == 50 and job.train.lr > 0 and job.train.loss in LOSSES
+  _, options = models.resolve(job.model.name, num_classes=job.model.num_classes)
+  assert options["num_classes"] == job.model.num_classes
+  # The certified losses are evaluated by CERTIFY at the L2 radius, the others by APGD-CE.
+  assert job.eval.kind == ("certified" if job.train.loss in ("cra", "noise") else "empirical")
+
+
+def test_explicit_arguments_win_over_the_loss_defaults():
+  assert mnist5k.get_config("loss=era,epochs=5,init=x").train.epochs == 5
+  assert mnist5k.get_config({"loss": "era", "epochs": 5, "init": "x"}).train.epochs == 5
+  assert mnist5k.get_config("loss=era,train_limit=0").data.train_limit == 0
+  era, std = mnist5k.get_config("loss=era"), mnist5k.get_config()
+  assert (era.train.epochs, era.data.train_limit, era.train.lr) == (1, 1000, 0.01)
+  assert (std.train.epochs, std.data.train_limit, std.train.lr) == (2, 0, 0.05)
+  assert std.train.eps == "0.1" and tuple(std.eval.radii) == ("0.1", "0.2")
+
+
+def test_parse_arg_takes_text_or_a_dict():
+  assert common.parse_arg("a=2,b=yes", a=1, b=False, c="x").to_dict() == {"a": 2, "b": True,
+                                                                          "c": "x"}
+  assert common.parse_arg({"a": "3", "c": "y"}, a=1, c="x").to_dict() == {"a": 3, "c": "y"}
+  assert common.parse_items("k=v, n=1") == {"k": "v", "n": "1"}
+  with pytest.raises(UserError, match="unknown config argument 'd'; known arguments: a"):
+    common.parse_arg({"d": 1}, a=1)
+  with pytest.raises(UserError, match="expected an integer"):
+    common.parse_arg("a=x", a=1)
+  with pytest.raises(UserError, match="either after ':' or as arg"):
+    configs.build("synth:eps=0.2", {"eps": "0.3"})
+
+
+def test_certified_evaluation_is_the_evaluate_job_with_kind_certified(model_dir):
+  given = dict(model=str(model_dir), data="digits", limit=20)
+  attacked = evaluate.get_config(given)
+  certified = evaluate_certified.get_config({**given, "sigma": 0.25, "n": 1000})
+  for key in ("mode", "name", "seed", "data", "model"):
+    assert certified[key] == attacked[key], key
+  job = schema.check(certified)
+  assert job.eval.kind == "certified" and job.eval.radii == ("0.25", "0.5")
+  assert (job.eval.sigma, job.eval.n, job.eval.norm) == (0.25, 1000, "l2")
+  assert schema.check(attacked).eval.radii == ("1/255", "2/255")
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
 def test_tiny_run_on_generated_images(name, tmp_path):
-  module, size = CONFIGS[name]
-  config = module.get_config("epochs=1,batch=4,select_size=4,select_every=1,eval_limit=4")
+  size = PAPER[name]
+  config = configs.build(name, "epochs=1,batch=4,select_size=4,select_every=1,eval_limit=4")
   data.register(f"generated{size}", _generated(size, config.model.num_classes))
   config.data.name = f"generated{size}"
   config.model.name = "mlp"
   config.model.options = {"in_features": size * size * 3, "hidden": (8,)}
   config.train.update(attack_steps=1, select_steps=1, num_noise=2, checkpoint_every=2)
   config.eval.batch_size = 4
-  if config.eval.get("kind") == "certified":
-    config.eval.update(n0=4, n=16, batch_size=16)
+  if config.eval.kind == "certified":
+    config.eval.update(n0=4, n=16, noise_batch_size=16)
   else:
     config.eval.n_iter = 2
-  results = train.train_and_evaluate(config, tmp_path)
-  summary = results[config.name]
-  assert summary["n"] == 4
+  results = train.run(schema.check(config), tmp_path)
+  assert results[config.name]["n"] == 4
   assert results["selected"]["step"] == 5       # (24 - 4 held out) // 4 steps, validated once
   assert (tmp_path / "model" / "manifest.json").is_file()
   assert json.loads((tmp_path / "results.json").read_text())["loss"] == config.train.loss

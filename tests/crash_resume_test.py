@@ -1,7 +1,7 @@
 """SIGKILL at random points, restart, and compare with an uninterrupted run byte for byte.
 
 Evaluation (``python -m jax_abstain.main`` in mode ``evaluate`` on a small saved MLP) and
-certification (``python -m jax_abstain.certification``) append per-sample rows to
+certification (``python -m jax_abstain.cli.certify``) append per-sample rows to
 ``<report>.partial``; each test kills its job (SIGKILL: no cleanup, no flush beyond what was
 already written) once the partial report holds a seeded-random number of rows, kills the
 restarted job again, and then lets a third start finish. The final report and summary must be
@@ -90,7 +90,7 @@ def _kill_twice_then_finish(cmd, tmp_path, rel_partial, rel_final, rel_outputs, 
 def test_evaluation_killed_twice_resumes_to_identical_report(model_dir, tmp_path):
   """60 digits in chunks of 3 at eps 0.1 and 0.2 (APGD-CE, 10 steps)."""
   cmd = [sys.executable, "-m", "jax_abstain.main",
-         f"--config={ROOT}/configs/evaluate.py:model={model_dir},data=digits,eps=0.1,limit=60,"
+         f"--config=evaluate:model={model_dir},data=digits,eps=0.1,limit=60,"
          "n_iter=10", "--config.eval.batch_size=3", "--workdir=wd"]
   seen = _kill_twice_then_finish(cmd, tmp_path, "wd/reports/model.csv.partial",
                                  "wd/reports/model.csv",
@@ -103,7 +103,7 @@ def test_evaluation_killed_twice_resumes_to_identical_report(model_dir, tmp_path
 @pytest.mark.slow
 def test_certification_killed_twice_resumes_to_identical_report(model_dir, tmp_path):
   """30 digits, CERTIFY with n0 = 20, n = 2,000, sigma 0.25; the summary JSON as well."""
-  cmd = [sys.executable, "-m", "jax_abstain.certification", "--model", str(model_dir),
+  cmd = [sys.executable, "-m", "jax_abstain.cli.certify", "--model", str(model_dir),
          "--data", "digits", "--limit", "30", "--sigma", "0.25", "--n0", "20", "--n", "2000",
          "--batch-size", "500", "--out", "cert/r.csv", "--eps", "0.1", "0.25",
          "--json", "cert/summary.json"]

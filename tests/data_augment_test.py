@@ -3,7 +3,10 @@ against its definition, every sub-policy reachable and composed as the table say
 per-example augmentations (crop/flip, jitter, affine) seeded and shape/range preserving."""
 import numpy as np
 import pytest
+from PIL import Image
 
+from jax_abstain import data
+from jax_abstain.cli import augment as augment_cli
 from jax_abstain.data import augment
 from jax_abstain.data import autoaugment as aa
 from jax_abstain.errors import UserError
@@ -160,3 +163,29 @@ def test_identity_settings_and_errors(tmp_path):
     augment.autoaugment(np.zeros((4, 4, 2), np.float32), np.random.default_rng(0))
   augment.save_grid(np.stack([x] * 3), "autoaugment", tmp_path / "g.png", examples=3, variants=2)
   assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_command_line_grid(tmp_path, capsys):
+  # 8 examples of the 8x8 digits, each with 8 augmented copies: tiles of 10x10 pixels (1-pixel
+  # border) scaled 4x -> 9 * 40 columns, 8 * 40 rows; the first tile is the first example.
+  out = tmp_path / "grid.png"
+  assert augment_cli.main(["--data", "digits", "--aug", "stdaug", "--out", str(out)]) == 0
+  assert capsys.readouterr().out.strip() == str(out)
+  grid = np.asarray(Image.open(out))
+  assert grid.shape == (8 * 40, 9 * 40)
+  x, _ = data.load("digits", "train")
+  np.testing.assert_array_equal(grid[4:36:4, 4:36:4], augment.to_uint8(x[0, ..., 0]))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--aug", "nope"], "augmentation: unknown 'nope'"),
+    (["--data", "synthetic"], "--data synthetic: not an image set"),
+    (["--data", "nope"], "unknown data set 'nope'"),
+])
+def test_command_line_bad_input(tmp_path, capsys, args, message):
+  out = tmp_path / "grid.png"
+  with pytest.raises(SystemExit) as e:
+    augment_cli.main(args + ["--out", str(out)])
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and err.count("\n") == 0 and message in err, err
+  assert not out.exists()

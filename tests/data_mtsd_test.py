@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from jax_abstain import data
+from jax_abstain.cli import mtsd as mtsd_cli
 from jax_abstain.data import mtsd
 from jax_abstain.errors import UserError
 
@@ -66,8 +67,20 @@ def write_fixture(root):
 def converted(tmp_path_factory):
   src = write_fixture(str(tmp_path_factory.mktemp("mtsd_src")))
   out = str(tmp_path_factory.mktemp("mtsd_out"))
-  stats = mtsd.main(["--src", src, "--out", out, "--seed", "3"])
+  stats = mtsd.convert(src, out, seed=3)
   return src, out, stats
+
+
+def test_command_line_writes_what_convert_writes(converted, tmp_path, capsys):
+  src, out, stats = converted
+  assert mtsd_cli.main(["--src", src, "--out", str(tmp_path / "cli"), "--seed", "3"]) == 0
+  assert json.loads(capsys.readouterr().out) == stats      # the summary, printed as JSON
+  for split in ("train", "test"):
+    with np.load(os.path.join(out, f"{split}.npz")) as a, \
+        np.load(str(tmp_path / "cli" / f"{split}.npz")) as b:
+      for k in ("x", "y", "key"):
+        np.testing.assert_array_equal(a[k], b[k])
+  assert mtsd.label_names(str(tmp_path / "cli")) == mtsd.label_names(out)
 
 
 def test_flags_and_skips_are_counted(converted):
@@ -129,9 +142,9 @@ def test_bad_inputs(tmp_path):
     mtsd.convert(src, str(tmp_path / "out"), split_map="train:train")
   with pytest.raises(UserError, match="missing"):
     mtsd.convert(src, str(tmp_path / "out"), split_map="test=test")
-  with pytest.raises(UserError, match="run python -m jax_abstain.data.mtsd"):
+  with pytest.raises(UserError, match="run jax-abstain-mtsd"):
     mtsd.label_names(str(tmp_path))
-  result = subprocess.run([sys.executable, "-m", "jax_abstain.data.mtsd", "--src",
+  result = subprocess.run([sys.executable, "-m", "jax_abstain.cli.mtsd", "--src",
                            str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, cwd=os.path.dirname(
                               os.path.dirname(os.path.abspath(__file__))))

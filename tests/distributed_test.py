@@ -9,14 +9,13 @@ import subprocess
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx, traverse_util
 
 from jax_abstain import data, models
 from jax_abstain.data import pipeline
-from jax_abstain.training import loop, step as step_lib
+from jax_abstain.training import TrainConfig, loop, step as step_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,7 +25,7 @@ def _cfg(**kw):
               epochs=1, batch_size=8, lr=0.05, momentum=0.9, weight_decay=1e-4,
               schedule="constant", attack_steps=2, attack_rel_step=0.25, bn_mode_attack="",
               bn_mode_loss="")
-  return ml_collections.ConfigDict({**base, **kw})
+  return TrainConfig.from_config({**base, **kw})
 
 
 def _run(code, *args, env=None, **popen):
@@ -153,7 +152,7 @@ def test_two_processes_train_a_step_together(tmp_path):
   model = models.create("mlp", num_classes=3, seed=0)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   tx = step_lib.make_optimizer(cfg, 1)
-  keys = loop._example_keys(jax.random.key_data(jax.random.key(0)), 0, rows)
+  keys = loop.example_keys(jax.random.key_data(jax.random.key(0)), 0, rows)
   p, _, _, _ = step_lib.make_train_step(graphdef, cfg, tx)(
       params.to_pure_dict(), rest.to_pure_dict(), tx.init(params.to_pure_dict()), x[rows],
       y[rows], keys)

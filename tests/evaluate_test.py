@@ -1,13 +1,19 @@
-"""Per-sample evaluation reports: batch independence, nested radii, APGDconf, resume."""
+"""Per-sample evaluation reports: batch independence, nested radii, APGDconf, resume; the one
+entry `evaluation.evaluate`, its summaries and the evaluate job."""
 import json
+import types
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
-from jax_abstain import data, models, reports
-from jax_abstain.evaluation import empirical as evaluate
+from jax_abstain import data, evaluation, models, reports
 from jax_abstain.errors import UserError
+from jax_abstain.evaluation import empirical as evaluate
+from jax_abstain.evaluation import summary
+from jax_abstain.evaluation.config import EvalConfig
+from jax_abstain.jobs import evaluate as evaluate_job
 
 X, Y = data.load("synthetic", "test")
 X, Y = X[::10], Y[::10]                       # 100 points
@@ -90,24 +96,97 @@ def test_finished_report_is_reused_and_other_settings_are_refused(tmp_path):
     evaluate.evaluate_model(other, X[:20], Y[:20], **kw)
 
 
-@pytest.mark.slow
-def test_certified_mode_writes_empirical_and_certified_reports(tmp_path):
-  from jax_abstain.configs import evaluate_certified
+def test_evaluate_dispatches_on_kind_and_summarises_unrounded(tmp_path):
+  cfg = EvalConfig(radii=("0.05", "0.2"), n_iter=10, conf_radii=("0.1",), batch_size=64)
+  got = evaluation.evaluate(MODEL, X, Y, cfg, report_path=tmp_path / "e.csv", progress=False)
+  cols = evaluate.evaluate_model(MODEL, X, Y, batch_size=64, **KW)   # the same keys (seed 0)
+  acc = cols["is_acc"].astype(bool)
+  rob = {r: cols[f"is_rob@{r}"].astype(bool) for r in ("0.05", "0.2")}
+  assert got == {
+      "kind": "empirical", "n": 100, "nat_acc": 100 * acc.mean(), "attack": "apgd-ce",
+      "at": {r: {"rob_acc": 100 * (rob[r] & acc).mean(), "rob_inacc": 100 * (rob[r] & ~acc).mean(),
+                 "splits": {"rob_acc": 100 * (rob[r] & acc).mean(),
+                            "rob_inacc": 100 * (rob[r] & ~acc).mean(),
+                            "nonrob_acc": 100 * (~rob[r] & acc).mean(),
+                            "nonrob_inacc": 100 * (~rob[r] & ~acc).mean()}}
+             for r in ("0.05", "0.2")}}
+  settings = json.loads((tmp_path / "e.csv.settings.json").read_text())
+  assert settings["model"] == evaluation.runner.model_identity(MODEL)
+  # A mapping of EvalConfig fields is checked and accepted too; a certified kind certifies.
+  cert = evaluation.evaluate(MODEL, X[:6], Y[:6], {"kind": "certified", "sigma": 0.1, "n0": 20,
+                                                    "n": 100, "radii": [0.05]},
+                             report_path=tmp_path / "c.csv", progress=False)
+  assert cert["kind"] == "certified" and cert["sigma"] == 0.1 and list(cert["at"]) == ["0.05"]
+  assert list(reports.read_report(tmp_path / "c.csv"))[-2:] == ["cert_pred", "radius"]
+  with pytest.raises(UserError, match="^eval.n_iter: expected an integer >= 1, got 0$"):
+    evaluation.evaluate(MODEL, X, Y, {"radii": ["0.1"], "n_iter": 0}, report_path=tmp_path / "x.csv")
+  with pytest.raises(UserError, match="give at least one radius"):
+    evaluation.evaluate(MODEL, X, Y, EvalConfig(), report_path=tmp_path / "x.csv")
+  assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.csv.settings.json").exists()
+
+
+def test_summaries_and_their_text_by_hand():
+  cols = {"is_acc": np.array([1, 1, 0, 0, 1, 1]), "is_rob@1/255": np.array([1, 0, 1, 0, 1, 1]),
+          "label": np.array([0, 1, 2, 0, 1, 2]), "cert_pred": np.array([0, 1, 1, -1, 1, 2]),
+          "radius": np.array([0.3, 0.1, 0.5, 0.0, 0.25, 0.2])}
+  emp = summary.summarize(cols, EvalConfig(radii=("1/255",)))
+  # 3 of 6 robust and accurate, 1 robust and inaccurate: percent of 6, not rounded.
+  assert emp == {"kind": "empirical", "n": 6, "nat_acc": 100 * (4 / 6), "attack": "apgd-ce",
+                 "at": {"1/255": {"rob_acc": 50.0, "rob_inacc": 100 * (1 / 6),
+                                  "splits": {"rob_acc": 50.0, "rob_inacc": 100 * (1 / 6),
+                                             "nonrob_acc": 100 * (1 / 6), "nonrob_inacc": 100 * (1 / 6)}}}}
+  cert = summary.summarize(cols, EvalConfig(kind="certified", sigma=0.25, radii=("0.25",)))
+  # Committed at 0.25: samples 0 (right), 2 (wrong), 4 (right, R == eps counts).
+  assert cert == {"kind": "certified", "n": 6, "nat_acc": 100 * (4 / 6), "sigma": 0.25,
+                  "at": {"0.25": {"cert_acc": 100 * (2 / 6), "cert_inacc": 100 * (1 / 6), "commit_rate": 50.0,
+                                  "commit_prec": 100 * 2 / 3, "nat_acc": 100 * (4 / 6)}}}
+  assert summary.format_summary("era", emp).splitlines() == [
+      "era: natural accuracy 66.67% on 6 samples",
+      "  eps=1/255    rob_acc  50.00  rob_inacc  16.67"]
+  assert summary.format_summary("cra", cert).splitlines() == [
+      "cra: natural accuracy 66.67% on 6 samples",
+      "  L2 radius=0.25   cert_acc  33.33  cert_inacc  16.67  commit_rate  50.00"]
+
+
+def test_check_labels():
+  summary.check_labels(np.array([0, 2, 1]), 3, "config.data")
+  with pytest.raises(UserError, match="^config.data: the data split is empty$"):
+    summary.check_labels(np.array([], np.int32), 3, "config.data")
+  with pytest.raises(UserError, match=r"^config.data: labels span 0..3 but there are 3 classes"):
+    summary.check_labels(np.array([0, 3]), 3, "config.data")
+
+
+def _job(model_dir, limit=12, **eval_fields):
+  """A stand-in for the checked `jobs.schema.Job` (the attributes the evaluate job reads)."""
+  return types.SimpleNamespace(
+      name="mlp", model=types.SimpleNamespace(dir=str(model_dir)),
+      data=ml_collections.ConfigDict(dict(name="synthetic", path="", split="test",
+                                          eval_limit=limit)),
+      eval=EvalConfig(**eval_fields))
+
+
+def test_evaluate_job_writes_report_and_results(tmp_path, capsys):
   _, options = models.resolve("mlp", num_classes=3)
-  model_dir = models.save(models.create("mlp", num_classes=3, seed=0), tmp_path / "m", arch="mlp",
-                          options=options)
-  config = evaluate_certified.get_config(f"model={model_dir},data=synthetic,limit=12,sigma=0.1,"
-                                         "n=200,attack_eps=0.05,radii=0.05;0.1")
-  config.eval.n_iter = 5
-  results = evaluate.run(config, tmp_path / "wd")
-  emp = reports.read_report(tmp_path / "wd" / "reports" / "model.csv")
-  cert = reports.read_report(tmp_path / "wd" / "reports" / "model_cert.csv")
-  assert "is_rob@0.1" in emp and "cert_pred" not in emp
-  assert list(cert)[-2:] == ["cert_pred", "radius"] and len(cert["radius"]) == 12
-  np.testing.assert_array_equal(cert["sample_idx"], emp["sample_idx"])   # evenly spaced subset
-  at = results["model_cert"]["at"]
-  assert set(at) == {"0.05", "0.1"} and at["0.1"]["commit_rate"] <= at["0.05"]["commit_rate"]
-  committed = (cert["cert_pred"] >= 0) & (cert["radius"] >= 0.05)
-  assert at["0.05"]["commit_rate"] == round(100 * committed.mean(), 2)
-  saved = json.loads((tmp_path / "wd" / "results.json").read_text())
-  assert saved["model"]["at"]["0.05"]["rob_acc"] == results["model"]["at"]["0.05"]["rob_acc"]
+  model_dir = models.save(MODEL, tmp_path / "m", arch="mlp", options=options)
+  results = evaluate_job.run(_job(model_dir, radii=("0.05", "0.1"), n_iter=5), tmp_path / "wd")
+  emp = reports.read_report(tmp_path / "wd" / "reports" / "mlp.csv")
+  # 12 evenly spaced samples of the 1000 test points: 0, 91, ..., 999.
+  np.testing.assert_array_equal(emp["sample_idx"], np.linspace(0, 999, 12).round())
+  assert results["mlp"]["report"] == "reports/mlp.csv" and results["mlp"]["n"] == 12
+  assert results["mlp"]["at"]["0.1"]["rob_acc"] == 100 * np.mean(emp["is_acc"] & emp["is_rob@0.1"])
+  assert json.loads((tmp_path / "wd" / "results.json").read_text()) == json.loads(json.dumps(results))
+  assert capsys.readouterr().out.startswith("mlp: natural accuracy ")
+  cert = evaluate_job.run(_job(model_dir, kind="certified", sigma=0.1, n=200, radii=("0.05", "0.1")),
+                          tmp_path / "cert")
+  cols = reports.read_report(tmp_path / "cert" / "reports" / "mlp.csv")
+  assert list(cols)[-2:] == ["cert_pred", "radius"] and len(cols["radius"]) == 12
+  np.testing.assert_array_equal(cols["sample_idx"], emp["sample_idx"])
+  at = cert["mlp"]["at"]
+  committed = (cols["cert_pred"] >= 0) & (cols["radius"] >= 0.05)
+  assert at["0.05"]["commit_rate"] == 100 * committed.mean()
+  assert at["0.1"]["commit_rate"] <= at["0.05"]["commit_rate"]
+  with pytest.raises(UserError, match="^config.data: labels span 0..2 but there are 2 classes"):
+    small = models.save(models.create("mlp", num_classes=2, seed=0), tmp_path / "m2", arch="mlp",
+                        options=models.resolve("mlp", num_classes=2)[1])
+    evaluate_job.run(_job(small, limit=0, radii=("0.1",)), tmp_path / "bad")
+  assert not (tmp_path / "bad").exists()

@@ -1,4 +1,5 @@
-"""The main job from the command line: Figure 1 end to end, resume, and bad input."""
+"""The main job from the command line: the toy2d (Figure 1) job end to end, resume, and bad
+input (one line per problem, exit 2, nothing written)."""
 import json
 import os
 import subprocess
@@ -9,7 +10,8 @@ import pytest
 
 from jax_abstain import reports
 
-TINY = ["--config=configs/synth.py:epochs=2", "--config.eval.n_iter=10", "--config.plot.grid=24"]
+# By name: packaged configs resolve without a checkout (`jax_abstain.configs.resolve`).
+TINY = ["--config=synth:epochs=2", "--config.eval.n_iter=10", "--config.plot.grid=24"]
 
 
 def _main(*args, cwd=None):
@@ -38,7 +40,9 @@ def test_tiny_run_writes_every_output(tiny_run):
     assert m["rob_acc"] == pytest.approx(100 * np.mean(cols["is_acc"] & cols["is_rob@0.1"]), abs=0.01)
   assert {"nat_acc", "rob_acc", "rob_sel"} <= set(results["composition"])
   assert (workdir / "decision_regions.png").stat().st_size > 10_000
-  assert json.loads((workdir / "config.json").read_text())["eps"] == "0.1"
+  recorded = json.loads((workdir / "config.json").read_text())   # the checked job
+  assert recorded["eps"] == "0.1" and recorded["mode"] == "toy2d"
+  assert recorded["toy2d"]["models"]["era_branch"]["eps"] == 0.2
   assert "jax" in json.loads((workdir / "environment.json").read_text())
   assert "composition H" in proc.stdout
 
@@ -67,7 +71,8 @@ def test_rerun_with_other_config_is_refused(tiny_run):
     (["--config=configs/synth.py:eps=abc"], "expected a positive number"),
     (["--config=configs/synth.py:bogus=1"], "unknown config argument"),
     (["--config=configs/synth.py", "--config.mode=nope"], "config.mode"),
-    (["--config=configs/synth.py", "--config.models.era.loss=nope"], "train.loss"),
+    (["--config=configs/synth.py", "--config.models.era.loss=nope"], "config.models.era.loss"),
+    (["--config=configs/synth.py", "--config.mode=figure1"], "expected one of toy2d, train, evaluate"),
 ])
 def test_bad_input_exits_with_one_line(tmp_path, args, message):
   workdir = tmp_path / "wd"
@@ -100,7 +105,7 @@ def test_default_job_reproduces_figure1(tmp_path):
     (["--config=configs/cifar10_era.py:init=/nonexistent/model"], {}, "config.model.init_dir"),
     (["--config=configs/cifar10_era.py:batch=5"],
      {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, "multiple of the 2 devices"),
-    (["--config=configs/cifar10_era.py:augment=nope"], {}, "augmentation"),
+    (["--config=configs/cifar10_era.py:augment=nope"], {}, "unknown augmentation 'nope'"),
 ])
 def test_bad_train_config_fails_before_any_work(tmp_path, args, env, message):
   """One line, exit 2, and nothing written: not even config.json, so the corrected command
@@ -111,3 +116,13 @@ def test_bad_train_config_fails_before_any_work(tmp_path, args, env, message):
   assert proc.returncode == 2, proc.stderr[-1500:]
   assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
   assert not workdir.exists()
+
+
+def test_every_problem_is_one_error_line(tmp_path):
+  proc = _main("--config=configs/mnist5k.py", "--config.train.lr=-1", "--config.data.name=nope",
+               "--config.eval.n_iter=0", f"--workdir={tmp_path / 'wd'}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  assert [l.split(":")[1].strip() for l in lines] == ["config.data.name", "config.train.lr",
+                                                      "config.eval.n_iter"], proc.stderr
+  assert not (tmp_path / "wd").exists()

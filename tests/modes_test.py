@@ -8,7 +8,7 @@ import pytest
 
 from jax_abstain.configs import mnist5k
 from jax_abstain import models, reports
-from jax_abstain.jobs import train
+from jax_abstain.jobs import schema, train
 
 
 def _digits_config(**changes):
@@ -25,7 +25,7 @@ def _digits_config(**changes):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("digits_std")
-  results = train.train_and_evaluate(_digits_config(), workdir)
+  results = train.run(schema.check(_digits_config()), workdir)
   return workdir, results
 
 
@@ -51,23 +51,45 @@ def test_fine_tuning_from_a_model_directory(trained, tmp_path):
   config.data.train_limit = 400
   config.train.epochs = 3
   config.model.init_dir = str(workdir / "model")
-  results = train.train_and_evaluate(config, tmp_path)
+  results = train.run(schema.check(config), tmp_path)
   manifest = models.read_manifest(tmp_path / "model")
   assert manifest["source"]["init_dir"] == str(workdir / "model")
   assert results["era"]["nat_acc"] > 50.0
 
 
+def _evaluate_job(config: str, workdir, name: str) -> dict:
+  """Runs ``python -m jax_abstain.main --config=<config>`` and returns results.json's summary."""
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.main", f"--config={config}",
+                         f"--workdir={workdir}"], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return json.loads((workdir / "results.json").read_text())[name]
+
+
 def test_evaluate_mode_cli_matches_the_training_run(trained, tmp_path):
   workdir, results = trained
-  proc = subprocess.run(
-      [sys.executable, "-m", "jax_abstain.main",
-       f"--config=configs/evaluate.py:model={workdir / 'model'},data=digits,eps=0.1,limit=60,"
-       "name=std,n_iter=5,conf=true", f"--workdir={tmp_path}"], capture_output=True, text=True)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  evaluated = json.loads((tmp_path / "results.json").read_text())["std"]
+  evaluated = _evaluate_job(f"configs/evaluate.py:model={workdir / 'model'},data=digits,eps=0.1,"
+                            "limit=60,name=std,n_iter=5,conf=true", tmp_path, "std")
   assert evaluated["nat_acc"] == results["std"]["nat_acc"]
   assert evaluated["at"]["0.1"] == results["std"]["at"]["0.1"]
   assert "adv_conf@0.2" in reports.read_report(tmp_path / "reports" / "std.csv")
+  assert evaluated["kind"] == "empirical" and evaluated["report"] == "reports/std.csv"
+
+
+def test_certified_evaluate_mode_cli(trained, tmp_path):
+  """``eval.kind = "certified"`` (configs/evaluate_certified.py): the CERTIFY report and its
+  summary at the L2 radii, recomputed here from the report's columns."""
+  workdir, _ = trained
+  summary = _evaluate_job(f"configs/evaluate_certified.py:model={workdir / 'model'},data=digits,"
+                          "limit=10,sigma=0.25,n=200,name=std_cert", tmp_path, "std_cert")
+  cols = reports.read_report(tmp_path / "reports" / "std_cert.csv")
+  assert list(cols)[-2:] == ["cert_pred", "radius"] and len(cols["radius"]) == 10
+  assert summary["kind"] == "certified" and summary["sigma"] == 0.25
+  assert set(summary["at"]) == {"0.25", "0.5"}           # default radii: sigma and 2 sigma
+  for eps in (0.25, 0.5):
+    committed = (cols["cert_pred"] >= 0) & (cols["radius"] >= eps)
+    right = committed & (cols["cert_pred"] == cols["label"])
+    assert summary["at"][str(eps)]["commit_rate"] == 100 * committed.mean()
+    assert summary["at"][str(eps)]["cert_acc"] == 100 * right.mean()
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,4 +1,9 @@
-"""Plots: the Pareto API (Fig. 2-4), the figure wrappers on table rows, decision regions."""
+"""Plots: the Pareto plotter, the three Pareto figures from reports (Fig. 2-4), decision regions."""
+import os
+import pathlib
+import subprocess
+import sys
+
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
@@ -33,19 +38,91 @@ def test_pareto_rejects_bad_points(tmp_path):
   assert not (tmp_path / "a.png").exists()
 
 
-def test_figure_wrappers_take_table_rows(tmp_path):
-  models = [{"model": "std", "nat_acc": 100.0, "rob_acc": 86.8, "rob_inacc": 0.0},
-            {"model": "era", "nat_acc": 98.4, "rob_acc": 98.4, "rob_inacc": 0.1}]
-  abstain = [{"model": "era", "selector": "robustness", "tau": None, "rob_sel": 90.7, "commit_prec": 100.0},
-             {"model": "era", "selector": "softmax", "tau": 0.5, "rob_sel": 95.0, "commit_prec": 97.0},
-             {"model": "era", "selector": "softmax", "tau": 0.9, "rob_sel": 80.0, "commit_prec": 99.0}]
-  comps = [{"branch": "", "core": "std", "selector": "none", "nat_acc": 100.0, "rob_acc": 86.8},
-           {"branch": "era", "core": "std", "selector": "robustness", "nat_acc": 100.0, "rob_acc": 97.1}]
-  plots.robustness_pareto(models, tmp_path / "f2.png", "Fig. 2")
-  plots.abstain_pareto(abstain, tmp_path / "f3.png", "Fig. 3")
-  plots.composition_pareto(comps, tmp_path / "f4.png", "Fig. 4")
-  for name in ("f2.png", "f3.png", "f4.png"):
-    assert _image(tmp_path / name).ndim == 3
+def _report(acc, rob1, rob2, adv_conf=None):
+  n = len(acc)
+  cols = {"sample_idx": np.arange(n), "label": np.zeros(n, int), "pred": 1 - np.asarray(acc),
+          "is_acc": np.asarray(acc), "conf": np.full(n, 0.9), "is_rob@0.1": np.asarray(rob1),
+          "is_rob@0.2": np.asarray(rob2)}
+  if adv_conf is not None:
+    cols["adv_conf@0.2"] = np.asarray(adv_conf)
+  return cols
+
+
+NAMED = {"std": _report([1, 1, 1, 1, 0], [1, 1, 0, 0, 1], [1, 0, 0, 0, 1]),
+         "era_0.1": _report([1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0]),
+         "era_0.5": _report([1, 1, 0, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0],
+                            adv_conf=[0.9, 0.8, 0.3, 0.95, 0.1])}
+
+
+def test_figure_points_read_fig2_at_the_selection_radius():
+  points = plots.figure_points(NAMED, "std", "0.1", taus=[0.5],
+                               series=lambda m: "ERA" if m.startswith("era") else m)
+  fig2 = {p["model"]: p for p in points["fig2"]}
+  # At 2 eps = 0.2, era_0.1 is robust on samples 0-2 (all accurate) and std on 0 and 4
+  # (sample 4 inaccurate).
+  assert (fig2["era_0.1"]["eps"], fig2["era_0.1"]["rob_acc"], fig2["era_0.1"]["rob_inacc"]) == \
+         ("0.2", 60.0, 0.0)
+  assert (fig2["std"]["rob_acc"], fig2["std"]["rob_inacc"]) == (20.0, 20.0)
+  assert [p["series"] for p in points["fig2"]] == ["std", "ERA", "ERA"]
+  at_eps = plots.figure_points(NAMED, None, "0.1", radius="0.1")["fig2"]
+  assert [p["eps"] for p in at_eps] == ["0.1"] * 3 and at_eps[1]["rob_acc"] == 60.0
+  fig3 = [(p["series"], p["tau"], p["rob_sel"], p["commit_prec"]) for p in points["fig3"]]
+  # era_0.5 selects {0, 1, 2, 3} at 0.2; accurate and robust at 0.1 among them: 0, 1, 3.
+  # Softmax response at tau 0.5 selects {0, 1, 3}: all accurate and robust at 0.1.
+  assert fig3 == [("std (RI)", None, 40.0, 50.0), ("ERA (RI)", None, 60.0, 100.0),
+                  ("ERA (RI)", None, 80.0, 75.0), ("era_0.5 (SR)", 0.5, 60.0, 100.0)]
+  fig4 = [(p["series"], p.get("tau"), p["nat_acc"], p["rob_acc"]) for p in points["fig4"]]
+  # era_0.1 answers 0-2 (accurate, robust at 0.1), std 3-4 (accurate on 3, robust on 4 only).
+  # era_0.5 (RI) answers 0-3 (wrong on 2), std 4 (wrong). era_0.5 (SR, tau 0.5) answers
+  # 0, 1, 3, std 2 (accurate, not robust) and 4 (wrong).
+  assert fig4 == [("core std alone", None, 80.0, 40.0), ("ERA + std (RI)", None, 80.0, 60.0),
+                  ("ERA + std (RI)", None, 60.0, 60.0), ("era_0.5 + std (SR)", 0.5, 80.0, 60.0),
+                  ("models alone", None, 60.0, 60.0), ("models alone", None, 60.0, 60.0)]
+  assert [p["label"] for p in points["fig4"]] == ["std", "era_0.1 + std", "era_0.5 + std", "",
+                                                  "era_0.1", "era_0.5"]
+  assert plots.figure_points(NAMED, None, "0.1")["fig4"] is None
+  # tau 0.99 selects nothing (max confidence 0.95): no point, its precision is undefined.
+  none_selected = plots.figure_points(NAMED, None, "0.1", taus=[0.99])["fig3"]
+  assert [p["selector"] for p in none_selected] == ["robustness"] * 3
+
+
+def test_pareto_figures_write_the_three_names(tmp_path):
+  paths = plots.pareto_figures(NAMED, "std", "0.1", tmp_path / "out", taus=[0.5, 0.9],
+                               series=lambda m: "ERA" if m.startswith("era") else m, title="t")
+  assert {k: p.name for k, p in paths.items()} == plots.FIGURES == {
+      "fig2": "fig2_rob_acc_vs_rob_inacc.png", "fig3": "fig3_rob_sel_vs_rob_acc.png",
+      "fig4": "fig4_composition.png"}
+  for path in paths.values():
+    img = _image(path)
+    assert img.shape[0] > 300 and img.shape[1] > 300
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(plots.FIGURES.values())
+  without_core = plots.pareto_figures(NAMED, None, "0.1", tmp_path / "two")
+  assert sorted(without_core) == ["fig2", "fig3"]
+  with pytest.raises(UserError, match="no column is_rob@0.4"):
+    plots.pareto_figures(NAMED, "std", "0.2", tmp_path / "bad")
+  assert not (tmp_path / "bad").exists()
+
+
+def test_labels_and_fronts_options(tmp_path):
+  points = [{"s": "a", "name": "p1", "x": 1.0, "y": 2.0}, {"s": "a", "name": "p2", "x": 1.0, "y": 2.0},
+            {"s": "b", "name": "", "x": 2.0, "y": 1.0}]
+  plots.pareto(points, "x", "y", "s", tmp_path / "l.png", "labels", label_key="name",
+               fronts={"b"}, reference=("ref", 1.5))
+  assert _image(tmp_path / "l.png").ndim == 3
+  with pytest.raises(UserError, match="no field 'name'"):
+    plots.pareto([{"s": "a", "x": 1, "y": 2}], "x", "y", "s", tmp_path / "m.png", "t",
+                 label_key="name")
+
+
+def test_no_pyplot_and_no_backend_change():
+  code = ("import matplotlib, sys; before = matplotlib.get_backend(); "
+          "from jax_abstain.analysis import plots; "
+          "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; "
+          "assert matplotlib.get_backend() == before; print('ok')")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        env={**os.environ, "MPLBACKEND": "svg",
+                             "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+  assert proc.stdout.strip() == "ok", proc.stderr
 
 
 def test_decision_regions_draws_one_panel_per_model(tmp_path):

@@ -131,7 +131,7 @@ def test_wrn_sub_block1_exports_for_strict_torch_loading():
 
 def _run_port(*args):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-m", "jax_abstain.port", *map(str, args)], cwd=ROOT,
+  return subprocess.run([sys.executable, "-m", "jax_abstain.cli.port", *map(str, args)], cwd=ROOT,
                         capture_output=True, text=True, env=env, timeout=300)
 
 

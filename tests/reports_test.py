@@ -51,9 +51,3 @@ def test_read_report_errors(tmp_path):
   bad.write_text("a,b\n1,2\n")
   with pytest.raises(UserError, match="not a per-sample report"):
     reports.read_report(bad)
-
-
-def test_write_json_roundtrip(tmp_path):
-  reports.write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.arange(3)})
-  assert reports.read_json(tmp_path / "x.json") == {"a": 1.5, "b": [0, 1, 2]}
-  assert not list(tmp_path.glob(".*tmp"))

@@ -1,15 +1,14 @@
 """Certified training (L_noise, L_CRA) on the Figure 1 toy problem: what it does to the
 certified radius of misclassified points (issue 4's acceptance test)."""
 import copy
+import dataclasses
 import json
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
-from jax_abstain import data, models, smoothing
-from jax_abstain.jobs import train
+from jax_abstain import data, models, smoothing, training
 from jax_abstain.errors import UserError
 
 SIGMA = 0.12
@@ -17,7 +16,7 @@ X, Y = data.load("synthetic", "train")
 
 
 def _cfg(loss, epochs, lr, variant="code"):
-  return ml_collections.ConfigDict(dict(
+  return training.TrainConfig(**dict(
       loss=loss, beta=0.1, trades_beta=6.0, eps="0.1", norm="linf", variant=variant,
       epochs=epochs, batch_size=50, lr=lr, momentum=0.9, weight_decay=1e-4, schedule="constant",
       attack_steps=1, attack_rel_step=0.25, bn_mode_attack="", bn_mode_loss="", sigma=SIGMA,
@@ -35,12 +34,12 @@ def _mean_radius_of_misclassified(model):
 @pytest.fixture(scope="module")
 def radii(tmp_path_factory):
   base = models.create("mlp", num_classes=3, seed=0)
-  train.fit(base, X, Y, _cfg("noise", 20, 0.05), workdir=tmp_path_factory.mktemp("pre"),
+  training.fit(base, X, Y, _cfg("noise", 20, 0.05), workdir=tmp_path_factory.mktemp("pre"),
             name="pre", progress=False)
   out = {"pre": _mean_radius_of_misclassified(base)}
   for loss, variant in (("noise", "code"), ("cra", "code"), ("cra", "paper")):
     model = copy.deepcopy(base)
-    train.fit(model, X, Y, _cfg(loss, 10, 0.01, variant),
+    training.fit(model, X, Y, _cfg(loss, 10, 0.01, variant),
               workdir=tmp_path_factory.mktemp(loss), name=loss, progress=False)
     out[f"{loss}-{variant}"] = _mean_radius_of_misclassified(model)
   print(json.dumps(out))
@@ -61,6 +60,7 @@ def test_paper_eq9_raises_it_instead(radii):
 
 def test_certified_losses_reject_bad_settings(tmp_path):
   model = models.create("mlp", num_classes=3, seed=0)
-  with pytest.raises(UserError, match="train.sigma"):
-    train.fit(model, X, Y, ml_collections.ConfigDict({**_cfg("cra", 1, 0.01).to_dict(), "sigma": -1.0}),
-              workdir=tmp_path, name="m", progress=False)
+  settings = {**dataclasses.asdict(_cfg("cra", 1, 0.01)), "sigma": -1.0, "num_noise": 0}
+  with pytest.raises(UserError, match=r"(?m)^train\.sigma: .*\ntrain\.num_noise: "):
+    training.fit(model, X, Y, settings, workdir=tmp_path, name="m", progress=False)
+  assert not tmp_path.joinpath("checkpoints").exists()

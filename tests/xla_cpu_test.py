@@ -1,5 +1,7 @@
-"""`jax_abstain.xla_cpu`: importing the package turns XLA:CPU's YNNPACK convolutions off (Eigen
-kernels instead, several times faster here), unless the user decided otherwise."""
+"""`jax_abstain.xla_cpu`: `jax_abstain.use_eigen_convolutions()` (what every command line does
+first) turns XLA:CPU's YNNPACK convolutions off (Eigen kernels instead, several times faster
+here), unless the user decided otherwise; importing the package changes nothing."""
+import ast
 import os
 import subprocess
 import sys
@@ -67,14 +69,35 @@ def test_started_backends_warn_on_cpu(monkeypatch):
   jax.numpy.zeros(1).block_until_ready()  # backends started in this process
   monkeypatch.setattr(xla_cpu, "_jaxlib_minor", lambda: xla_cpu.TESTED_JAXLIB[0])
   env = {}
-  with pytest.warns(RuntimeWarning, match="import jax_abstain before"):
+  with pytest.warns(RuntimeWarning, match="call it before"):
     assert xla_cpu.prefer_eigen_convolutions(env) == "backends started"
   assert env == {}
 
 
+# The subprocesses start without the XLA_FLAGS that conftest.py's call put in this process.
+_PRINT_XLA_FLAGS = "import os, sys; {imports}; print(repr(os.environ.get('XLA_FLAGS')))"
+
+
+def _xla_flags_after(imports: str) -> str | None:
+  environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_cpu.OPT_OUT)}
+  out = subprocess.run([sys.executable, "-c", _PRINT_XLA_FLAGS.format(imports=imports)],
+                       env=environ, capture_output=True, text=True, check=True)
+  return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_package_leaves_xla_flags_alone():
+  # Every subpackage too (their imports run on first attribute access).
+  every = "import jax_abstain; [getattr(jax_abstain, m) for m in jax_abstain._SUBMODULES]"
+  assert _xla_flags_after("import jax_abstain") is None
+  assert _xla_flags_after(every) is None
+
+
 @pytest.mark.skipif(xla_cpu._jaxlib_minor() not in xla_cpu.TESTED_JAXLIB,
                     reason="the flag is only set on tested jaxlib versions")
-def test_importing_the_package_removes_ynnpack_convolutions():
-  assert _ynn_fusions("") >= 1                       # plain JAX: YNNPACK convolution
-  assert _ynn_fusions("import jax_abstain") == 0     # after import: Eigen convolution
-  assert _ynn_fusions("import jax_abstain", **{xla_cpu.OPT_OUT: "1"}) >= 1
+def test_the_documented_call_removes_ynnpack_convolutions():
+  call = "import jax_abstain; jax_abstain.use_eigen_convolutions()"
+  assert _xla_flags_after(call) == xla_cpu.FLAG
+  assert _ynn_fusions("") >= 1                           # plain JAX: YNNPACK convolution
+  assert _ynn_fusions("import jax_abstain") >= 1         # importing changes nothing
+  assert _ynn_fusions(call) == 0                         # after the call: Eigen convolution
+  assert _ynn_fusions(call, **{xla_cpu.OPT_OUT: "1"}) >= 1

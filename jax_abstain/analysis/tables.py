@@ -19,11 +19,14 @@ import io
 
 import numpy as np
 
-from jax_abstain import compose, metrics, radii, reports, selectors
+from jax_abstain import compose, files, metrics, radii, selectors
+from jax_abstain.analysis import markdown
 from jax_abstain.errors import UserError
 
-SPLITS = (("nonrob_inacc", "¬r ∧ ¬a"), ("rob_inacc", "r ∧ ¬a"), ("nonrob_acc", "¬r ∧ a"),
-          ("rob_acc", "r ∧ a"))
+# The four robustness x accuracy quadrants of appendix A.11 (the paper's "data splits"), in the
+# paper's row order: (key of `metrics.four_splits`, label with r = robust, a = accurate).
+QUADRANTS = (("nonrob_inacc", "¬r ∧ ¬a"), ("rob_inacc", "r ∧ ¬a"),
+             ("nonrob_acc", "¬r ∧ a"), ("rob_acc", "r ∧ a"))
 
 
 def report_radii(columns: dict) -> list:
@@ -59,26 +62,23 @@ def split_rows(named: dict, radii_=None) -> list:
       splits = metrics.four_splits(acc, rob)
       rows.append({"model": name, "eps": r, "n": int(len(acc)),
                    "nat_acc": round(metrics.natural_accuracy(acc), 2),
-                   **{k: round(splits[k], 2) for k, _ in SPLITS}})
+                   **{k: round(splits[k], 2) for k, _ in QUADRANTS}})
   return rows
 
 
 def splits_markdown(rows: list) -> str:
-  """The paper's layout: for each radius four split rows, one column per model (percent)."""
+  """The paper's layout of `split_rows`: per radius the four quadrant rows, one column per
+  model (percent; ``–`` where a model was not evaluated at that radius), then a legend line."""
   models = list(dict.fromkeys(r["model"] for r in rows))
   eps_list = sorted({r["eps"] for r in rows}, key=radii.parse_radius)
   cell = {(r["model"], r["eps"]): r for r in rows}
-  lines = ["| threat radius | split | " + " | ".join(models) + " |",
-           "|---|---|" + "---:|" * len(models)]
-  for eps in eps_list:
-    for key, label in SPLITS:
-      values = [f"{cell[(m, eps)][key]:.2f}" if (m, eps) in cell else "–" for m in models]
-      lines.append(f"| {eps} | {label} | " + " | ".join(values) + " |")
+  pivot = [{"eps": eps, "split": label,
+            **{m: cell[(m, eps)][key] if (m, eps) in cell else "–" for m in models}}
+           for eps in eps_list for key, label in QUADRANTS]
   n = sorted({r["n"] for r in rows})
-  lines.append("")
-  lines.append(f"r = robust (label-free, the model's own prediction kept), a = accurate; "
-               f"percent of {', '.join(map(str, n))} samples.")
-  return "\n".join(lines)
+  return (markdown.table(pivot, [("eps", "threat radius"), "split", *models]) + "\n\n"
+          "r = robust (label-free, the model's own prediction kept), a = accurate; "
+          f"percent of {', '.join(map(str, n))} samples.")
 
 
 def model_rows(named: dict, eps) -> list:
@@ -154,4 +154,4 @@ def to_csv(rows: list) -> str:
 
 def write_csv(path, rows: list) -> None:
   """Writes rows as CSV atomically."""
-  reports.atomic_write_text(path, to_csv(rows))
+  files.atomic_write(path, to_csv(rows))

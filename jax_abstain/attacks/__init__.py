@@ -7,8 +7,8 @@
     x_adv = attacks.fab(logits_fn, x, y, key=key, eps=0.5, norm="l2")          # FAB-T
     x_adv = attacks.square(logits_fn, x, y, key=key, eps=8/255)                # Square, 5000 q.
 
-Contract (DESIGN.md): ``attack(logits_fn, x, y, *, key, eps, norm="linf", ...) -> x_adv`` with
-x_adv in the eps-ball around x and in [0, 1]; a sample is robust iff
+Contract (docs/design.md, "Contracts"): ``attack(logits_fn, x, y, *, key, eps, norm="linf",
+...) -> x_adv`` with x_adv in the eps-ball around x and in [0, 1]; a sample is robust iff
 ``argmax logits_fn(x_adv) == y``. To run an attack on an NNX model under one `jax.jit` with the
 weights as arguments (not baked-in constants), use `jit_attack`.
 """

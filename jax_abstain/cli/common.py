@@ -1,7 +1,7 @@
 """Clean command-line failures: one line on stderr, exit status 2, no traceback.
 
-    if __name__ == "__main__":
-      cli.run_with_clean_errors(main, sys.argv[1:])
+    def main(argv=None) -> int:        # each console script
+      return cli.entry(_run, argv)      # XLA:CPU setting, argv, one-line errors
     parser = cli.ArgumentParser(prog="python -m jax_abstain.x")   # argparse, one-line errors
 
 ``--debug`` anywhere on the command line (or ``JAX_ABSTAIN_DEBUG=1``) re-raises instead, so
@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from jax_abstain import xla_cpu
 from jax_abstain.errors import UserError
 
 EXIT_USAGE = 2
@@ -25,7 +26,9 @@ def debug_requested(argv) -> bool:
 
 
 def fail(message: str) -> None:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  """Prints ``error: <line>`` per line of `message` (one per problem) and exits 2."""
+  for line in filter(None, (" ".join(l.split()) for l in str(message).splitlines())):
+    print(f"error: {line}", file=sys.stderr)
   sys.exit(EXIT_USAGE)
 
 
@@ -45,3 +48,12 @@ def run_with_clean_errors(fn, argv):
     if debug_requested(argv):
       raise
     fail(str(e) if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}")
+
+
+def entry(fn, argv=None) -> int:
+  """What each console script's ``main(argv=None)`` does: the XLA:CPU setting first (before
+  JAX starts, `xla_cpu`), argv from the process when None, then fn(argv) with one-line errors.
+  Returns fn's exit status if it returns an int, else 0."""
+  xla_cpu.prefer_eigen_convolutions()
+  result = run_with_clean_errors(fn, sys.argv[1:] if argv is None else [str(a) for a in argv])
+  return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -1,11 +1,11 @@
 """Starts one main job as several JAX processes (hosts) joined by `jax.distributed`.
 
     # N processes on this machine (a test of the multi-host path; CPU collectives via gloo):
-    python -m jax_abstain.cli.multihost --local=2 -- --config=configs/mnist5k.py --workdir=runs/mh
+    jax-abstain-multihost --local=2 -- --config=mnist5k --workdir=runs/mh
     # Every host of a cluster over ssh (same checkout and a shared workdir on every host;
     # the first host is the coordinator):
-    python -m jax_abstain.cli.multihost --hosts=node0,node1,node2,node3 --port=1234 -- \
-        --config=configs/cifar10_era.py:init=models/gowal,path=/data/c10.tar.gz --workdir=/shared/runs/era
+    jax-abstain-multihost --hosts=node0,node1,node2,node3 --port=1234 -- \
+        --config=cifar10_era:init=models/gowal,path=/data/c10.tar.gz --workdir=/shared/runs/era
     # SLURM / Open MPI / Kubernetes: no launcher needed, jax reads the cluster's environment:
     srun python -m jax_abstain.main --coordinator_address=auto --config=... --workdir=...
 
@@ -14,7 +14,8 @@ Each process runs ``python -m jax_abstain.main <args> --coordinator_address=HOST
 all hosts form one data-parallel mesh, process 0 writes metrics, the model and the reports,
 and the checkpoints are written jointly (the workdir must be on a filesystem every host sees).
 Output lines are prefixed with ``[i]``. If a process fails, the others are stopped and the
-launcher exits with its status.
+launcher exits with its status. ``python -m jax_abstain.cli.multihost`` is the same command;
+bad launcher arguments are one line on stderr and exit status 2.
 """
 import argparse
 import pathlib
@@ -23,6 +24,9 @@ import socket
 import subprocess
 import sys
 import threading
+
+from jax_abstain.cli import common as cli
+from jax_abstain.errors import UserError
 
 
 def _free_port() -> int:
@@ -79,22 +83,35 @@ def launch(main_args, *, hosts, port) -> int:
   return status
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser():
+  parser = cli.ArgumentParser(prog="jax-abstain-multihost", description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   where = parser.add_mutually_exclusive_group(required=True)
   where.add_argument("--local", type=int, help="number of processes on this machine")
   where.add_argument("--hosts", help="comma-separated hosts, one process each (ssh)")
   parser.add_argument("--port", type=int, default=0, help="coordinator port (default: free)")
   parser.add_argument("main_args", nargs=argparse.REMAINDER,
                       help="-- then the arguments of python -m jax_abstain.main")
-  args = parser.parse_args(argv)
+  return parser
+
+
+def _launch(argv) -> int:
+  args = _parser().parse_args(argv)
   main_args = args.main_args[1:] if args.main_args[:1] == ["--"] else args.main_args
   if args.local is not None and args.local < 1:
-    parser.error("--local: expected at least 1 process")
+    raise UserError(f"--local: expected at least 1 process, got {args.local}")
   hosts = [None] * args.local if args.local else [h for h in args.hosts.split(",") if h]
+  if not hosts:
+    raise UserError(f"--hosts: expected comma-separated host names, got {args.hosts!r}")
   port = args.port or _free_port()
   return launch(main_args, hosts=hosts, port=port)
+
+
+def main(argv=None) -> int:
+  """The console script ``jax-abstain-multihost`` (`common.entry`; the XLA:CPU setting is
+  inherited by the processes it starts): the first non-zero exit status of the processes,
+  or 0."""
+  return cli.entry(_launch, argv)
 
 
 if __name__ == "__main__":

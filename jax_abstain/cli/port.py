@@ -1,25 +1,26 @@
 """Port a PyTorch checkpoint to a JAX model directory, or export one back to PyTorch.
 
-    python -m jax_abstain.port --arch Carmon2019Unlabeled --checkpoint carmon.pt --out ported/carmon
-    python -m jax_abstain.port --arch cifar-resnet110 --checkpoint noise_0.25.pth.tar --out ported/r110
-    python -m jax_abstain.port --export ported/carmon --out finetuned.pt     # JAX -> torch
-    python -m jax_abstain.port --list                                        # known names
+    jax-abstain-port --arch Carmon2019Unlabeled --checkpoint carmon.pt --out ported/carmon
+    jax-abstain-port --arch cifar-resnet110 --checkpoint noise_0.25.pth.tar --out ported/r110
+    jax-abstain-port --export ported/carmon --out finetuned.pt     # JAX -> torch
+    jax-abstain-port --list                                        # known names
 
-NAME is a RobustBench model name or an architecture id (``--list`` prints them). The output
-directory loads with ``jax_abstain.models.load(DIR)``. Any problem (unknown name, missing or
-unreadable file, a checkpoint of another architecture) is one line on stderr, exit status 2,
-and nothing is written to the output.
+(``python -m jax_abstain.cli.port`` is the same command.) NAME is a RobustBench model name or
+an architecture id (``--list`` prints them). The output directory loads with
+``jax_abstain.models.load(DIR)``. Any problem (unknown name, missing or unreadable file, a
+checkpoint of another architecture) is one line on stderr, exit status 2, and nothing is
+written to the output.
 """
 import sys
 import time
 
-from jax_abstain import validation
+from jax_abstain import files, validation
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
 
 def _parser():
-  p = cli.ArgumentParser(prog="python -m jax_abstain.port", description=__doc__.split("\n")[0])
+  p = cli.ArgumentParser(prog="jax-abstain-port", description=__doc__.split("\n")[0])
   p.add_argument("--arch", help="RobustBench model name or architecture id")
   p.add_argument("--checkpoint", help="PyTorch checkpoint (.pt/.pth/.tar or .safetensors)")
   p.add_argument("--out", help="output model directory (or .pt file with --export)")
@@ -31,7 +32,12 @@ def _parser():
   return p
 
 
-def main(argv) -> int:
+def main(argv=None) -> int:
+  """The console script ``jax-abstain-port`` (`common.entry`); 0 once written."""
+  return cli.entry(_port, argv)
+
+
+def _port(argv) -> int:
   args = _parser().parse_args(argv)
   from jax_abstain import models, porting  # pylint: disable=import-outside-toplevel
   if args.list:
@@ -43,18 +49,18 @@ def main(argv) -> int:
   if args.export:
     if not args.out:
       raise UserError("--export needs --out FILE.pt")
-    validation.check_file(args.export, "model", "--export")
-    validation.check_output(args.out, "--out", overwrite=True)
+    files.check_file(args.export, "model", "--export")
+    files.check_output(args.out, "--out", overwrite=True)
     model = models.load(args.export)
     path = porting.export_state_dict(model, args.out)
     print(f"wrote {path}")
     return 0
   missing = [f"--{k}" for k in ("arch", "checkpoint", "out") if not getattr(args, k)]
   if missing:
-    raise UserError(f"missing {', '.join(missing)}; usage: python -m jax_abstain.port "
+    raise UserError(f"missing {', '.join(missing)}; usage: jax-abstain-port "
                     "--arch NAME --checkpoint FILE.pt --out DIR")
-  validation.check_file(args.checkpoint, "checkpoint", "--checkpoint")
-  validation.check_output(args.out, "--out", folder=True)
+  files.check_file(args.checkpoint, "checkpoint", "--checkpoint")
+  files.check_output(args.out, "--out", folder=True)
   if args.num_classes is not None:
     validation.check_int(args.num_classes, "--num-classes", minimum=2)
   start = time.time()
@@ -65,4 +71,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(cli.run_with_clean_errors(main, sys.argv[1:]))
+  sys.exit(main())

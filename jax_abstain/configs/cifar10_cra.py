@@ -11,16 +11,16 @@ noise-averaged logits, radius of the top-2 smoothed classes), ``paper`` eq. 8-9 
 L2 PGD at eps on the base model (a cheap proxy; the authors keep the epoch-45 model:
 ``select_every=0``). Evaluation: CERTIFY (N0 100, N 100,000, alpha 0.001) on 500 evenly
 spaced test images at eps and 2 eps.
-Base model: ``arch=cifar-resnet110`` (Cohen et al.) ported with python -m jax_abstain.port.
+Base model: ``arch=cifar-resnet110`` (Cohen et al.) ported with python -m jax_abstain.cli.port.
 Runtime: 16 noisy copies per image make a step ~16x a standard one; certification of 500
 images takes 500 x 100,000 forward passes (a GPU job).
 """
-from jax_abstain.configs import common as config_args
+from jax_abstain.configs import common
 from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):
-  arg = config_args.parse_arg(arg, **recipe.arguments(
+  arg = common.parse_arg(arg, **recipe.arguments(
       loss="cra", data="cifar10", num_classes=10, arch="cifar-resnet110", eps="0.25", norm="l2",
       sigma=0.12, variant="code", eval_limit=500))
   return recipe.finetune(arg)

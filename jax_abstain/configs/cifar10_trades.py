@@ -3,17 +3,17 @@
 TRADES fine-tuning on CIFAR-10, the paper's baseline (appendix A.2): 50 epochs, SGD lr 1e-3
 (x0.1 from epoch 38), batch 200 (the authors' scripts use their default 100: ``batch=100``),
 10-step KL-PGD, TRADES beta 6 with the standard batch-mean KL, train-mode BN for the update
-and eval mode inside the attack (reference section 1d), crop + flip. Model selection: the
+and eval mode inside the attack (docs/design.md, appendix A1), crop + flip. Model selection: the
 checkpoint of highest validation robust accuracy (2,000 held-out training images, every 5
 epochs; ``selection=test_slice`` for the authors' test slice). Evaluation: APGD-CE at eps
 and 2 eps. Runtime: as configs/cifar10_era.py, about half of its attack cost.
 """
-from jax_abstain.configs import common as config_args
+from jax_abstain.configs import common
 from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):
-  arg = config_args.parse_arg(arg, **recipe.arguments(
+  arg = common.parse_arg(arg, **recipe.arguments(
       loss="trades", data="cifar10", num_classes=10, arch="Gowal2020Uncovering_28_10_extra",
       eps="1/255"))
   config = recipe.finetune(arg)

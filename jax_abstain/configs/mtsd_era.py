@@ -10,12 +10,12 @@ The paper says lr 1e-3; the authors' script uses 5e-3 (``lr=5e-3``) and sweeps b
 and ``init=``, ``schedule=trades_scratch``) on the same crops.
 Runtime: a GPU job (ResNet-50 at 64x64, ~30 passes per step).
 """
-from jax_abstain.configs import common as config_args
+from jax_abstain.configs import common
 from jax_abstain.configs import recipe
 
 
 def get_config(arg=None):
-  arg = config_args.parse_arg(arg, **recipe.arguments(
+  arg = common.parse_arg(arg, **recipe.arguments(
       loss="era", data="mtsd", num_classes=400, arch="resnet50", eps="4/255",
       threat="2/255", augment="crop_rotate"))
   return recipe.finetune(arg)

@@ -1,7 +1,8 @@
-"""The paper's fine-tuning recipe as a ``train``-mode config (appendix A.2; reference section 9).
+"""The paper's fine-tuning recipe as a ``train``-mode config (paper appendix A.2;
+docs/design.md, appendix A9).
 
     def get_config(arg=None):
-      arg = config_args.parse_arg(arg, **recipe.arguments(loss="era", data="cifar10", ...))
+      arg = common.parse_arg(arg, **recipe.arguments(loss="era", data="cifar10", ...))
       return recipe.finetune(arg)
 
 50 epochs, SGD lr 1e-3 (momentum 0.9, weight decay 1e-4), lr x0.1 from 75% of the epochs,
@@ -17,8 +18,8 @@ from jax_abstain import radii
 
 _DEFAULTS = dict(
     loss="era", data="cifar10", path="", num_classes=10, arch="wrn-28-10", init="", eps="2/255",
-    threat="", norm="linf", beta=1.0, trades_beta=6.0, variant="paper", epochs=50, batch=200, lr=1e-3,
-    schedule="trades", augment="crop_flip", selection="train_holdout", select_size=2000,
+    threat="", norm="linf", beta=1.0, trades_beta=6.0, variant="paper", epochs=50, batch=200,
+    lr=1e-3, schedule="trades", augment="crop_flip", selection="train_holdout", select_size=2000,
     select_every=5, eval_limit=0, train_limit=0, name="", checkpoint_every=500, seed=0,
     sigma=0.12, num_noise=16, gamma=4.0, certify_n=100_000, attack_steps=10,
     beta_decay_every=0)
@@ -62,9 +63,9 @@ def finetune(arg) -> ml_collections.ConfigDict:
   if arg.loss in ("cra", "noise"):
     # Certified evaluation (CERTIFY, paper section 4.2) at the L2 radius eps; the authors
     # certify the first 500 test images, hence eval_limit=500 in those configs.
-    config.eval = dict(kind="certified", radii=eval_radii, sigma=arg.sigma, n0=100,
-                       n=arg.certify_n, alpha=0.001, batch_size=1000, seed=0)
+    config.eval = dict(kind="certified", radii=eval_radii, norm=arg.norm, sigma=arg.sigma,
+                       n0=100, n=arg.certify_n, alpha=0.001, noise_batch_size=1000, seed=0)
   else:
-    config.eval = dict(radii=eval_radii, conf_radii=(), norm=arg.norm, n_iter=40,
-                       n_restarts=1, batch_size=500, seed=0)
+    config.eval = dict(kind="empirical", radii=eval_radii, conf_radii=(), norm=arg.norm,
+                       n_iter=40, n_restarts=1, batch_size=500, seed=0)
   return config

@@ -1,7 +1,8 @@
-"""Figure 1 of the paper end to end: std / TRADES / ERA on three 2-D Gaussians, then the
-2-compositional model H (eq. 12) with the standard model as core and an ERA branch.
+"""python -m jax_abstain.main --config=configs/synth.py --workdir=runs/synth
 
-Run:      python -m jax_abstain.main --config=configs/synth.py --workdir=runs/synth
+Figure 1 of the paper end to end (mode ``toy2d``, `jax_abstain.jobs.toy2d`): std / TRADES /
+ERA on three 2-D Gaussians, then the 2-compositional model H (eq. 12) with the standard model
+as core and an ERA branch. By name: ``--config=synth``.
 Variants: --config=configs/synth.py:eps=0.05,variant=code     (authors' ERA code semantics)
           --config.models.era.beta=0.5 --config.eval.n_iter=200
 Runtime:  about 1 minute on 2 CPU cores.
@@ -10,31 +11,34 @@ accuracy, ~87-91% robust accuracy, 0% robust inaccuracy; TRADES ~98.4% robust ac
 ~1.6% robust inaccuracy; ERA ~98.4% robust accuracy and ~0% robust inaccuracy; H keeps 100%
 natural accuracy with robust accuracy close to ERA's. README.md records the measured numbers.
 
-Data (reference file, section 8): 1000 training and 1000 test points from the same mixture,
+Data (docs/design.md, appendix A8): 1000 training and 1000 test points from the same mixture,
 two independent draws (data seeds 1 and 2). Training: 20 epochs, batch 10, SGD lr 0.03 (x0.1
 from epoch 15), momentum 0.9, weight decay 1e-4, 10-step PGD with step 0.25 eps; TRADES beta
 6; ERA beta 0.2. Evaluation: 100-step APGD-CE at eps and 2 eps. The ERA branch of H is
-trained at 2 eps because its selector checks robustness at 2 eps (section 5; DESIGN.md).
+trained at 2 eps because its selector checks robustness at 2 eps (paper section 5;
+docs/design.md, appendix A6).
 """
 import ml_collections
 
-from jax_abstain.configs import common as config_args
+from jax_abstain.configs import common
 
 
 def get_config(arg=None):
-  arg = config_args.parse_arg(arg, eps="0.1", variant="paper", seed=0, epochs=20)
+  arg = common.parse_arg(arg, eps="0.1", variant="paper", seed=0, epochs=20)
   config = ml_collections.ConfigDict()
-  config.mode = "figure1"
+  config.mode = "toy2d"
+  config.name = "toy2d"
   config.seed = arg.seed
   config.eps = arg.eps
   config.norm = "linf"
 
   config.data = dict(name="synthetic", n=1000, data_seed=1, eval_split="train")
-  config.model = dict(name="mlp", in_features=2, hidden=(64, 64, 64), num_classes=3)
+  config.model = dict(name="mlp", num_classes=3, options=dict(in_features=2, hidden=(64, 64, 64)))
 
-  # Shared training settings; each entry of `models` overrides some of them.
+  # Shared training settings; each entry of `models` overrides some of them. The training
+  # radius is eps times the model's eps_factor.
   config.train = dict(
-      loss="std", beta=1.0, trades_beta=6.0, eps=arg.eps, norm="linf", variant=arg.variant,
+      loss="std", beta=1.0, trades_beta=6.0, norm="linf", variant=arg.variant,
       epochs=arg.epochs, batch_size=10, lr=0.03, momentum=0.9, weight_decay=1e-4,
       schedule="trades", attack_steps=10, attack_rel_step=0.25,
       bn_mode_attack="", bn_mode_loss="")

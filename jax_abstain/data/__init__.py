@@ -87,14 +87,14 @@ def load(name: str, split: str, path=None, **opts):
   return np.asarray(x, np.float32), np.asarray(y, np.int32)
 
 
-__all__ = ["SPLITS", "load", "names", "register"]
+__all__ = ["SPLITS", "load", "load_from_config", "names", "register"]
 
 
 def load_from_config(data_config, split: str, limit: int = 0):
-  """``load`` driven by a config's ``data`` block (``name``, ``path``; "" = no path).
+  """``load`` of a job's data set (`jobs.schema.DataConfig`: ``name``, ``path``; "" = none).
 
   Args:
-    data_config: the config's data block.
+    data_config: the job's checked `DataConfig`.
     split: ``train``, ``val`` or ``test``.
     limit: keep this many samples (0 = all), evenly spaced over the split so that a split
       stored sorted by class stays balanced (a fast CPU demo, or the paper's 500 certified
@@ -103,11 +103,7 @@ def load_from_config(data_config, split: str, limit: int = 0):
   Returns:
     x, y and idx [N] int64, the samples' indices in the full split (report ``sample_idx``).
   """
-  path = data_config.get("path", "") or None
-  x, y = load(data_config.name, split, path=path)
-  limit = int(limit or 0)
-  if limit < 0:
-    raise UserError(f"config.data limit: expected >= 0, got {limit}")
+  x, y = load(data_config.name, split, path=data_config.path or None)
   idx = np.arange(len(y))
   if limit and limit < len(y):
     idx = np.unique(np.linspace(0, len(y) - 1, limit).round().astype(np.int64))

@@ -2,11 +2,13 @@
 
     fn = augment.get("autoaugment")                 # or crop_flip, crop_rotate, stdaug, ...
     out = fn(image, np.random.default_rng([seed, sample_idx]))   # float32 [H, W, C] in [0, 1]
-    python -m jax_abstain.data.augment --data digits --aug stdaug --out grid.png
+    augment.save_grid(x, "stdaug", "grid.png")      # a PNG of examples and augmented copies
+    jax-abstain-augment --data digits --aug stdaug --out grid.png    # the same, command line
 
 Every augmentation maps one float32 [H, W, C] image in [0, 1] and a `numpy.random.Generator`
 to an image of the same shape, dtype and range, so it is reproducible per example and
-independent of batching, workers or resuming. The names follow reference section 9:
+independent of batching, workers or resuming. The names follow the authors' scripts
+(docs/design.md, appendix A9):
 
   none         identity
   crop_flip    CIFAR base: random crop from the 4-pixel zero-padded image, horizontal flip 0.5
@@ -18,13 +20,9 @@ independent of batching, workers or resuming. The names follow reference section
 Colour and geometric operations run on the image quantised to uint8 (Pillow), so they add at
 most 1/510 rounding error; crop and flip are exact.
 """
-import argparse
-import sys
-
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from jax_abstain.cli import common as cli
 from jax_abstain.data import autoaugment as aa
 from jax_abstain.errors import UserError
 
@@ -166,26 +164,3 @@ def save_grid(x, name: str, path, *, examples=8, variants=8, seed=0, scale=4):
   tiles = grid(np.stack(rows), variants + 1)
   im = Image.fromarray(tiles[..., 0] if tiles.shape[-1] == 1 else tiles)
   im.resize((im.width * scale, im.height * scale), Image.NEAREST).save(path)
-
-
-def main(argv):
-  from jax_abstain import data  # Imported here: data imports this module's siblings.
-  parser = argparse.ArgumentParser(prog="python -m jax_abstain.data.augment",
-                                   description="Write a PNG grid of augmented examples.")
-  parser.add_argument("--data", default="digits", help="a jax_abstain.data name")
-  parser.add_argument("--path", default=None, help="path of the data set, if it needs one")
-  parser.add_argument("--split", default="train")
-  parser.add_argument("--aug", default="crop_flip", help=", ".join(sorted(AUGMENTATIONS)))
-  parser.add_argument("--out", required=True, help="PNG file to write")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--debug", action="store_true")
-  args = parser.parse_args(argv)
-  x, _ = data.load(args.data, args.split, path=args.path)
-  if x.ndim != 4:
-    raise UserError(f"--data {args.data}: not an image set (x has shape {x.shape})")
-  save_grid(x, args.aug, args.out, seed=args.seed)
-  print(args.out)
-
-
-if __name__ == "__main__":
-  cli.run_with_clean_errors(main, sys.argv[1:])

@@ -11,7 +11,7 @@ shear 0..0.3, translate 0..150/331 of the image width, rotate 0..30 degrees, col
 sharpness/brightness enhancement factor 1 +- 0..0.9, posterize 8..4 bits, solarize threshold
 256..0; geometric and enhancement operations take a random sign. Pixels uncovered by
 geometric operations are filled with grey (128), as in the original implementation.
-The authors also use this CIFAR-10 policy for CIFAR-100 (reference file, section 9).
+The authors also use this CIFAR-10 policy for CIFAR-100 (docs/design.md, appendix A9).
 """
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps

@@ -1,12 +1,14 @@
 """Mapillary Traffic Sign Dataset -> 64x64 classification crops (paper appendix A.1).
 
-    python -m jax_abstain.data.mtsd --src mtsd_v2_fully_annotated --out mtsd_cls [--workers 2]
-    x, y = jax_abstain.data.load("mtsd", "test", path="mtsd_cls")   # x [N, 64, 64, 3]
+    mtsd.convert("mtsd_v2_fully_annotated", "mtsd_cls", workers=2)   # -> summary dict
+    x, y = jax_abstain.data.load("mtsd", "test", path="mtsd_cls")    # x [N, 64, 64, 3]
 
-`--src` is the official layout: ``images/<key>.jpg``, ``annotations/<key>.json`` and
-``splits/<split>.txt`` (one image key per line). Each annotation holds ``width``, ``height``
-and ``objects``, a list of ``{"label", "bbox": {"xmin","ymin","xmax","ymax"}, "properties":
-{"occluded", "out-of-frame", "exterior", "ambiguous", "included", "dummy", ...}}``.
+Command line: ``jax-abstain-mtsd --src mtsd_v2_fully_annotated --out mtsd_cls [--workers 2]``
+(`jax_abstain.cli.mtsd`). `src` is the official layout: ``images/<key>.jpg``,
+``annotations/<key>.json`` and ``splits/<split>.txt`` (one image key per line). Each
+annotation holds ``width``, ``height`` and ``objects``, a list of ``{"label", "bbox":
+{"xmin","ymin","xmax","ymax"}, "properties": {"occluded", "out-of-frame", "exterior",
+"ambiguous", "included", "dummy", ...}}``.
 
 Conversion, per appendix A.1: (1) drop boxes flagged with any of the six properties and boxes
 labelled ``other-sign``; (2) crop each remaining box with random slack, eq. 16: for a box of
@@ -18,7 +20,7 @@ borders that real signs never have). The draws are seeded per box,
 order or worker count.
 
 The public MTSD release has no test annotations, so by default the official ``val`` split
-becomes our ``test`` (``--split-map train=train,val=test``). Skipped inputs are never silent:
+becomes our ``test`` (``split_map="train=train,val=test"``). Skipped inputs are never silent:
 images without annotation file, annotations without boxes, unreadable images, degenerate or
 panorama-wrapping boxes are counted, logged and written to ``summary.json``.
 
@@ -26,20 +28,17 @@ Output: ``<split>.npz`` (``x`` uint8 [N, 64, 64, 3], ``y`` int32 [N], ``key`` th
 of each crop), ``label_map.json`` (``{"labels": [name, ...]}``; label i is ``labels[i]``, the
 sorted names of all kept boxes) and ``summary.json``.
 """
-import argparse
 import concurrent.futures
 import json
 import os
-import sys
 import zlib
 
 import numpy as np
 from absl import logging
 from PIL import Image
 
-from jax_abstain.cli import common as cli
+from jax_abstain import files
 from jax_abstain.errors import UserError
-from jax_abstain.reports import atomic_write_text, write_json
 
 FLAGS = ("occluded", "out-of-frame", "exterior", "ambiguous", "included", "dummy")
 OTHER_SIGN = "other-sign"
@@ -115,21 +114,18 @@ def _parse_split_map(text):
   try:
     pairs = dict(part.split("=") for part in text.split(",") if part)
   except ValueError:
-    raise UserError(f"--split-map: expected src=dst[,src=dst], got {text!r}") from None
+    raise UserError(f"split map (--split-map): expected src=dst[,src=dst], got {text!r}") from None
   bad = [d for d in pairs.values() if d not in ("train", "val", "test")]
   if bad:
-    raise UserError(f"--split-map: destination must be train, val or test, got {bad[0]!r}")
+    raise UserError(f"split map (--split-map): destination must be train, val or test, "
+                    f"got {bad[0]!r}")
   return pairs
 
 
-def convert(src, out, *, seed=0, split_map=DEFAULT_SPLIT_MAP, lam=SLACK, workers=1):
-  """Converts an MTSD folder into classification crops; returns the summary dict."""
-  if not os.path.isdir(os.path.join(src, "annotations")) or \
-      not os.path.isdir(os.path.join(src, "splits")):
-    raise UserError(f"mtsd: --src {src!r} lacks annotations/ or splits/ (official MTSD layout)")
-  stats = {"images_without_annotation": 0, "annotations_without_boxes": 0,
-           "unreadable_images": 0, "dropped_boxes": {}, "kept_boxes": 0}
-  todo = {}  # dst split -> [(key, [(object_index, object), ...])]
+def _plan(src, split_map, stats):
+  """Reads the annotations: {dst split: [(key, [(object_index, object), ...])]} of kept boxes;
+  counts what is skipped or dropped in `stats`."""
+  todo = {}
   for src_split, dst_split in _parse_split_map(split_map).items():
     list_path = os.path.join(src, "splits", f"{src_split}.txt")
     if not os.path.isfile(list_path):
@@ -153,39 +149,67 @@ def convert(src, out, *, seed=0, split_map=DEFAULT_SPLIT_MAP, lam=SLACK, workers
           stats["dropped_boxes"][reason] = stats["dropped_boxes"].get(reason, 0) + 1
       if kept:
         todo.setdefault(dst_split, []).append((key, kept))
+  return todo
+
+
+def _write_split(out, dst_split, items, results, stats):
+  """Stacks the crops of one split into ``<out>/<split>.npz`` (written atomically)."""
+  xs, ys, keys = [], [], []
+  for (key, _), result in zip(items, results):
+    if result is None:
+      stats["unreadable_images"] += 1
+      continue
+    xs.append(result[0])
+    ys.append(result[1])
+    keys += [key] * len(result[1])
+  x = np.concatenate(xs) if xs else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+  y = np.concatenate(ys) if ys else np.zeros((0,), np.int32)
+  stats["kept_boxes"] += len(y)
+  stats["splits"][dst_split] = len(y)
+  arrays = {"x": x, "y": y, "key": np.asarray(keys, dtype=str)}
+  files.atomic_write(os.path.join(out, f"{dst_split}.npz"), lambda f: np.savez(f, **arrays))
+
+
+def convert(src, out, *, seed=0, split_map=DEFAULT_SPLIT_MAP, lam=SLACK, workers=1):
+  """Converts an MTSD folder into classification crops.
+
+  Args:
+    src: the official MTSD folder (``images/``, ``annotations/``, ``splits/``).
+    out: output folder (created); receives ``<split>.npz``, ``label_map.json``, ``summary.json``.
+    seed: seed of the eq. 16 slack draws. split_map: ``src=dst[,src=dst]`` (dst in train, val,
+    test). lam: the slack lambda of eq. 16. workers: processes decoding images.
+
+  Returns:
+    The summary dict (kept and dropped boxes, skipped inputs, crops per split).
+
+  Raises:
+    UserError: `src` is not in the official layout, a split list is missing, a bad split map,
+      an annotation that is not JSON, or no usable box at all (nothing is written then).
+  """
+  if not os.path.isdir(os.path.join(src, "annotations")) or \
+      not os.path.isdir(os.path.join(src, "splits")):
+    raise UserError(f"mtsd: {src!r} lacks annotations/ or splits/ (official MTSD layout)")
+  stats = {"images_without_annotation": 0, "annotations_without_boxes": 0,
+           "unreadable_images": 0, "dropped_boxes": {}, "kept_boxes": 0, "splits": {}}
+  todo = _plan(src, split_map, stats)
   labels = sorted({obj["label"] for items in todo.values() for _, kept in items
                    for _, obj in kept})
   if not labels:
     raise UserError(f"mtsd: no usable boxes in {src!r} (all dropped or no annotations)")
   label_index = {name: i for i, name in enumerate(labels)}
   os.makedirs(out, exist_ok=True)
-  stats["splits"] = {}
   pool = concurrent.futures.ProcessPoolExecutor(workers) if workers > 1 else None
   try:
     for dst_split, items in sorted(todo.items()):
       args = [(src, key, kept, label_index, seed, lam) for key, kept in items]
       results = (pool.map(_crop_star, args, chunksize=8) if pool
                  else map(_crop_star, args))
-      xs, ys, keys = [], [], []
-      for (key, _), result in zip(items, results):
-        if result is None:
-          stats["unreadable_images"] += 1
-          continue
-        xs.append(result[0])
-        ys.append(result[1])
-        keys += [key] * len(result[1])
-      x = np.concatenate(xs) if xs else np.zeros((0, SIZE, SIZE, 3), np.uint8)
-      y = np.concatenate(ys) if ys else np.zeros((0,), np.int32)
-      stats["kept_boxes"] += len(y)
-      stats["splits"][dst_split] = len(y)
-      tmp = os.path.join(out, f".{dst_split}.tmp.npz")
-      np.savez(tmp, x=x, y=y, key=np.asarray(keys, dtype=str))
-      os.replace(tmp, os.path.join(out, f"{dst_split}.npz"))
+      _write_split(out, dst_split, items, results, stats)
   finally:
     if pool:
       pool.shutdown()
-  atomic_write_text(os.path.join(out, "label_map.json"), json.dumps({"labels": labels}, indent=1))
-  write_json(os.path.join(out, "summary.json"), stats)
+  files.write_json(os.path.join(out, "label_map.json"), {"labels": labels}, indent=1)
+  files.write_json(os.path.join(out, "summary.json"), stats)
   logging.info("mtsd: %s", stats)
   return stats
 
@@ -198,7 +222,7 @@ def label_names(path):
   """The label map written by `convert`: label i is ``label_names(path)[i]``."""
   file = os.path.join(os.path.expanduser(str(path)), "label_map.json")
   if not os.path.isfile(file):
-    raise UserError(f"mtsd: {file!r} is missing; run python -m jax_abstain.data.mtsd first")
+    raise UserError(f"mtsd: {file!r} is missing; run jax-abstain-mtsd (mtsd.convert) first")
   with open(file) as f:
     return json.load(f)["labels"]
 
@@ -206,37 +230,14 @@ def label_names(path):
 def load(split: str, path=None):
   """Loads converted crops: x float32 [N, 64, 64, 3] in [0, 1], y int32 [N]."""
   if path is None:
-    raise UserError("mtsd: pass path= the --out folder of python -m jax_abstain.data.mtsd")
+    raise UserError("mtsd: pass path= the --out folder of jax-abstain-mtsd (mtsd.convert)")
   file = os.path.join(os.path.expanduser(str(path)), f"{split}.npz")
   if not os.path.isfile(file):
-    raise UserError(f"mtsd: {file!r} is missing; convert with python -m jax_abstain.data.mtsd "
-                    f"(split {split!r} comes from --split-map)")
+    raise UserError(f"mtsd: {file!r} is missing; convert with jax-abstain-mtsd (mtsd.convert; "
+                    f"split {split!r} comes from --split-map)")
   try:
     with np.load(file, allow_pickle=False) as data:
       x, y = data["x"], data["y"]
   except (OSError, ValueError, KeyError) as e:
     raise UserError(f"mtsd: {file!r} is not a converted MTSD split ({e})") from None
   return x.astype(np.float32) / 255.0, y.astype(np.int32)
-
-
-def main(argv):
-  parser = argparse.ArgumentParser(prog="python -m jax_abstain.data.mtsd",
-                                   description=__doc__.split("\n")[0])
-  parser.add_argument("--src", required=True, help="official MTSD folder")
-  parser.add_argument("--out", required=True, help="output folder")
-  parser.add_argument("--seed", type=int, default=0, help="seed of the eq. 16 slack draws")
-  parser.add_argument("--slack", type=float, default=SLACK, help="lambda of eq. 16")
-  parser.add_argument("--split-map", default=DEFAULT_SPLIT_MAP,
-                      help="which MTSD split becomes which of ours")
-  parser.add_argument("--workers", type=int, default=1, help="processes decoding images")
-  parser.add_argument("--debug", action="store_true", help="show tracebacks")
-  args = parser.parse_args(argv)
-  logging.set_verbosity(logging.INFO)
-  stats = convert(args.src, args.out, seed=args.seed, split_map=args.split_map,
-                  lam=args.slack, workers=args.workers)
-  print(json.dumps(stats, indent=1))
-  return stats
-
-
-if __name__ == "__main__":
-  cli.run_with_clean_errors(main, sys.argv[1:])

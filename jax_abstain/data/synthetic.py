@@ -1,4 +1,4 @@
-"""The three-Gaussian 2-D data set of the paper's Figure 1 (reference file, section 8).
+"""The three-Gaussian 2-D data set of the paper's Figure 1 (docs/design.md, appendix A8).
 
     x, y = synthetic.three_gaussians(1000, seed=1)     # x [1000, 2] float32, y [1000] int32
 

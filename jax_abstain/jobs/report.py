@@ -1,33 +1,34 @@
-"""One command for the tables and plots of a set of per-sample reports.
+"""The report job: the tables and Pareto figures of a set of per-sample reports.
 
-    python -m jax_abstain.jobs.report --reports runs/synth/reports/*.csv --core std --eps 0.1 \
-        --out runs/synth/report
-    python -m jax_abstain.jobs.report --reports runs/mnist_std/reports/std.csv \
-        runs/mnist_era/reports/era.csv --core std --eps 0.1 --out runs/mnist_report
+    results = report.run(["runs/synth/reports/std.csv", "runs/synth/reports/era.csv"],
+                         "runs/synth/report", eps="0.1", core="std")
+    print(results["markdown"])
 
-Writes into --out (atomically, file by file):
+Writes into `out` (atomically, file by file):
   splits.md, splits.csv     the four data splits per model and radius (paper Tables 7-8)
-  models.csv, fig2_robustness.png        robust accuracy vs robust inaccuracy at eps (Fig. 2)
-  abstain.csv, fig3_abstain.png          robust selection vs abstain-model robust accuracy,
-                                         robustness indicator at 2 eps, softmax response over
-                                         tau when the report has adv_conf@<2 eps> (Fig. 3)
-  compositions.csv, fig4_composition.png every other model composed with --core (Fig. 4)
+  models.csv                nat_acc, rob_acc, rob_inacc per model at eps and at the Fig. 2 radius
+  abstain.csv               robust selection vs abstain-model robust accuracy: robustness
+                            indicator at 2 eps, softmax response over tau when the report has
+                            adv_conf@<2 eps> (Fig. 3)
+  compositions.csv          every other model composed with `core` (Fig. 4), when core is given
+  fig2_rob_acc_vs_rob_inacc.png, fig3_rob_sel_vs_rob_acc.png, fig4_composition.png
+                            the Pareto figures (`analysis.plots.pareto_figures`, the names the
+                            beta sweep uses too); Fig. 2 at 2 eps unless `radius` says otherwise
   cascade.json              best cascade of all non-core models before the core vs the best
-                            2-composition (`jax_abstain.cascades`), when --core is given
+                            2-composition (`jax_abstain.cascades`), when core is given
   report.md                 all tables in one markdown file
-and prints report.md. Report names are the file stems (``std.csv`` -> ``std``) unless --names
-is given. Figure 1 (decision regions) needs the models, not reports: mode figure1 writes it.
+Report names are the file stems (``std.csv`` -> ``std``) unless `names` are given. Figure 1
+(decision regions) needs the models, not reports: the toy2d job writes it. The command line is
+`jax_abstain.cli.report`.
 """
-import argparse
 import pathlib
-import sys
 
-from jax_abstain import cascades, compose, radii, reports
-from jax_abstain.analysis import tables
+from jax_abstain import cascades, compose, files, radii, reports
+from jax_abstain.analysis import markdown, plots, tables
 from jax_abstain.errors import UserError
 
 
-def _names(paths, given):
+def _names(paths, given) -> list:
   if given:
     if len(given) != len(paths):
       raise UserError(f"--names: expected {len(paths)} names (one per report), got {len(given)}")
@@ -35,7 +36,8 @@ def _names(paths, given):
   else:
     names = [pathlib.Path(p).stem for p in paths]
   if len(set(names)) != len(names):
-    raise UserError(f"--names: report names must be distinct, got {', '.join(names)}; pass --names")
+    raise UserError(f"--names: report names must be distinct, got {', '.join(names)}; "
+                    "pass --names")
   return names
 
 
@@ -46,84 +48,84 @@ def _default_eps(named: dict) -> str:
   return min(common, key=radii.parse_radius)
 
 
-def _md_table(rows, keys) -> str:
-  lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-  for r in rows:
-    lines.append("| " + " | ".join("" if r.get(k) is None else str(r.get(k)) for k in keys) + " |")
-  return "\n".join(lines)
+def _tables(named: dict, eps: str, radius: str, core, taus) -> dict:
+  """Every table of the report (rows of `analysis.tables`) and the cascade search."""
+  out = {"splits": tables.split_rows(named),
+         "models": tables.model_rows(named, eps) + (tables.model_rows(named, radius)
+                                                    if radius != eps else []),
+         "abstain": tables.abstain_rows(named, eps, taus=taus), "compositions": None,
+         "cascade": None}
+  if core is not None:
+    out["compositions"] = tables.composition_rows(named, core, eps, taus=taus)
+    # Models without an is_rob column at >= 2 eps cannot select soundly; leave them out.
+    others = [n for n in named if n != core and cascades.candidate_radii(named[n], eps)]
+    if others:
+      out["cascade"] = cascades.optimise([named[n] for n in others], named[core], eps,
+                                         names=others)
+  return out
 
 
-def build(paths, out, *, eps=None, core=None, names=None, taus=None, title="") -> str:
-  """Writes every table and figure for the reports at `paths` into `out`; returns report.md.
+def _markdown(t: dict, title: str, eps: str, radius: str, core) -> str:
+  """report.md: every table of `_tables` in markdown."""
+  sections = [f"# Report: {title}", "", "## Data splits (Tables 7-8)", "",
+              tables.splits_markdown(t["splits"]), "",
+              f"## Models at eps={eps}" + (f" and {radius}" if radius != eps else "")
+              + f" (Fig. 2 at {radius})", "",
+              markdown.table(t["models"], ["model", "eps", "nat_acc", "rob_acc", "rob_inacc"]), "",
+              f"## Abstain models at eps={eps}, selection at {radii.double_radius(eps)} (Fig. 3)",
+              "", markdown.table([r for r in t["abstain"] if r["selector"] == "robustness"],
+                                 ["model", "selector", "rob_sel", "commit_prec"])]
+  if t["compositions"] is not None:
+    sections += ["", f"## 2-compositions with core {core} (Fig. 4)", "",
+                 markdown.table([r for r in t["compositions"]
+                                 if r["selector"] in ("none", "robustness")],
+                                ["branch", "core", "selector", "nat_acc", "rob_acc", "rob_sel"])]
+  if t["cascade"] is not None:
+    sections += ["", "## Cascade search", "", markdown.cascade_table(t["cascade"])]
+  return "\n".join(sections) + "\n"
+
+
+def run(paths, out, *, eps=None, core=None, names=None, taus=None, radius=None,
+        title: str = "") -> dict:
+  """Writes every table and figure for the reports at `paths` into folder `out`.
 
   Every number is computed before the first file is written, so bad input (a missing column,
   an unknown core) leaves `out` untouched.
+
+  Args:
+    paths: per-sample report CSVs (`reports.read_report`) of the same samples.
+    out: output folder.
+    eps: threat radius (default: the smallest ``is_rob@<r>`` radius all reports share).
+    core: name of the core model's report (Fig. 4, compositions, cascades), or None.
+    names: display names, one per report (default: the file stems).
+    taus: softmax-response thresholds (default `compose.default_tau_grid`).
+    radius: radius of Fig. 2 (default 2 eps, the selection radius).
+    title: figure and report title (default: the names).
+
+  Returns:
+    ``{"eps", "radius", "splits", "models", "abstain", "compositions", "cascade", "figures",
+    "markdown"}``: the table rows, the figure paths and the text of report.md.
+
+  Raises:
+    UserError: names of the wrong count or not distinct, reports of different samples, a
+      missing column, an unknown core.
   """
   out = pathlib.Path(out)
   names = _names(paths, names)
   named = {n: reports.read_report(p) for n, p in zip(names, paths)}
   compose.check_aligned(list(named.values()), [f"report {n}" for n in names])
   eps = radii.format_radius(eps) if eps else _default_eps(named)
+  radius = radii.format_radius(radius) if radius else radii.double_radius(eps)
   title = title or ", ".join(names)
-  split_rows = tables.split_rows(named)
-  splits_md = tables.splits_markdown(split_rows)
-  model_rows = tables.model_rows(named, eps)
-  abstain = tables.abstain_rows(named, eps, taus=taus)
-  comps, cascade = None, None
-  if core is not None:
-    comps = tables.composition_rows(named, core, eps, taus=taus)
-    # Models without an is_rob column at >= 2 eps cannot select soundly; leave them out.
-    others = [n for n in names if n != core and cascades.candidate_radii(named[n], eps)]
-    if others:
-      cascade = cascades.optimise([named[n] for n in others], named[core], eps, names=others)
-
-  from jax_abstain.analysis import plots  # matplotlib only when figures are drawn
-  tables.write_csv(out / "splits.csv", split_rows)
-  reports.atomic_write_text(out / "splits.md", splits_md + "\n")
-  tables.write_csv(out / "models.csv", model_rows)
-  plots.robustness_pareto(model_rows, out / "fig2_robustness.png", f"{title} (eps={eps})")
-  tables.write_csv(out / "abstain.csv", abstain)
-  plots.abstain_pareto(abstain, out / "fig3_abstain.png", f"abstain models, {title} (eps={eps})")
-  sections = [f"# Report: {title}", "", "## Data splits (Tables 7-8)", "", splits_md, "",
-              f"## Models at eps={eps} (Fig. 2)", "",
-              _md_table(model_rows, ["model", "nat_acc", "rob_acc", "rob_inacc"]), "",
-              f"## Abstain models at eps={eps}, selection at {radii.double_radius(eps)} (Fig. 3)", "",
-              _md_table([r for r in abstain if r["selector"] == "robustness"],
-                        ["model", "selector", "rob_sel", "commit_prec"])]
-  if comps is not None:
-    tables.write_csv(out / "compositions.csv", comps)
-    plots.composition_pareto(comps, out / "fig4_composition.png",
-                             f"2-compositions with core {core} (eps={eps})")
-    sections += ["", f"## 2-compositions with core {core} (Fig. 4)", "",
-                 _md_table([r for r in comps if r["selector"] in ("none", "robustness")],
-                           ["branch", "core", "selector", "nat_acc", "rob_acc", "rob_sel"])]
-  if cascade is not None:
-    reports.write_json(out / "cascade.json", cascade)
-    sections += ["", "## Cascade search", "", "```", cascades.format_result(cascade), "```"]
-  text = "\n".join(sections) + "\n"
-  reports.atomic_write_text(out / "report.md", text)
-  return text
-
-
-def main(argv=None) -> str:
-  parser = argparse.ArgumentParser(prog="python -m jax_abstain.jobs.report", description=__doc__.split("\n")[0])
-  parser.add_argument("--reports", nargs="+", required=True, help="per-sample report CSVs")
-  parser.add_argument("--out", required=True, help="output folder")
-  parser.add_argument("--eps", default=None, help="threat radius of Fig. 2-4 (default: the "
-                      "smallest is_rob radius all reports share)")
-  parser.add_argument("--core", default=None, help="name of the core model's report (Fig. 4, cascades)")
-  parser.add_argument("--names", nargs="+", default=None, help="display names, one per report")
-  parser.add_argument("--tau-grid", nargs="+", type=float, default=None,
-                      help="softmax-response thresholds (default linspace(0, 0.99, 20))")
-  parser.add_argument("--title", default="", help="figure title prefix")
-  parser.add_argument("--debug", action="store_true", help="show tracebacks")
-  args = parser.parse_args(argv)
-  text = build(args.reports, args.out, eps=args.eps, core=args.core, names=args.names,
-               taus=args.tau_grid, title=args.title)
-  print(text, end="")
-  return text
-
-
-if __name__ == "__main__":
-  from jax_abstain.cli import common as cli
-  cli.run_with_clean_errors(main, sys.argv[1:])
+  t = _tables(named, eps, radius, core, taus)
+  text = _markdown(t, title, eps, radius, core)
+  for name in ("splits", "models", "abstain", "compositions"):
+    if t[name] is not None:
+      tables.write_csv(out / f"{name}.csv", t[name])
+  files.atomic_write(out / "splits.md", tables.splits_markdown(t["splits"]) + "\n")
+  figures = plots.pareto_figures(named, core, eps, out, radius=radius, taus=taus, title=title)
+  if t["cascade"] is not None:
+    files.write_json(out / "cascade.json", t["cascade"])
+  files.atomic_write(out / "report.md", text)
+  return {"eps": eps, "radius": radius, **t, "figures": {k: str(v) for k, v in figures.items()},
+          "markdown": text}

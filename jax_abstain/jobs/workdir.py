@@ -1,16 +1,19 @@
-"""Run folders: the config and environment of a run, and refusing to mix runs.
+"""Run folders: the settings and environment of a run, and refusing to mix runs.
 
-    workdir.prepare(path, config)   # writes config.json and environment.json, or refuses
+    job = schema.check(config)
+    path = workdir.prepare(path, job)   # writes config.json and environment.json, or refuses
 
-A second run with the same workdir resumes the first; that is only sound with the same
-config, so a different one is refused with the differing keys named.
+``config.json`` records the checked job (`schema.Job.to_dict`: every setting, defaults filled
+in), so it says what ran even if a later version changes a default. A second run with the
+same workdir resumes the first; that is only sound with the same settings, so different ones
+are refused with the differing fields named.
 """
 import json
 import pathlib
 import platform
 import subprocess
 
-from jax_abstain import __version__, reports, validation
+from jax_abstain import __version__, files
 from jax_abstain.errors import UserError
 
 
@@ -59,31 +62,32 @@ def environment() -> dict:
           "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count()}
 
 
-def prepare(path, config) -> pathlib.Path:
-  """Checks the config, creates the workdir, writes ``config.json`` (or checks it matches) and
-  ``environment.json``.
+def prepare(path, job) -> pathlib.Path:
+  """Creates the workdir of a checked `job` (`schema.Job`), writes ``config.json`` (or checks
+  that it matches) and ``environment.json``.
 
-  The config is checked (`validation.check_config`) before anything is created, so a config
-  that cannot run leaves no workdir behind and is never recorded as a run's config.
+  Call it only after `schema.check`, so a config that cannot run leaves no workdir behind and
+  is never recorded as a run's config.
+
+  Raises:
+    UserError: an empty path, a file in the way, or a workdir holding another job's config.
   """
-  validation.check_config(config)
   if not str(path).strip():
     raise UserError("--workdir: expected a folder path, got nothing")
   path = pathlib.Path(path)
   if path.exists() and not path.is_dir():
     raise UserError(f"--workdir: {path} exists and is not a folder")
-  path.mkdir(parents=True, exist_ok=True)
-  new = json.loads(config.to_json())
+  new = json.loads(json.dumps(job.to_dict()))
   config_path = path / "config.json"
   if config_path.exists():
-    old = reports.read_json(config_path)
-    a, b = _flatten(old), _flatten(new)
+    a, b = _flatten(files.read_json(config_path)), _flatten(new)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differing:
       shown = ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in differing[:8])
       raise UserError(f"--workdir {path} holds a run with a different config: {shown}; "
                       "use a new workdir or the original config")
-  else:
-    reports.write_json(config_path, new)
-  reports.write_json(path / "environment.json", environment())
+  path.mkdir(parents=True, exist_ok=True)
+  if not config_path.exists():
+    files.write_json(config_path, new)
+  files.write_json(path / "environment.json", environment())
   return path

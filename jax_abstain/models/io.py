@@ -13,16 +13,14 @@ anything that does not match with a one-line `UserError`. The returned model is 
 """
 import hashlib
 import json
-import os
 import pathlib
-import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jax_abstain import files
 from jax_abstain.errors import UserError
 from jax_abstain.models import layers, registry
 
@@ -100,7 +98,7 @@ def manifest_for(model, arch: str, options: dict, source: dict | None = None) ->
 
 def save(model: nnx.Module, directory, *, arch: str, options: dict,
          source: dict | None = None, overwrite: bool = False) -> pathlib.Path:
-  """Writes `model` to `directory` atomically (a temp dir renamed into place).
+  """Writes `model` to `directory` atomically (`files.atomic_directory`, the user's umask).
 
   Args:
     model: an NNX model built by ``registry.create(arch, **options)`` (or of that topology).
@@ -108,25 +106,18 @@ def save(model: nnx.Module, directory, *, arch: str, options: dict,
     arch: registry name that rebuilds the topology.
     options: constructor options (as returned by ``registry.resolve``).
     source: provenance for the manifest, e.g. {"file": ..., "sha256": ..., "format": ...}.
+
+  Raises:
+    UserError: `directory` is not empty and `overwrite` is false.
   """
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   directory = pathlib.Path(directory)
-  if directory.exists() and any(directory.iterdir()) and not overwrite:
-    raise UserError(f"output directory {directory} is not empty; choose another or delete it")
-  directory.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-  try:
+  with files.atomic_directory(directory, overwrite=overwrite) as tmp:
     arrays = {k: np.ascontiguousarray(np.asarray(v.get_value())) for k, v in _flat(model).items()}
     save_file(arrays, str(tmp / WEIGHTS))
     manifest = manifest_for(model, arch, options, source)
     manifest["weights"] = {"file": WEIGHTS, "sha256": sha256(tmp / WEIGHTS)}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    if directory.exists():
-      shutil.rmtree(directory)
-    os.replace(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+    files.write_json(tmp / MANIFEST, manifest)
   return directory
 
 
@@ -146,7 +137,7 @@ def read_manifest(directory) -> dict:
 
 
 def load(directory, *, eval_mode: bool = True) -> nnx.Module:
-  """Loads a model directory written by `save` or ``python -m jax_abstain.port``.
+  """Loads a model directory written by `save` or ``jax-abstain-port``.
 
   Args:
     directory: the model directory.

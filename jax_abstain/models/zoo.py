@@ -8,7 +8,7 @@
 
 A RobustBench name fixes the exact topology of its checkpoint (e.g. the unused ``sub_block1``
 of Carmon2019Unlabeled) and its input normalization; port the weights with
-``python -m jax_abstain.port --arch NAME --checkpoint FILE.pt --out DIR``. The metadata of
+``jax-abstain-port --arch NAME --checkpoint FILE.pt --out DIR``. The metadata of
 each entry: ``family``, ``dataset``, ``num_classes`` (in the defaults), ``normalization``
 (human-readable; the exact values live in the model), ``threat_model`` and ``source``.
 """

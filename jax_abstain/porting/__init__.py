@@ -10,6 +10,7 @@ Command line: ``python -m jax_abstain.port --arch NAME --checkpoint FILE.pt --ou
 """
 import pathlib
 
+from jax_abstain import files
 from jax_abstain.porting import checkpoint, mapping
 
 
@@ -52,12 +53,8 @@ def to_torch_state_dict(model) -> dict:
 def export_state_dict(model, path) -> pathlib.Path:
   """Writes `model`'s weights as a raw PyTorch state_dict file (``torch.save``)."""
   torch = checkpoint._torch()  # pylint: disable=protected-access
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  torch.save(to_torch_state_dict(model), tmp)
-  tmp.replace(path)
-  return path
+  state_dict = to_torch_state_dict(model)
+  return files.atomic_write(path, lambda f: torch.save(state_dict, f))
 
 
 __all__ = ["checkpoint", "convert", "export_state_dict", "mapping", "port", "to_torch_state_dict"]

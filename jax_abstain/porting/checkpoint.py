@@ -14,7 +14,7 @@ import pickle
 
 import numpy as np
 
-from jax_abstain import validation
+from jax_abstain import files
 from jax_abstain.errors import UserError
 from jax_abstain.models.io import sha256
 
@@ -106,7 +106,7 @@ def read(path) -> tuple[dict, str]:
     UserError: the file is missing, not a checkpoint, truncated, needs full unpickling, or
       holds no state_dict.
   """
-  path = validation.check_file(path, "checkpoint", "checkpoint")
+  path = files.check_file(path, "checkpoint", "checkpoint")
   if path.suffix == ".safetensors":
     from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
     try:

@@ -7,7 +7,7 @@
 
 `initialize` must run before anything touches a JAX device. Without arguments it reads the
 environment (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), so a
-launcher can configure hosts without changing the config (`workdir.prepare` refuses a run
+launcher can configure hosts without changing the config (`jobs.workdir.prepare` refuses a run
 whose config differs between restarts, and hosts would differ in ``process_id``). On CPU the
 cross-process collectives go through gloo (jax's default
 ``jax_cpu_collectives_implementation``).

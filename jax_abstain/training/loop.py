@@ -1,7 +1,7 @@
 """The resumable data-parallel training loop: grain batches, step checkpoints, model selection.
 
-    result = loop.train(model, x, y, config.train, workdir=wd, name="era", augment="crop_flip",
-                        validation=(x_val, y_val))
+    result = loop.train(model, x, y, TrainConfig(loss="era"), workdir=wd, name="era",
+                        augment="crop_flip", validation=(x_val, y_val))
     result["model"], result["best"]          # model updated in place; the selected step
 
 Every ``checkpoint_every`` steps (and at the end) an orbax checkpoint stores the parameters,
@@ -13,11 +13,13 @@ run killed at any point (even SIGKILL inside a save) ends with the same paramete
 uninterrupted one.
 
 The global batch ``cfg.batch_size`` is split over the JAX processes (each reads its own shard
-through `pipeline.train_loader`) and then over all devices (``("data",)`` mesh). With
-validation data and ``cfg.select_every`` > 0, the model is validated after every
-`select_every`-th epoch (0-based epochs 0, 5, ..., like the authors) and the best one (see
-`selection`) is kept under ``checkpoints/<name>_best``; it is the model returned.
+through `pipeline.train_loader`) and then over all devices (``("data",)`` mesh);
+`check_batch_size` is the one check of that split. With validation data and
+``cfg.select_every`` > 0, the model is validated after every `select_every`-th epoch (0-based
+epochs 0, 5, ..., like the authors) and the best one (see `selection`) is kept under
+``checkpoints/<name>_best``; it is the model returned.
 """
+import dataclasses
 import pathlib
 import time
 
@@ -26,32 +28,61 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from jax_abstain.training import checkpointing
 from jax_abstain.data import pipeline
 from jax_abstain.errors import UserError
-from jax_abstain.training import distributed, selection, step as step_lib, writer as writer_lib
+from jax_abstain.training import checkpointing, distributed, selection
+from jax_abstain.training import step as step_lib, writer as writer_lib
+from jax_abstain.training.config import TrainConfig
 
 
-def plan(cfg, n: int, mesh=None) -> dict:
-  """Checks the batch against devices, processes and data; returns the step counts.
+def check_batch_size(batch_size: int, n_devices: int | None = None, *,
+                     name: str = "train.batch_size") -> None:
+  """Checks that the global batch splits evenly over the processes and the devices.
+
+  The train job calls it before writing a workdir (with the default: every device), `plan`
+  with the devices of its mesh.
 
   Raises:
-    UserError: a batch size that does not split over the devices or exceeds the data.
+    UserError: a batch that is not a positive multiple of the devices and the processes.
+  """
+  n_dev = jax.device_count() if n_devices is None else n_devices
+  n_proc = jax.process_count()
+  if batch_size < 1 or batch_size % n_dev or batch_size % n_proc:
+    raise UserError(f"{name}: {batch_size} must be a positive multiple of the {n_dev} devices "
+                    f"({n_proc} processes)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Step counts of a run: ``per_host`` rows per host and step, ``total`` steps, and the
+  intervals (in steps; ``select_every`` in epochs, 0 = no selection)."""
+  mesh: jax.sharding.Mesh
+  per_host: int
+  steps_per_epoch: int
+  total: int
+  checkpoint_every: int
+  log_every: int
+  select_every: int
+
+
+def plan(cfg: TrainConfig, n: int, mesh=None) -> Plan:
+  """Checks the batch against devices, processes and the `n` training rows; the step counts.
+
+  Raises:
+    UserError: a batch size that does not split over the devices (`check_batch_size`) or
+      exceeds the data.
   """
   mesh = step_lib.data_mesh() if mesh is None else mesh
-  n_dev, n_proc = mesh.devices.size, jax.process_count()
-  if cfg.batch_size < 1 or cfg.batch_size % n_dev or cfg.batch_size % n_proc:
-    raise UserError(f"train.batch_size: {cfg.batch_size} must be a positive multiple of the "
-                    f"{n_dev} devices ({n_proc} processes)")
+  check_batch_size(cfg.batch_size, mesh.devices.size)
+  n_proc = jax.process_count()
   per_host = cfg.batch_size // n_proc
   steps_per_epoch = pipeline.steps_per_epoch(n, per_host, n_proc)
   if steps_per_epoch < 1:
     raise UserError(f"train.batch_size {cfg.batch_size} exceeds the {n} training samples")
-  every = int(getattr(cfg, "checkpoint_every", 0)) or steps_per_epoch
-  return {"mesh": mesh, "per_host": per_host, "steps_per_epoch": steps_per_epoch,
-          "total": int(cfg.epochs) * steps_per_epoch, "checkpoint_every": every,
-          "log_every": int(getattr(cfg, "log_every", 0)) or steps_per_epoch,
-          "select_every": int(getattr(cfg, "select_every", 0))}
+  return Plan(mesh=mesh, per_host=per_host, steps_per_epoch=steps_per_epoch,
+              total=cfg.epochs * steps_per_epoch,
+              checkpoint_every=cfg.checkpoint_every or steps_per_epoch,
+              log_every=cfg.log_every or steps_per_epoch, select_every=cfg.select_every)
 
 
 def _check_finite(means: dict, step: int, name: str):
@@ -63,7 +94,7 @@ def _check_finite(means: dict, step: int, name: str):
 
 
 @jax.jit
-def _example_keys(key_data, step, index):
+def example_keys(key_data, step, index):
   """[B] keys fold_in(fold_in(key, step), sample index): independent of batch layout."""
   key = jax.random.fold_in(jax.random.wrap_key_data(key_data), step)
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
@@ -76,10 +107,7 @@ def train(model: nnx.Module, x, y, cfg, *, workdir, name: str, seed: int = 0,
   Args:
     model: NNX model (updated in place: the selected parameters, or the last ones).
     x: [N, ...] float32 inputs in [0, 1] (or uint8 images); y: [N] int32 labels.
-    cfg: the ``train`` config: loss settings (see `step.make_loss_fn`), epochs, batch_size
-      (global), lr, momentum, weight_decay, schedule; optional checkpoint_every (steps; 0 =
-      every epoch), keep_checkpoints (3), log_every (steps; 0 = every epoch), select_every
-      (epochs; 0 = no selection) and the ``select_*`` settings of `selection.Evaluator`.
+    cfg: a `TrainConfig` or a mapping of its fields (`TrainConfig.from_config`).
     workdir: run folder: ``checkpoints/<name>[_best]``, ``metrics_<name>.jsonl``,
       ``tensorboard/<name>``.
     name: model name within the run.
@@ -90,87 +118,139 @@ def train(model: nnx.Module, x, y, cfg, *, workdir, name: str, seed: int = 0,
     mesh: a ``("data",)`` mesh (default: all devices).
 
   Returns:
-    {"model", "steps", "best": {"step", metric, ...} or None, "resumed_from": step}.
+    {"model", "steps", "best": {"step", "metric", "value"} or None, "resumed_from": step}.
+
+  Raises:
+    UserError: a bad config, a batch that does not fit the devices or the data, a checkpoint
+      of another model. FloatingPointError: a diverging run (before any NaN is saved).
   """
+  cfg = TrainConfig.from_config(cfg)
   p = plan(cfg, len(x), mesh)
-  mesh, total = p["mesh"], p["total"]
-  workdir = pathlib.Path(workdir)
-  tx = step_lib.make_optimizer(cfg, p["steps_per_epoch"])
+  tx = step_lib.make_optimizer(cfg, p.steps_per_epoch)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  step_fn = step_lib.make_train_step(graphdef, cfg, tx)     # validates the loss settings
-  select = validation is not None and p["select_every"] > 0
-  if select:
-    metric, mode = selection.criterion(cfg.loss)
-    evaluator = selection.Evaluator(graphdef, cfg, mesh, *validation, seed=seed)
-  shard = (jax.process_index(), jax.process_count())
-  loader = pipeline.train_loader(x, y, batch_size=p["per_host"], seed=seed, augment=augment,
-                                 shard=shard)
-  state = {"params": params.to_pure_dict(), "rest": rest.to_pure_dict(),
-           "opt": tx.init(params.to_pure_dict()),
-           "rng": np.asarray(jax.random.key_data(jax.random.key(seed))),
-           "best": np.asarray(np.nan, np.float32), "best_step": np.asarray(-1, np.int32)}
-  keep = int(getattr(cfg, "keep_checkpoints", 3))
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints" / name, keep=keep)
-  best_ckpt = checkpointing.Checkpointer(workdir / "checkpoints" / f"{name}_best", keep=1)
-  state, start = ckpt.restore_or(state)
-  if start:
-    logging.info("%s: resumed from step %d of %d (epoch %.2f)", name, start, total,
-                 start / p["steps_per_epoch"])
-    iterator = pipeline.restore(loader, ckpt.data_state(start))
-  else:
-    iterator = iter(loader)
-  best_step = int(state["best_step"])
-  best = float(state["best"]) if best_step >= 0 else None
-  prm, rst, opt = distributed.replicate(mesh, (state["params"], state["rest"], state["opt"]))
-  rng = distributed.replicate(mesh, state["rng"])
-  metrics = writer_lib.MetricWriter(workdir, name, resume_step=start)
-  bar = writer_lib.progress_bar(total, initial=start, desc=f"train {name}", enabled=progress)
-  sums, count, t0 = None, 0, time.time()
+  step_fn = step_lib.make_train_step(graphdef, cfg, tx)
+  evaluator = None
+  if validation is not None and p.select_every > 0:
+    evaluator = selection.Evaluator(graphdef, cfg, p.mesh, *validation, seed=seed)
+  loader = pipeline.train_loader(x, y, batch_size=p.per_host, seed=seed, augment=augment,
+                                 shard=(jax.process_index(), jax.process_count()))
+  initial = {"params": params.to_pure_dict(), "rest": rest.to_pure_dict(),
+             "opt": tx.init(params.to_pure_dict()),
+             "rng": np.asarray(jax.random.key_data(jax.random.key(seed))),
+             "best": np.asarray(np.nan, np.float32), "best_step": np.asarray(-1, np.int32)}
+  run = _Run(pathlib.Path(workdir), name, cfg, p, evaluator)
   try:
-    for s in range(start, total):
-      batch = next(iterator)
-      xb, yb, ib = (distributed.global_batch(mesh, batch[k]) for k in ("image", "label", "index"))
-      scale = np.float32(step_lib.beta_scale(cfg, s // p["steps_per_epoch"]))
-      prm, rst, opt, m = step_fn(prm, rst, opt, xb, yb, _example_keys(rng, s, ib), scale)
-      sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
-      count, done = count + 1, s + 1
-      bar.update(1)
-      epoch_end = done % p["steps_per_epoch"] == 0
-      validate = select and epoch_end and (done // p["steps_per_epoch"] - 1) % p["select_every"] == 0
-      if done % p["log_every"] == 0 or done == total or validate or done % p["checkpoint_every"] == 0:
-        means = {k: float(v) / count for k, v in sums.items()}
-        _check_finite(means, done, name)     # before any checkpoint can hold NaNs
-      if done % p["log_every"] == 0 or done == total:
-        rate = count / max(time.time() - t0, 1e-9)
-        metrics.write_scalars(done, means, epoch=done / p["steps_per_epoch"], steps_per_s=rate)
-        writer_lib.log_progress(name, done, total, rate, means)
-        bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['acc']:.3f}")
-        sums, count, t0 = None, 0, time.time()
-      if validate:
-        scores = evaluator(prm, rst)
-        metrics.write_scalars(done, scores, kind="val", epoch=done / p["steps_per_epoch"])
-        if selection.improved(scores[metric], best, mode):
-          best, best_step = scores[metric], done
-          best_ckpt.delete_after(done - 1)   # a resumed run may find its own later bests
-          best_ckpt.save(done, {"params": prm, "rest": rst}, metrics=scores)
-      if done % p["checkpoint_every"] == 0 or done == total or validate:
-        ckpt.save(done, {"params": prm, "rest": rst, "opt": opt, "rng": rng,
-                         "best": np.asarray(np.nan if best is None else best, np.float32),
-                         "best_step": np.asarray(best_step, np.int32)},
-                  data_state=pipeline.get_state(iterator))
-    metrics.flush()
-    if best_step >= 0:
-      chosen, _ = best_ckpt.restore_or({"params": prm, "rest": rst}, step=best_step)
-      prm, rst = chosen["params"], chosen["rest"]
-      logging.info("%s: selected step %d (%s %.2f on validation)", name, best_step, metric, best)
+    start = run.resume(initial, loader)
+    run.steps(step_fn, progress)
+    prm, rst = run.chosen()
   finally:
-    bar.close()
-    metrics.close()
-    ckpt.close()
-    best_ckpt.close()
+    run.close()
   nnx.update(model, _state(params, prm), _state(rest, rst))
-  best_info = None if best_step < 0 else {"step": best_step, "metric": metric, "value": best}
-  return {"model": model, "steps": total, "best": best_info, "resumed_from": start}
+  return {"model": model, "steps": p.total, "best": run.best_info(), "resumed_from": start}
+
+
+class _Run:
+  """One run's mutable pieces: device state, iterator, checkpoints, metrics, the best score."""
+
+  def __init__(self, workdir: pathlib.Path, name: str, cfg: TrainConfig, p: Plan, evaluator):
+    self.name, self.cfg, self.p, self.evaluator = name, cfg, p, evaluator
+    self.metric, self.mode = selection.criterion(cfg.loss)
+    self.ckpt = checkpointing.Checkpointer(workdir / "checkpoints" / name,
+                                           keep=cfg.keep_checkpoints)
+    self.best_ckpt = checkpointing.Checkpointer(workdir / "checkpoints" / f"{name}_best", keep=1)
+    self.workdir, self.metrics = workdir, None
+
+  def resume(self, initial: dict, loader) -> int:
+    """Restores the latest checkpoint (or starts at 0) and puts the state on the mesh."""
+    state, self.start = self.ckpt.restore_or(initial)
+    if self.start:
+      logging.info("%s: resumed from step %d of %d (epoch %.2f)", self.name, self.start,
+                   self.p.total, self.start / self.p.steps_per_epoch)
+      self.iterator = pipeline.restore(loader, self.ckpt.data_state(self.start))
+    else:
+      self.iterator = iter(loader)
+    self.best_step = int(state["best_step"])
+    self.best = float(state["best"]) if self.best_step >= 0 else None
+    self.prm, self.rst, self.opt = distributed.replicate(
+        self.p.mesh, (state["params"], state["rest"], state["opt"]))
+    self.rng = distributed.replicate(self.p.mesh, state["rng"])
+    self.metrics = writer_lib.MetricWriter(self.workdir, self.name, resume_step=self.start)
+    return self.start
+
+  def steps(self, step_fn, progress: bool) -> None:
+    """Runs the steps from `start` to the end: log, validate and checkpoint on schedule."""
+    p, mesh = self.p, self.p.mesh
+    self.bar = writer_lib.progress_bar(p.total, initial=self.start, desc=f"train {self.name}",
+                                       enabled=progress)
+    self.sums, self.count, self.t0 = None, 0, time.time()
+    for s in range(self.start, p.total):
+      batch = next(self.iterator)
+      xb, yb, ib = (distributed.global_batch(mesh, batch[k]) for k in ("image", "label", "index"))
+      scale = np.float32(step_lib.beta_scale(self.cfg, s // p.steps_per_epoch))
+      self.prm, self.rst, self.opt, m = step_fn(self.prm, self.rst, self.opt, xb, yb,
+                                                example_keys(self.rng, s, ib), scale)
+      self.sums = m if self.sums is None else jax.tree.map(lambda a, b: a + b, self.sums, m)
+      self.count += 1
+      self.bar.update(1)
+      self._after_step(s + 1)
+    self.metrics.flush()
+
+  def _after_step(self, done: int) -> None:
+    p = self.p
+    epoch_end = done % p.steps_per_epoch == 0
+    validate = (self.evaluator is not None and epoch_end
+                and (done // p.steps_per_epoch - 1) % p.select_every == 0)
+    log = done % p.log_every == 0 or done == p.total
+    save = done % p.checkpoint_every == 0 or done == p.total or validate
+    if log or save:
+      means = {k: float(v) / self.count for k, v in self.sums.items()}
+      _check_finite(means, done, self.name)     # before any checkpoint can hold NaNs
+    if log:
+      rate = self.count / max(time.time() - self.t0, 1e-9)
+      self.metrics.write_scalars(done, means, epoch=done / p.steps_per_epoch, steps_per_s=rate)
+      writer_lib.log_progress(self.name, done, p.total, rate, means)
+      self.bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['acc']:.3f}")
+      self.sums, self.count, self.t0 = None, 0, time.time()
+    if validate:
+      self._validate(done)
+    if save:
+      self.ckpt.save(done, {"params": self.prm, "rest": self.rst, "opt": self.opt,
+                            "rng": self.rng,
+                            "best": np.asarray(np.nan if self.best is None else self.best,
+                                               np.float32),
+                            "best_step": np.asarray(self.best_step, np.int32)},
+                     data_state=pipeline.get_state(self.iterator))
+
+  def _validate(self, done: int) -> None:
+    scores = self.evaluator(self.prm, self.rst)
+    self.metrics.write_scalars(done, scores, kind="val", epoch=done / self.p.steps_per_epoch)
+    if selection.improved(scores[self.metric], self.best, self.mode):
+      self.best, self.best_step = scores[self.metric], done
+      self.best_ckpt.delete_after(done - 1)   # a resumed run may find its own later bests
+      self.best_ckpt.save(done, {"params": self.prm, "rest": self.rst}, metrics=scores)
+
+  def chosen(self):
+    """(params, rest) of the selected step, or of the last step without selection."""
+    if self.best_step < 0:
+      return self.prm, self.rst
+    chosen, _ = self.best_ckpt.restore_or({"params": self.prm, "rest": self.rst},
+                                          step=self.best_step)
+    logging.info("%s: selected step %d (%s %.2f on validation)", self.name, self.best_step,
+                 self.metric, self.best)
+    return chosen["params"], chosen["rest"]
+
+  def best_info(self):
+    if self.best_step < 0:
+      return None
+    return {"step": self.best_step, "metric": self.metric, "value": self.best}
+
+  def close(self) -> None:
+    if hasattr(self, "bar"):
+      self.bar.close()
+    if self.metrics is not None:
+      self.metrics.close()
+    self.ckpt.close()
+    self.best_ckpt.close()
 
 
 def _state(template: nnx.State, pure: dict) -> nnx.State:

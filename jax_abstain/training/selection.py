@@ -1,31 +1,33 @@
-"""Model selection: robust (in)accuracy on a validation split, the best checkpoint wins.
+"""Model selection: robust (in)accuracy on validation rows, the best checkpoint wins.
 
     (x_tr, y_tr), (x_val, y_val) = selection.holdout(x, y, n_val=1000, seed=0)
     key, mode = selection.criterion("era")                 # ("rob_inacc", "min")
-    evaluate = selection.Evaluator(graphdef, cfg, mesh, x_val, y_val)
+    evaluate = selection.Evaluator(graphdef, cfg, mesh, x_val, y_val)     # cfg: a TrainConfig
     scores = evaluate(params, rest)   # {"nat_acc", "rob_acc", "rob_inacc"}, percent
     if selection.improved(scores[key], best, mode): ...
 
 The authors keep the ERA checkpoint with the lowest validation robust inaccuracy and the
 TRADES checkpoint with the highest validation robust accuracy, validating every 5 epochs with
 40-step PGD (step 0.1 eps) in eval mode, robustness label-free (the attack moves away from the
-clean prediction F(x)); later ties win (reference section 1, item 8). Their validation split
-is the first 2,000 test images; here the default is a held-out part of the training data
-(``selection_split="train_holdout"``), ``"test_slice"`` reproduces theirs.
+clean prediction F(x)); later ties win (docs/design.md, appendix A1, item 8). Their
+validation rows are the first 2,000 test images; the train job takes them from
+``cfg.selection_split`` (`training.config.VALIDATION_SOURCES`): ``"train_holdout"`` holds out
+part of the training data (`holdout`), ``"test_slice"`` reproduces theirs, ``"none"`` (the
+default) does not select.
 """
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain import attacks, radii
+from jax_abstain import attacks
 from jax_abstain.errors import UserError
 from jax_abstain.training import distributed
-from jax_abstain.training.step import _forward
+from jax_abstain.training.config import TrainConfig
+from jax_abstain.training.step import forward
 
 # Losses whose goal is few robust mistakes (ERA, DGA, CRA and the noise baseline of CRA):
 # select by robust inaccuracy; the others (std, TRADES, MART) by robust accuracy.
 BY_ROBUST_INACCURACY = ("era", "dga", "noise", "cra")
-SPLITS = ("train_holdout", "test_slice", "none")
 
 
 def criterion(loss: str):
@@ -56,28 +58,25 @@ class Evaluator:
 
   Args:
     graphdef: the model's graph definition.
-    cfg: the train config (eps, norm; select_steps, select_rel_step, select_batch_size).
+    cfg: the settings (norm, selection_eps, select_steps, select_rel_step, select_batch_size).
     mesh: the ``("data",)`` mesh; batches are sharded over it.
     x, y: validation inputs [N, ...] in [0, 1] and labels [N], the same on every process.
     seed: attack randomness (per sample ``fold_in(key, i)``, the same at every validation).
   """
 
-  def __init__(self, graphdef, cfg, mesh, x, y, *, seed: int = 0):
+  def __init__(self, graphdef, cfg: TrainConfig, mesh, x, y, *, seed: int = 0):
     n_dev = mesh.devices.size
-    self.batch = -(-int(getattr(cfg, "select_batch_size", 200)) // n_dev) * n_dev
+    self.batch = -(-cfg.select_batch_size // n_dev) * n_dev    # rounded up to the devices
     self.mesh, self.x, self.y = mesh, np.asarray(x, np.float32), np.asarray(y, np.int32)
-    eps = radii.parse_radius(getattr(cfg, "select_eps", "") or cfg.eps, name="train.select_eps")
-    steps = int(getattr(cfg, "select_steps", 40))
-    rel_step = float(getattr(cfg, "select_rel_step", 0.1))
     base = jax.random.key(seed)
 
     @jax.jit
     def counts(params, rest, xb, yb, idx, valid):
-      logits_fn = lambda xa: _forward(graphdef, params, rest, xa, "eval")[0]
+      logits_fn = lambda xa: forward(graphdef, params, rest, xa, "eval")[0]
       pred = jnp.argmax(logits_fn(xb), -1)
       keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(idx)
-      x_adv = attacks.pgd(logits_fn, xb, pred, key=keys, eps=eps, norm=cfg.norm, n_iter=steps,
-                          rel_step=rel_step, loss="ce")
+      x_adv = attacks.pgd(logits_fn, xb, pred, key=keys, eps=cfg.selection_eps, norm=cfg.norm,
+                          n_iter=cfg.select_steps, rel_step=cfg.select_rel_step, loss="ce")
       rob = jnp.argmax(logits_fn(x_adv), -1) == pred
       acc = pred == yb
       return jnp.stack([jnp.sum(valid & acc), jnp.sum(valid & acc & rob),

@@ -18,7 +18,7 @@ import jax
 from absl import logging
 from tqdm import tqdm
 
-from jax_abstain import reports
+from jax_abstain import files
 
 
 def _tensorboard(logdir):
@@ -41,8 +41,8 @@ class MetricWriter:
       return
     if self.path.exists():
       kept = [l for l in self.path.read_text().splitlines()
-              if l.strip() and json.loads(l).get("step", 0) <= resume_step]
-      reports.atomic_write_text(self.path, "".join(l + "\n" for l in kept))
+              if l.strip() and json.loads(l)["step"] <= resume_step]
+      files.atomic_write(self.path, "".join(l + "\n" for l in kept))
     self._tb = _tensorboard(pathlib.Path(workdir) / "tensorboard" / name)
 
   def write_scalars(self, step: int, scalars: dict, *, kind: str = "train", **fields) -> None:

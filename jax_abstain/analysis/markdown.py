@@ -1,0 +1,115 @@
+"""Markdown tables: the one table builder, and the tables of compositions and cascades.
+
+    print(markdown.table(rows, ["model", ("nat_acc", "natural accuracy")]))
+    print(markdown.composition_table(compose.compose_reports(cols, "1/255")))
+    print(markdown.cascade_table(cascades.optimise(abstain, core, "1/255")))
+
+`table` writes one row per dict: floats with two decimals (the results themselves stay
+unrounded or as their producer rounded them, docs/design.md "Contracts"), ``None`` as an empty
+cell, numeric columns right-aligned. The split tables (`analysis.tables.splits_markdown`), the
+report job, the sweep summary and the compose and cascades command lines all build on it.
+"""
+import numbers
+
+from jax_abstain.errors import UserError
+
+
+def _cell(value, digits: int) -> str:
+  if value is None:
+    return ""
+  if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+    return f"{float(value):.{digits}f}"
+  return str(value).replace("|", "\\|")
+
+
+def _numeric(values) -> bool:
+  shown = [v for v in values if v is not None and v != "–"]
+  return bool(shown) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                             for v in shown)
+
+
+def table(rows, columns, *, digits: int = 2) -> str:
+  """A markdown table with one line per row.
+
+  Args:
+    rows: list of dicts.
+    columns: keys to show, each a key or ``(key, header)``; a key missing from a row gives an
+      empty cell.
+    digits: decimals of float cells.
+
+  Returns:
+    The table, lines joined by newlines (no trailing newline).
+
+  Raises:
+    UserError: no columns.
+  """
+  if not columns:
+    raise UserError("table: expected at least one column")
+  keys = [c[0] if isinstance(c, tuple) else c for c in columns]
+  headers = [c[1] if isinstance(c, tuple) else c for c in columns]
+  align = ["---:" if _numeric([r.get(k) for r in rows]) else "---" for k in keys]
+  lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+  lines += ["| " + " | ".join(_cell(r.get(k), digits) for k in keys) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def composition_table(results) -> str:
+  """A composition (`compose.compose_reports`) or a tau grid of them (`compose_tau_grid`).
+
+  Args:
+    results: one result dict or a list of them (same eps, selector and selector radii).
+
+  Returns:
+    A title line, then the table: tau (for softmax selectors), nat_acc, rob_acc, rob_sel,
+    commit_prec (percent).
+  """
+  rows = [results] if isinstance(results, dict) else list(results)
+  first = rows[0]
+  tau = [("tau", "tau")] if any("tau" in r for r in rows) else []
+  title = (f"composition at eps={first['eps']} ({first.get('selector', 'robustness')} "
+           f"selectors at {', '.join(first['select_at'])})")
+  return title + "\n\n" + table(rows, tau + ["nat_acc", "rob_acc", "rob_sel", "commit_prec"],
+                                digits=2)
+
+
+def _cascade_row(label: str, found, floor: float) -> dict:
+  if found is None:
+    return {"": label, "cascade": f"none keeps nat_acc >= {floor:.2f}"}
+  chain = " -> ".join(f"{n}@{a}" for n, a in zip(found["order"], found["select_at"]))
+  return {"": label, "nat_acc": found["nat_acc"], "rob_acc": found["rob_acc"],
+          "cascade": chain + " -> core"}
+
+
+def cascade_table(result: dict) -> str:
+  """The result of `cascades.optimise`: a title line, the core alone, the best 2-composition
+  and the best cascade (nat_acc, rob_acc in percent), and the gain in robust accuracy."""
+  floor = result["min_nat_acc"]
+  rows = [{"": "core alone", **result["core"], "cascade": "core"},
+          _cascade_row("best 2-comp.", result["best_2"], floor),
+          _cascade_row("best cascade", result["best"], floor)]
+  title = (f"cascades at eps={result['eps']} (nat_acc >= {floor:.2f}; {result['evaluated']} of "
+           f"{result['search_space']} cascades scored in {result['seconds']:.2f} s)")
+  text = title + "\n\n" + table(rows, ["", "nat_acc", "rob_acc", "cascade"])
+  if result["gain_rob_acc"] is not None:
+    text += (f"\n\ngain over the best 2-composition: {result['gain_rob_acc']:+.2f} points "
+             "robust accuracy")
+  return text
+
+
+def sweep_tables(summary: dict) -> str:
+  """The tables of a beta sweep summary (`jobs.sweep.summarize`): the models at eps and 2 eps,
+  the compositions with the core at eps (selected at 2 eps), and the compositions at 2 eps
+  selected at 2 eps (the authors' evaluation default, not sound)."""
+  e, d, core = summary["eps"], summary["select_at"], summary["core"]
+  models = table(summary["models"], [
+      ("run", "model"), "nat_acc", ("rob_acc@eps", f"rob_acc @{e}"),
+      ("rob_inacc@eps", f"rob_inacc @{e}"), ("rob_acc@2eps", f"rob_acc @{d}"),
+      ("rob_inacc@2eps", f"rob_inacc @{d}"), ("rob_sel@2eps", f"rob_sel @{d}"),
+      ("commit_prec@2eps", f"commit_prec @{d}")])
+  sound = table(summary["compositions"], [
+      ("run", f"composition (selected at {d}, core {core})"), "nat_acc",
+      ("rob_acc", f"rob_acc @{e}"), ("rob_sel", f"rob_sel @{d}"), "commit_prec"])
+  same = table(summary.get("same_radius", []), [
+      ("run", f"composition at {d}, selected at {d} (not sound, authors' eval default)"),
+      "nat_acc", ("rob_acc", f"rob_acc @{d}"), ("rob_sel", f"rob_sel @{d}"), "commit_prec"])
+  return "\n\n".join([models, sound, same]) + "\n"

@@ -1,0 +1,95 @@
+"""Compose per-sample reports (paper eq. 12): abstain models in cascade order, then the core.
+
+    jax-abstain-compose --models ERA.csv STD.csv --eps 1/255 --json comp.json
+    jax-abstain-compose --models ERA.csv TRADES.csv STD.csv --eps 1/255          # a cascade
+    jax-abstain-compose --models TRADES.csv STD.csv --eps 1/255 --selector softmax \
+        --tau-grid                         # softmax response, tau in linspace(0, 0.99, 20)
+
+(``python -m jax_abstain.cli.compose`` is the same.) Every model but the last answers where
+its selector fires: by default its robustness indicator at ``--select-at`` (default 2 eps,
+the sound choice of section 5). Prints a markdown table (`analysis.markdown`); ``--json``
+writes the result of `jax_abstain.compose.compose_reports` (or the tau grid). Bad input is one
+line on stderr, exit status 2, before anything is written.
+"""
+import sys
+
+from jax_abstain import compose, files, reports, selectors, validation
+from jax_abstain.analysis import markdown
+from jax_abstain.cli import common as cli
+from jax_abstain.errors import UserError
+
+
+def _parser():
+  p = cli.ArgumentParser(prog="jax-abstain-compose", description=__doc__.split("\n")[0])
+  p.add_argument("--models", nargs="+", required=True,
+                 help="per-sample reports: abstain models in cascade order, core model last")
+  p.add_argument("--eps", required=True, help="threat radius, e.g. 1/255")
+  p.add_argument("--select-at", nargs="+", default=None,
+                 help="selector radius per abstain model (default: 2*eps)")
+  p.add_argument("--selector", default="robustness",
+                 help=f"abstain selector: {', '.join(selectors.SELECTORS)} (default robustness)")
+  p.add_argument("--tau", type=float, default=None, help="softmax-response threshold")
+  p.add_argument("--tau-grid", nargs="*", default=None,
+                 help="compose for each threshold (no values: linspace(0, 0.99, 20))")
+  p.add_argument("--json", default=None, help="write the result here")
+  p.add_argument("--debug", action="store_true", help="show tracebacks")
+  return p
+
+
+def _parse_taus(values) -> list:
+  taus = []
+  for v in values:
+    try:
+      taus.append(float(v))
+    except ValueError:
+      raise UserError(f"--tau-grid: expected numbers in [0, 1], got {v!r}") from None
+  return taus
+
+
+def _check(args) -> None:
+  """Every argument, before any report is read or anything written."""
+  if len(args.models) < 2:
+    raise UserError("--models: give at least one abstain model report and a core model report")
+  validation.check_radius(args.eps, "--eps")
+  validation.check_radii(args.select_at or [], "--select-at", allow_empty=True)
+  for path in args.models:
+    files.check_file(path, "report", "--models")
+  if args.json:
+    files.check_output(args.json, "--json", overwrite=True)
+  validation.check_choice(args.selector, "--selector", selectors.SELECTORS)
+  softmax = args.selector.startswith("softmax")
+  if (args.tau is not None or args.tau_grid is not None) and not softmax:
+    raise UserError("--tau/--tau-grid: only with --selector softmax or softmax-natural")
+  if softmax and args.tau is None and args.tau_grid is None:
+    raise UserError(f"--selector {args.selector}: give --tau T or --tau-grid [T ...]")
+
+
+def _compose(argv) -> dict:
+  args = _parser().parse_args(argv)
+  _check(args)
+  columns = [reports.read_report(p) for p in args.models]
+  if args.tau_grid is not None:
+    rows = compose.compose_tau_grid(columns, args.eps, _parse_taus(args.tau_grid), args.select_at,
+                                    selector=args.selector)
+    result = {"eps": rows[0]["eps"], "selector": args.selector, "models": list(args.models),
+              "rows": rows}
+    print(markdown.composition_table(rows))
+  else:
+    result = compose.compose_reports(columns, args.eps, args.select_at, selector=args.selector,
+                                     tau=args.tau)
+    result["models"] = list(args.models)
+    print(markdown.composition_table(result))
+  if args.json:
+    files.write_json(args.json, result)
+  return result
+
+
+def main(argv=None) -> int:
+  """The console script ``jax-abstain-compose``: argv defaults to the process's arguments;
+  returns 0 (bad input exits with status 2 and one line on stderr)."""
+  cli.run_with_clean_errors(_compose, sys.argv[1:] if argv is None else list(argv))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,211 @@
+"""The jitted model runner of every evaluation, its resumable report loop, and the identities
+stored next to a report.
+
+    runner = ModelRunner(model, norm="linf", n_iter=40)
+    pred, conf = runner.predict(x)                                     # [B] int, [B] max softmax
+    robust = runner.robust(x, pred, sample_keys(key, idx), ["1/255", "2/255"])  # {r: [B] bool}
+    model_identity(model)                                              # '3f2a...' (16 hex)
+
+The jitted functions take the weights as arguments and are cached by architecture and attack
+budget (`_Program`), so the models of a sweep share one compilation and the cache keeps no
+model alive. Robustness is label-free: callers attack the model's own clean prediction.
+`run_into_report` appends chunks of samples to a per-sample report (`reports.ReportWriter`),
+resuming a killed run with the missing chunks and re-reading a finished report.
+`model_identity` is the one model identity of both report kinds' settings sidecars
+(docs/design.md, Contracts): a report is never completed with another model's results.
+"""
+import dataclasses
+import functools
+import hashlib
+import pathlib
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from jax_abstain import attacks, radii as radii_lib, reports
+from jax_abstain.attacks import common
+from jax_abstain.attacks.multi_radius import radius_keys
+from jax_abstain.evaluation.config import ATTACKS
+from jax_abstain.errors import UserError
+
+# APGDconf keys differ from APGD-CE keys at the same radius.
+_CONF_TAG = zlib.crc32(b"apgd-conf") & 0x7FFFFFFF
+
+
+@dataclasses.dataclass(frozen=True)
+class _Program:
+  """The jitted functions of one architecture and attack budget.
+
+  Hashable by value, so every model with the same graph (e.g. the points of a beta sweep)
+  shares one compilation; it holds no weights, so the jit cache keeps no model alive.
+  """
+  graphdef: object
+  norm: str
+  n_iter: int
+  n_restarts: int
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def logits(self, state, x):
+    return nnx.merge(self.graphdef, state)(x)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def clean(self, state, x):
+    logits = nnx.merge(self.graphdef, state)(x)
+    return jnp.argmax(logits, -1).astype(jnp.int32), jax.nn.softmax(logits, -1).max(-1)
+
+  @functools.partial(jax.jit, static_argnums=(0, 6))
+  def attack(self, state, x, y, keys, eps, loss):
+    """x_adv [B, ...] and the max softmax at x_adv [B]; eps is [B] so radii share one compilation."""
+    model = nnx.merge(self.graphdef, state)
+    x_adv = attacks.apgd_run(model, x, y, key=keys, eps=eps, norm=self.norm, n_iter=self.n_iter,
+                             n_restarts=self.n_restarts, loss=loss).x_adv
+    return x_adv, jax.nn.softmax(model(x_adv), -1).max(-1)
+
+
+class ModelRunner:
+  """Clean pass and attacks of one model, jitted with the weights as arguments.
+
+  Args:
+    model: NNX model in eval mode, inputs [B, ...] in [0, 1] -> logits [B, C].
+    norm: ``"linf"`` or ``"l2"``.
+    n_iter, n_restarts: APGD budget (40 and 1 in the paper).
+    attack: ``"apgd-ce"`` or ``"autoattack"`` for the ``is_rob`` columns.
+    aa_options: `attacks.autoattack` options (``version``, ``n_iter``, ``attacks_to_run``, ...).
+
+  Raises:
+    UserError: an unknown attack or norm.
+  """
+
+  def __init__(self, model, *, norm="linf", n_iter=40, n_restarts=1, attack="apgd-ce",
+               aa_options=None):
+    if attack not in ATTACKS:
+      raise UserError(f"attack: expected one of {', '.join(ATTACKS)}, got {attack!r}")
+    self.model = model
+    graphdef, self.state = nnx.split(model)
+    self.program = _Program(graphdef, common.check_norm(norm), int(n_iter), int(n_restarts))
+    self.norm = self.program.norm
+    self.attack_name, self.aa_options = attack, dict(aa_options or {})
+
+  def logits(self, x):
+    return self.program.logits(self.state, x)
+
+  def attack(self, x, y, keys, eps, loss):
+    return self.program.attack(self.state, x, y, keys, eps, loss)
+
+  def predict(self, x):
+    """Clean (pred [B] int32, max softmax [B]) as numpy arrays."""
+    return tuple(np.asarray(v) for v in self.program.clean(self.state, jnp.asarray(x)))
+
+  def robust(self, x, pred, keys, texts, valid=None) -> dict:
+    """{radius text: [B] bool} robust at each radius (nested), per-sample keys ``keys`` [B].
+
+    ``valid``: only the first `valid` rows are real (the rest pad the batch to the compiled
+    shape); AutoAttack, which buckets its own batches, then attacks only those.
+    """
+    values = [radii_lib.parse_radius(t) for t in texts]
+    if self.attack_name == "autoattack":
+      v = len(x) if valid is None else valid
+      # The NNX module itself: autoattack caches its jitted attacks per model graph.
+      robust = attacks.robust_at_radii(self.model, x[:v], pred[:v], key=keys[:v],
+                                       radii=values, norm=self.norm, attack="autoattack",
+                                       **self.aa_options)
+    else:
+      robust = attacks.robust_at_radii(
+          self.logits, x, pred, key=keys, radii=values, norm=self.norm,
+          attack_fn=lambda xa, ya, k, eps: self.attack(xa, ya, k, eps, "ce")[0])
+    return {t: np.asarray(robust[v]) for t, v in zip(texts, values)}
+
+  def adv_conf(self, x, pred, keys, text):
+    """[B] max softmax at the APGDconf point in the ball of radius `text` (eq. 17)."""
+    eps = radii_lib.parse_radius(text)
+    conf_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, _CONF_TAG)
+    _, conf = self.attack(jnp.asarray(x), jnp.asarray(pred), radius_keys(conf_keys, eps),
+                          jnp.full((len(x),), eps, jnp.float32), "conf")
+    return np.asarray(conf)
+
+
+def sample_keys(key, sample_idx) -> jax.Array:
+  """[N] keys ``fold_in(key, sample_idx_i)``: a sample's randomness depends on its index only."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(sample_idx))
+
+
+def model_identity(model) -> str:
+  """The identity of a model in a report's settings: 16 hex digits of the sha256 of an NNX
+  module's weights and statistics (not its RNG state). A plain function has no weights to
+  hash; its identity is its qualified name, so a report of a function is tied to its name only.
+  """
+  if not isinstance(model, nnx.Module):
+    return f"function {getattr(model, '__module__', '')}.{getattr(model, '__qualname__', '?')}"
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(nnx.state(model, nnx.Not(nnx.RngState))):
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return h.hexdigest()[:16]
+
+
+def key_identity(key) -> list:
+  """The raw words of a PRNG key (typed or legacy uint32), as stored in a report's settings."""
+  if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return np.asarray(key).ravel().tolist()
+
+
+def samples_identity(sample_idx) -> str:
+  """16 hex digits of the sha256 of the sample indices (int64), as stored in the settings."""
+  return hashlib.sha256(np.asarray(sample_idx, np.int64).tobytes()).hexdigest()[:16]
+
+
+def sample_indices(sample_idx, n: int) -> np.ndarray:
+  """[n] int64 distinct indices of the samples in their split (default ``0..n-1``).
+
+  Raises:
+    UserError: not n distinct integers.
+  """
+  idx = np.arange(n) if sample_idx is None else np.asarray(sample_idx)
+  if (idx.shape != (n,) or not np.issubdtype(idx.dtype, np.integer)
+      or len(np.unique(idx)) != n):
+    raise UserError(f"sample_idx: expected {n} distinct integer sample indices, got shape "
+                    f"{idx.shape}")
+  return idx.astype(np.int64)
+
+
+def run_into_report(path, settings: dict, columns, sample_idx, chunks, run_chunk, *,
+                    progress: bool = True) -> dict:
+  """Writes (or completes, or re-reads) the per-sample report at `path`, chunk by chunk.
+
+  Args:
+    path: CSV path (``<path>.partial`` while unfinished; docs/design.md, Contracts).
+    settings: everything that changes the results; stored in ``<path>.settings.json`` and
+      compared on resume (`reports.check_settings`).
+    columns: column names in order, ``sample_idx`` first.
+    sample_idx: [N] sample indices.
+    chunks: list of position arrays into ``0..N-1``; one report flush per chunk.
+    run_chunk: positions -> {column: [len(positions)] array}.
+    progress: show a tqdm bar.
+
+  Returns:
+    The finished report's columns (`reports.read_report`), sorted by ``sample_idx``.
+
+  Raises:
+    UserError: the report was started with other settings.
+  """
+  path = pathlib.Path(path)
+  reports.check_settings(path, settings)
+  if path.exists():
+    return reports.read_report(path)
+  with reports.ReportWriter(path, columns, len(sample_idx)) as writer:
+    todo = [pos for pos in chunks if writer.todo(sample_idx[pos])]
+    done = len(sample_idx) - sum(len(pos) for pos in todo)
+    with tqdm(total=len(sample_idx), initial=done, unit="sample", desc=path.name,
+              disable=not progress) as bar:
+      for pos in todo:
+        row = run_chunk(pos)
+        for j in range(len(pos)):
+          if int(row["sample_idx"][j]) not in writer.done:
+            writer.write({c: row[c][j] for c in columns})
+        writer.flush()
+        bar.update(len(pos))
+  return reports.read_report(path)

@@ -1,0 +1,142 @@
+"""The training objectives by name: one small function per loss of the paper (eq. 4-9).
+
+    objective = objectives.OBJECTIVES[cfg.loss]
+    per_example, nat_logits, new_rest = objective(batch)      # batch: an `objectives.Batch`
+
+Every objective takes a `Batch` (the inputs, the per-example keys, the traced beta, and the
+model's two forwards) and returns the per-example loss [B], the logits used for the accuracy
+metric [B, C] and the model state after the loss's forward passes. The formulas are in
+`jax_abstain.losses`; an objective only decides which points the model sees. Adversarial
+points come from PGD on the frozen parameters in ``cfg.bn_attack`` mode, with stopped
+gradients (the attack is not differentiated through); the loss's own forwards run in
+``cfg.bn_loss`` mode. `training.step.make_loss_fn` builds the `Batch` and averages.
+
+The certified objectives (``noise``, ``cra``; paper eq. 7-9) draw ``num_noise`` Gaussian
+copies ``x + eta``, eta ~ N(0, sigma^2 I), per input, unclamped as in the authors' code, and
+forward them as one batch of K*B inputs; only the noisy copies are forwarded (no clean pass
+that would move BN statistics).
+"""
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jax_abstain import attacks, losses
+from jax_abstain.training.config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  """What an objective sees of one training batch (inside `jax.jit` and `jax.grad`).
+
+  Attributes:
+    cfg: the checked settings.
+    x: inputs [B, ...] in [0, 1]; y: labels [B] int32.
+    keys: two [B] per-example key streams (``fold_in(example_key, 1)`` and ``..., 2)``).
+    beta: ``cfg.beta`` times the epoch's decay factor (a traced scalar).
+    rest: the model's non-parameter state (batch statistics) before the step.
+    forward: ``(x, rest) -> (logits, new_rest)`` with the trained parameters, ``bn_loss`` mode.
+    attack_logits: ``x -> logits`` with frozen parameters and state, ``bn_attack`` mode.
+  """
+  cfg: TrainConfig
+  x: jax.Array
+  y: jax.Array
+  keys: tuple
+  beta: jax.Array
+  rest: dict
+  forward: Callable
+  attack_logits: Callable
+
+  def pgd(self, labels, key, loss: str, start: str = "uniform") -> jax.Array:
+    """PGD points around ``x`` (training radius, steps and step size), gradient stopped."""
+    c = self.cfg
+    return jax.lax.stop_gradient(attacks.pgd(
+        self.attack_logits, self.x, labels, key=key, eps=c.eps, norm=c.norm,
+        n_iter=c.attack_steps, rel_step=c.attack_rel_step, loss=loss, start=start))
+
+
+def std(b: Batch):
+  """Cross-entropy on clean inputs."""
+  nat, rest = b.forward(b.x, b.rest)
+  return losses.cross_entropy(nat, b.y), nat, rest
+
+
+def trades(b: Batch):
+  """TRADES (Zhang et al. 2019): CE + trades_beta KL at the KL-maximising PGD point."""
+  nat, rest = b.forward(b.x, b.rest)
+  adv, rest = b.forward(b.pgd(b.y, b.keys[0], "kl", start="normal"), rest)
+  return losses.trades(nat, adv, b.y, beta=b.cfg.trades_beta), nat, rest
+
+
+def mart(b: Batch):
+  """MART (Wang et al. 2020) at the CE-maximising PGD point."""
+  nat, rest = b.forward(b.x, b.rest)
+  adv, rest = b.forward(b.pgd(b.y, b.keys[0], "ce"), rest)
+  return losses.mart(nat, adv, b.y, beta=b.cfg.trades_beta), nat, rest
+
+
+def _penalty_points(b: Batch):
+  """Logits of ERA/DGA: (nat, penalty point, TRADES point or None, state).
+
+  The penalty point moves away from the clean prediction F(x), not from y. Paper eq. 4-6:
+  a confidence-minimising point for the penalty and a KL-maximising TRADES point; the
+  authors' code (``variant="code"``): one CE-PGD point for both terms (docs/design.md,
+  appendix A1, items 2 and 5).
+  """
+  nat, rest = b.forward(b.x, b.rest)
+  clean_pred = jnp.argmax(b.attack_logits(b.x), -1)
+  if b.cfg.variant == "code":
+    adv, rest = b.forward(b.pgd(clean_pred, b.keys[0], "ce"), rest)
+    return nat, adv, None, rest
+  x_pen = b.pgd(clean_pred, b.keys[0], "conf")
+  x_kl = b.pgd(b.y, b.keys[1], "kl", start="normal")
+  adv, rest = b.forward(x_pen, rest)
+  trades_adv, rest = b.forward(x_kl, rest)
+  return nat, adv, trades_adv, rest
+
+
+def _penalty_kwargs(b: Batch, trades_adv) -> dict:
+  # The authors' code averages the KL over classes ("mean"); the paper sums it.
+  return dict(beta=b.beta, trades_beta=b.cfg.trades_beta, trades_adv_logits=trades_adv,
+              kl_reduction="mean" if b.cfg.variant == "code" else "sum")
+
+
+def era(b: Batch):
+  """ERA (paper eq. 4-6): beta TRADES + the soft robust-inaccuracy penalty."""
+  nat, adv, trades_adv, rest = _penalty_points(b)
+  return losses.era(nat, adv, b.y, **_penalty_kwargs(b, trades_adv)), nat, rest
+
+
+def dga(b: Batch):
+  """DGA: ERA's points with the DGA penalty (joint softmax in the authors' code)."""
+  nat, adv, trades_adv, rest = _penalty_points(b)
+  kwargs = _penalty_kwargs(b, trades_adv)
+  return losses.dga(nat, adv, b.y, joint_softmax=b.cfg.variant == "code", **kwargs), nat, rest
+
+
+def _noisy_logits(b: Batch):
+  """Logits [K, B, C] of K = num_noise Gaussian copies per input, and the state."""
+  k, (n, *shape) = b.cfg.num_noise, b.x.shape
+  draw = lambda key, xi: jax.random.normal(key, (k,) + xi.shape, xi.dtype)
+  eta = b.cfg.sigma * jnp.swapaxes(jax.vmap(draw)(b.keys[0], b.x), 0, 1)   # [K, B, ...]
+  flat, rest = b.forward((b.x[None] + eta).reshape((-1, *shape)), b.rest)
+  return flat.reshape((k, n, -1)), rest
+
+
+def noise(b: Batch):
+  """L_noise (paper eq. 8): the mean CE over the noisy copies."""
+  noisy, rest = _noisy_logits(b)
+  return losses.noise(noisy, b.y), noisy.mean(0), rest
+
+
+def cra(b: Batch):
+  """L_CRA (paper eq. 7, radius eq. 9): beta L_noise + the misclassified points' radius."""
+  noisy, rest = _noisy_logits(b)
+  per_example = losses.cra(noisy, b.y, sigma=b.cfg.sigma, beta=b.beta, gamma=b.cfg.gamma,
+                           code_variant=b.cfg.variant == "code")
+  return per_example, noisy.mean(0), rest
+
+
+OBJECTIVES = {"std": std, "trades": trades, "era": era, "dga": dga, "mart": mart,
+              "noise": noise, "cra": cra}     # keys: training.config.LOSSES, in that order
