@@ -7,8 +7,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jax_abstain import (attacks, certification, config_args, data, evaluate, files, models,
-                         porting, reports, smoothing, soundness, validation, workdir)
+from jax_abstain import attacks, data, files, models, porting, reports, smoothing, soundness, validation
+from jax_abstain.configs import common as config_args
+from jax_abstain.evaluation import certified, empirical
+from jax_abstain.jobs import schema, workdir
 from jax_abstain.errors import SoundnessError, UserError
 
 W = np.array([[0.6, -0.4, 0.1], [0.8, 0.3, -0.5]], np.float32)
@@ -33,7 +35,9 @@ def _apgd(**kw):
 def _config(**changes):
   config = ml_collections.ConfigDict({"mode": "train", "seed": 0, "name": "m",
                                       "eval": {"radii": ("0.1", "0.2"), "n_iter": 5, "norm": "linf"},
-                                      "data": {"name": "digits", "path": "", "eval_limit": 0}})
+                                      "data": {"name": "digits", "path": "", "eval_limit": 0},
+                                      "model": {"name": "small-cnn", "num_classes": 10,
+                                                "options": {"in_channels": 1}}})
   for key, value in changes.items():
     if "__" in key:
       block, field = key.split("__")
@@ -41,6 +45,11 @@ def _config(**changes):
     else:
       config[key] = value
   return config
+
+
+def _prepare(d, config):
+  """What the main command line does: the one config check, then the workdir."""
+  return workdir.prepare(d / "wd", schema.check(config))
 
 
 def _write_text(d, name, text):
@@ -73,9 +82,9 @@ CASES = {
     "n": (lambda d: smoothing.certify(linear, X, key=KEY, sigma=0.25, n=0), "n: expected an integer >= 1, got 0"),
     "certify x": (lambda d: smoothing.certify_at_radius(linear, X * 3, 0.1, key=KEY, sigma=0.25), "x: expected values in [0, 1]"),
     "certify eps": (lambda d: smoothing.certify_at_radius(linear, X, "0", key=KEY, sigma=0.25), "eps: must be a positive finite number, got '0'"),
-    "certified report labels": (lambda d: certification.certify_report(linear, X, Y[:1], d / "r.csv", key=KEY, sigma=0.25), "y: expected labels of shape [2], got shape (1,)"),
-    "evaluate radius": (lambda d: evaluate.evaluate_model(MLP, X, Y, radii=["0"], key=KEY, report_path=d / "r.csv"), "radius: must be a positive finite number"),
-    "evaluate labels": (lambda d: evaluate.evaluate_model(MLP, X, np.array([0.0, 1.0]), radii=["0.1"], key=KEY, report_path=d / "r.csv"), "evaluate: y: expected integer class labels"),
+    "certified report labels": (lambda d: certified.certify_report(linear, X, Y[:1], d / "r.csv", key=KEY, sigma=0.25), "y: expected labels of shape [2], got shape (1,)"),
+    "evaluate radius": (lambda d: empirical.evaluate_model(MLP, X, Y, radii=["0"], key=KEY, report_path=d / "r.csv"), "radius: must be a positive finite number"),
+    "evaluate labels": (lambda d: empirical.evaluate_model(MLP, X, np.array([0.0, 1.0]), radii=["0.1"], key=KEY, report_path=d / "r.csv"), "evaluate: y: expected integer class labels"),
     "class count": (lambda d: validation.check_labels(np.array([0, 9]), num_classes=3, name="y"), "y: labels span 0..9 but there are 3 classes (expected 0..2)"),
     "num_classes": (lambda d: validation.check_num_classes(1), "num_classes: expected an integer >= 2, got 1"),
     "report format": (lambda d: reports.read_report(_write_text(d, "r.csv", "a,b\n1,2\n")), "not a per-sample report (first column must be sample_idx)"),
@@ -86,13 +95,13 @@ CASES = {
     "empty checkpoint": (lambda d: porting.convert("mlp", _write_text(d, "w.pt", ""), num_classes=3), "checkpoint: "),
     "data set": (lambda d: data.load("nope", "test"), "unknown data set 'nope'"),
     "config arg type": (lambda d: config_args.parse_arg("n=abc", n=3), "config argument n: expected an integer, got 'abc'"),
-    "config n_iter": (lambda d: workdir.prepare(d / "wd", _config(eval__n_iter=0)), "config.eval.n_iter: expected an integer >= 1, got 0"),
-    "config radii": (lambda d: workdir.prepare(d / "wd", _config(eval__radii=("0.1", "1/0"))), "config.eval.radii[1]: division by zero in '1/0'"),
-    "config norm": (lambda d: workdir.prepare(d / "wd", _config(eval__norm="Linf2")), "config.eval.norm: expected one of linf, l2, got 'Linf2'"),
-    "config limit": (lambda d: workdir.prepare(d / "wd", _config(data__eval_limit=-5)), "config.data.eval_limit: expected an integer >= 0, got -5"),
-    "config model dir": (lambda d: workdir.prepare(d / "wd", _config(**{"mode": "evaluate"})), "config.model.dir: give the model directory"),
-    "config data path": (lambda d: workdir.prepare(d / "wd", _config(data__path=str(d / "none.tgz"))), "config.data.path: no such file: "),
-    "certified radius for abstention": (lambda d: certification.summarize({"cert_pred": np.array([-1, 0]), "radius": np.array([0.3, 0.5]), "label": np.array([0, 0]), "is_acc": np.array([1, 1])}, 0.25), "report: a radius is reported for an abstention (cert_pred -1); expected 0"),
+    "config n_iter": (lambda d: _prepare(d, _config(eval__n_iter=0)), "config.eval.n_iter: expected an integer >= 1, got 0"),
+    "config radii": (lambda d: _prepare(d, _config(eval__radii=("0.1", "1/0"))), "config.eval.radii[1]: division by zero in '1/0'"),
+    "config norm": (lambda d: _prepare(d, _config(eval__norm="Linf2")), "config.eval.norm: expected one of linf, l2, got 'Linf2'"),
+    "config limit": (lambda d: _prepare(d, _config(data__eval_limit=-5)), "config.data.eval_limit: expected an integer >= 0, got -5"),
+    "config model dir": (lambda d: _prepare(d, _config(**{"mode": "evaluate"})), "config.model.dir: give the model directory"),
+    "config data path": (lambda d: _prepare(d, _config(data__path=str(d / "none.tgz"))), "config.data.path: no such file: "),
+    "certified radius for abstention": (lambda d: certified.summarize({"cert_pred": np.array([-1, 0]), "radius": np.array([0.3, 0.5]), "label": np.array([0, 0]), "is_acc": np.array([1, 1])}, 0.25), "report: a radius is reported for an abstention (cert_pred -1); expected 0"),
 }
 
 
@@ -109,12 +118,12 @@ def test_bad_input_raises_one_line_and_writes_nothing(tmp_path, name):
 
 
 def test_config_with_different_values_is_refused_naming_the_keys(tmp_path):
-  workdir.prepare(tmp_path / "wd", _config())
+  _prepare(tmp_path, _config())
   before = (tmp_path / "wd" / "config.json").read_text()
   with pytest.raises(UserError, match=r"different config: eval.n_iter \(5 -> 7\), seed \(0 -> 1\)"):
     config = _config(eval__n_iter=7)
     config.seed = 1
-    workdir.prepare(tmp_path / "wd", config)
+    _prepare(tmp_path, config)
   assert (tmp_path / "wd" / "config.json").read_text() == before
 
 
@@ -139,7 +148,7 @@ def test_soundness_guards_raise_on_broken_contracts():
 def test_workdir_records_versions_and_the_commit(tmp_path):
   import flax  # pylint: disable=import-outside-toplevel
   import jax_abstain  # pylint: disable=import-outside-toplevel
-  workdir.prepare(tmp_path / "wd", _config())
+  _prepare(tmp_path, _config())
   env = files.read_json(tmp_path / "wd" / "environment.json")
   assert env["jax"] == jax.__version__ and env["flax"] == flax.__version__
   assert env["jax_abstain"] == jax_abstain.__version__
