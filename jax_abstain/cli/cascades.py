@@ -58,10 +58,8 @@ def _search(argv) -> dict:
 
 
 def main(argv=None) -> int:
-  """The console script ``jax-abstain-cascades``: argv defaults to the process's arguments;
-  returns 0 (bad input exits with status 2 and one line on stderr)."""
-  cli.run_with_clean_errors(_search, sys.argv[1:] if argv is None else list(argv))
-  return 0
+  """Console script ``jax-abstain-cascades``: exit 0, or 2 and one line per problem."""
+  return cli.entry(_search, argv)
 
 
 if __name__ == "__main__":
