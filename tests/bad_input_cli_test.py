@@ -179,7 +179,7 @@ CERT_CASES = [
 
 @pytest.mark.parametrize("args,message", CERT_CASES, ids=[m[:28] for _, m in CERT_CASES])
 def test_certification_bad_input(files, tmp_path, capsys, args, message):
-  from jax_abstain.evaluation import certified as certification
+  from jax_abstain.cli import certify as certification
   model, out = files["model10"], tmp_path / "cert.csv"
   options = {"--data": "digits", "--limit": "5", "--n": "50", "--n0": "10",
              "--json": tmp_path / "s.json"}

@@ -170,9 +170,9 @@ def test_compose_accepts_certified_report(tmp_path):
 def test_certify_command_line_writes_report_and_summary(tmp_path, capsys):
   model_dir = train_and_save(tmp_path / "model", steps=20)
   out, summary_path = tmp_path / "cert" / "r.csv", tmp_path / "cert" / "s.json"
-  result = certify_cli.main(["--model", str(model_dir), "--data", "digits", "--limit", "8",
-                             "--sigma", "0.25", "--n0", "20", "--n", "200", "--out", str(out),
-                             "--eps", "0.1", "0.25", "--json", str(summary_path)])
+  result = certify_cli.certify(["--model", str(model_dir), "--data", "digits", "--limit", "8",
+                                "--sigma", "0.25", "--n0", "20", "--n", "200", "--out", str(out),
+                                "--eps", "0.1", "0.25", "--json", str(summary_path)])
   cols = reports.read_report(out)
   assert len(cols["radius"]) == 8
   committed = (cols["cert_pred"] >= 0) & (cols["radius"] >= 0.25)

@@ -42,7 +42,7 @@ def _parser():
   return p
 
 
-def main(argv=None) -> dict:
+def certify(argv) -> dict:
   """Certifies ``--model`` on ``--data``; returns the summary (with ``"report": --out``).
 
   Raises:
@@ -76,5 +76,10 @@ def main(argv=None) -> dict:
   return result
 
 
+def main(argv=None) -> int:
+  """Console script ``jax-abstain-certify``: exit 0, or 2 and one line per problem."""
+  return cli.entry(certify, argv)
+
+
 if __name__ == "__main__":
-  cli.run_with_clean_errors(main, sys.argv[1:])
+  sys.exit(main())
