@@ -102,6 +102,10 @@ def _selector_radii(names, abstain_columns, eps_text, select_radii, min_select_a
   """Per abstain model, the selector radii to try (`select_radii` or `candidate_radii`)."""
   per_model = []
   for name, cols in zip(names, abstain_columns):
+    if compose.is_certified_report(cols):
+      raise UserError(f"{name}: a certified report (cert_pred, radius); the cascade search "
+                      "selects by is_rob@<r> columns: compose certified reports with "
+                      "jax-abstain-compose")
     rs = ([radii.format_radius(r) for r in select_radii] if select_radii
           else candidate_radii(cols, eps_text, min_select_at))
     if not rs:
@@ -117,15 +121,19 @@ def _pack(a) -> np.ndarray:
   return np.packbits(np.asarray(a, bool))
 
 
-def _search(abstain_columns, core_acc, core_rob, per_model, eps_text, min_nat, max_length):
+def _search(abstain_columns, names, core_acc, core_rob, per_model, eps_text, min_nat,
+            max_length):
   """Runs `_Search` on packed indicators; returns it (best, best2, visited)."""
-  def acc_rob(cols):
-    rob = selectors.robustness_indicator(cols, eps_text, select_at=eps_text)
-    return _pack(np.asarray(cols["is_acc"], bool) & rob)
+  def acc_rob(name, cols):
+    try:
+      _, rob = compose.model_robustness(cols, eps_text, certified=False)
+    except UserError as e:
+      raise UserError(f"{name}: {e}") from None
+    return _pack(compose.model_accuracy(cols) & rob)
   sel = [[_pack(selectors.robustness_indicator(c, eps_text, select_at=r)) for r in rs]
          for c, rs in zip(abstain_columns, per_model)]
-  search = _Search(sel, [acc_rob(c) for c in abstain_columns],
-                   [_pack(c["is_acc"]) for c in abstain_columns], _pack(core_acc),
+  search = _Search(sel, [acc_rob(n, c) for n, c in zip(names, abstain_columns)],
+                   [_pack(compose.model_accuracy(c)) for c in abstain_columns], _pack(core_acc),
                    _pack(core_acc & core_rob), min_nat, max_length)
   search.run((), _pack(np.ones(len(core_acc), bool)), 0, 0)
   return search
@@ -137,8 +145,19 @@ def _describe(found, names, per_model, abstain_columns, core_columns, eps_text):
     return None
   order = [m for m, _ in found[1]]
   at = [per_model[m][j] for m, j in found[1]]
-  out = compose.compose_reports([abstain_columns[m] for m in order] + [core_columns], eps_text, at)
+  out = compose.compose_reports([abstain_columns[m] for m in order] + [core_columns], eps_text, at,
+                                names=[names[m] for m in order] + ["core"])
   return {"order": [names[m] for m in order], **out}
+
+
+def _core(core_columns, eps_text):
+  """The core's accuracy and (kind, robustness) at eps: the only columns it needs (it never
+  selects); a certified core counts its certified robustness (`compose.model_robustness`)."""
+  try:
+    return (compose.model_accuracy(core_columns),
+            compose.model_robustness(core_columns, eps_text, certified=False))
+  except UserError as e:
+    raise UserError(f"core: {e}") from None
 
 
 def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_radii=None,
@@ -148,7 +167,8 @@ def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_rad
   Args:
     abstain_columns: K per-sample report dicts (`reports.read_report`) of abstain models.
     core_columns: the core model's report.
-    eps: threat radius; every report needs ``is_rob@<eps>``.
+    eps: threat radius; every abstain report needs ``is_rob@<eps>`` and its selector columns,
+      the core only ``is_acc`` and ``is_rob@<eps>`` (or a certified report: ``radius >= eps``).
     names: K display names (default ``A1..AK``).
     select_radii: candidate selector radii for every model (default: each report's
       `candidate_radii`).
@@ -158,13 +178,15 @@ def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_rad
     min_nat_acc: natural accuracy floor in percent (default: the core's).
 
   Returns:
-    dict with ``core``, ``best`` and ``best_2`` (``compose_reports`` results plus ``order``),
+    dict with ``core`` (nat_acc, rob_acc and ``robustness``: ``empirical`` or ``certified``),
+    ``best`` and ``best_2`` (``compose_reports`` results, with the ``robustness`` each model
+    contributed, plus ``order``),
     ``gain_rob_acc`` (percentage points of best over best_2; None if either is infeasible),
     ``evaluated`` (cascades scored), ``search_space`` and ``seconds``.
 
   Raises:
-    UserError: no abstain report, names of the wrong count, reports of different samples, or
-      a report without a usable ``is_rob@<r>`` column.
+    UserError: no abstain report, names of the wrong count, reports of different samples, a
+      certified abstain report, or a report without a column its role needs.
   """
   start = time.perf_counter()
   if not abstain_columns:
@@ -175,19 +197,19 @@ def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_rad
   eps_text = radii.format_radius(eps)
   compose.check_aligned(list(abstain_columns) + [core_columns])
   per_model = _selector_radii(names, abstain_columns, eps_text, select_radii, min_select_at)
-  core_acc = np.asarray(core_columns["is_acc"], bool)
-  core_rob = selectors.robustness_indicator(core_columns, eps_text, select_at=eps_text)
+  core_acc, (core_kind, core_rob) = _core(core_columns, eps_text)
   n = len(core_acc)
   min_nat = (int(core_acc.sum()) if min_nat_acc is None
              else int(math.ceil(float(min_nat_acc) / 100.0 * n - 1e-9)))
-  search = _search(abstain_columns, core_acc, core_rob, per_model, eps_text, min_nat,
+  search = _search(abstain_columns, names, core_acc, core_rob, per_model, eps_text, min_nat,
                    max_length or len(abstain_columns))
   best, best2 = (_describe(found, names, per_model, abstain_columns, core_columns, eps_text)
                  for found in (search.best, search.best2))
   gain = round(best["rob_acc"] - best2["rob_acc"], 2) if best and best2 else None
   return {"eps": eps_text,
           "core": {"nat_acc": round(100.0 * core_acc.mean(), 2),
-                   "rob_acc": round(100.0 * (core_acc & core_rob).mean(), 2)},
+                   "rob_acc": round(100.0 * (core_acc & core_rob).mean(), 2),
+                   "robustness": core_kind},
           "min_nat_acc": round(100.0 * min_nat / n, 2),
           "candidate_radii": dict(zip(names, per_model)), "best": best, "best_2": best2,
           "gain_rob_acc": gain, "evaluated": search.visited,

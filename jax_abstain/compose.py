@@ -20,6 +20,14 @@ robust. ``selector="softmax"`` selects by the APGDconf confidence ``adv_conf@<2 
 instead (section 7.2); branch accuracy and robustness still come from ``is_acc`` and
 ``is_rob@<eps>``. Result dicts hold percentages rounded to 2 decimals.
 
+Each model is asked only for what its role uses: an abstain model for its selection column at
+its own radius, its accuracy and its robustness at eps; the core, which never selects, only
+for its accuracy and robustness at eps. A composition with a certified abstain model
+(``cert_pred``, ``radius``) is certified and counts only certified robustness: an empirical
+core (or any empirical report) contributes none, whatever attack columns it has
+(docs/design.md, appendix A5). The result's ``robustness`` names, per model, what was counted:
+``certified``, ``empirical`` or ``none``.
+
 Live composition of models (inference and attacks) is `jax_abstain.evaluation.live`; the
 command line is `jax_abstain.cli.compose` (docs/design.md, "Layers").
 """
@@ -43,6 +51,7 @@ class Composition:
   is_acc: np.ndarray        # [N] bool, the answering model is accurate
   is_rob: np.ndarray        # [N] bool, the answering model is robust at the threat radius
   num_models: int = 0       # M (abstain models and the core); 0: 1 + max(answered_by)
+  robustness: tuple = ()    # per model: what its is_rob was read from (`model_robustness`)
 
   @property
   def is_rob_acc(self) -> np.ndarray:
@@ -89,46 +98,100 @@ def compose_indicators(selected: Sequence, is_acc: Sequence, is_rob: Sequence) -
   return Composition(answered_by, acc[answered_by, rows], rob[answered_by, rows], len(is_acc))
 
 
-def _is_certified(cols: dict) -> bool:
+def is_certified_report(cols: dict) -> bool:
+  """True for a certified report (``cert_pred`` and ``radius`` columns, `evaluation.certified`)."""
   return "cert_pred" in cols and "radius" in cols
 
 
-def _model_indicators(cols: dict, eps_text: str, select_at, *, selector: str, tau,
-                      assume_core_nonrobust: bool):
-  """(selected, is_acc, is_rob) of one report at the threat radius.
+# What a model's robustness at the threat radius is read from (`Composition.robustness`).
+CERTIFIED, EMPIRICAL, NONE = "certified", "empirical", "none"
 
-  Empirical reports: accuracy from ``is_acc``, robustness from ``is_rob@<eps>``, selection by
-  `selectors.select` (``is_rob@<select_at>`` or ``adv_conf@<select_at>``). Certified reports
-  (``cert_pred``, ``radius`` columns): the smoothed classifier answers, accuracy is
-  ``cert_pred == label``, robustness and selection are "certified at radius >= eps" (R >= eps
-  already makes the selection robust, section 5).
+
+def is_certified_composition(report_columns: Sequence[dict]) -> bool:
+  """True when an abstain model (any report but the last) is certified (``cert_pred``,
+  ``radius``): the composition then claims certified robustness only."""
+  return any(is_certified_report(c) for c in report_columns[:-1])
+
+
+def model_accuracy(cols: dict) -> np.ndarray:
+  """[N] bool: ``cert_pred == label`` for a certified report (the smoothed classifier
+  answers), else ``is_acc``."""
+  if is_certified_report(cols):
+    return np.asarray(cols["cert_pred"]) == np.asarray(cols["label"])
+  if "is_acc" not in cols:
+    raise UserError("report has no column is_acc (not a per-sample report?)")
+  return np.asarray(cols["is_acc"], bool)
+
+
+def model_robustness(cols: dict, eps, *, certified: bool):
+  """(kind, [N] bool): the robustness at the threat radius eps that a model contributes.
+
+  Only the column this role needs is read: ``is_rob@<eps>`` of an empirical report, or
+  ``radius >= eps`` (abstentions never) of a certified one. In a certified composition
+  (`certified`) only certified robustness counts, so an empirical report contributes none,
+  whatever attack columns it has (the authors treat the core as never certified,
+  docs/design.md, appendix A5). In an empirical composition a certified report counts its
+  certified robustness (certification implies robustness to any attack at eps).
+
+  Returns:
+    kind: `CERTIFIED`, `EMPIRICAL` or `NONE`; the indicator.
   """
-  if _is_certified(cols):
+  if is_certified_report(cols):
+    return CERTIFIED, selectors.certified_indicator(cols["cert_pred"], cols["radius"], eps)
+  if certified:
+    return NONE, np.zeros(len(model_accuracy(cols)), bool)
+  return EMPIRICAL, selectors.robustness_indicator(cols, eps, select_at=eps)
+
+
+def _model_selection(cols: dict, eps_text: str, select_at, *, selector: str, tau):
+  """[N] bool selector of an abstain model; reads only its selection column.
+
+  Empirical reports: `selectors.select` (``is_rob@<select_at>``, default 2 eps, or
+  ``adv_conf@<select_at>``, or ``conf``). Certified reports select by ``radius >= select_at``
+  (default eps: R >= eps already makes the selection robust, section 5).
+  """
+  if is_certified_report(cols):
     if selector not in ("robustness", "certified"):
       raise UserError(f"--selector {selector}: certified reports select by their certified "
                       "radius; use --selector robustness or certified")
-    certified = selectors.certified_indicator(cols["cert_pred"], cols["radius"], eps_text)
-    selected = certified if select_at is None else selectors.certified_indicator(
-        cols["cert_pred"], cols["radius"], select_at)
-    return selected, np.asarray(cols["cert_pred"] == cols["label"]), certified
-  is_acc = np.asarray(cols["is_acc"], bool)
-  if assume_core_nonrobust and selectors.rob_column(eps_text) not in cols:
-    # The authors' certified compositions treat the core as non-certifiable
-    # (docs/design.md, appendix A5).
-    return None, is_acc, np.zeros_like(is_acc)
-  is_rob = selectors.robustness_indicator(cols, eps_text, select_at=eps_text)
+    return selectors.certified_indicator(cols["cert_pred"], cols["radius"],
+                                         eps_text if select_at is None else select_at)
   if select_at is None and selector == "robustness":
     select_at = radii.double_radius(eps_text)
-  return selectors.select(cols, selector, eps_text, select_at=select_at, tau=tau), is_acc, is_rob
+  return selectors.select(cols, selector, eps_text, select_at=select_at, tau=tau)
+
+
+def _roles(report_columns, names):
+  """Display name and role of each report, for error messages."""
+  names = list(names) if names else [f"report {j + 1}" for j in range(len(report_columns))]
+  if len(names) != len(report_columns):
+    raise UserError(f"names: expected {len(report_columns)} names, got {len(names)}")
+  last = len(names) - 1
+  return [f"{n} ({'core' if j == last else f'abstain model {j + 1}'})"
+          for j, n in enumerate(names)]
+
+
+def _named(role: str, fn, *args, **kwargs):
+  """fn(*args, **kwargs), with a UserError prefixed by the report's name and role."""
+  try:
+    return fn(*args, **kwargs)
+  except UserError as e:
+    raise UserError(f"{role}: {e}") from None
 
 
 def compose_reports(report_columns: Sequence[dict], eps, select_at: Sequence | None = None, *,
-                    selector: str = "robustness", tau=None) -> dict:
-  """Composes per-sample reports and summarises; see `compose_reports_per_sample`."""
+                    selector: str = "robustness", tau=None, names=None) -> dict:
+  """Composes per-sample reports and summarises; see `compose_reports_per_sample`.
+
+  Returns:
+    `Composition.summary` plus ``eps``, ``select_at`` (per abstain model), ``selector``,
+    ``robustness`` (per model, abstain models then the core: ``certified``, ``empirical`` or
+    ``none``, what its robustness at eps was read from; `model_robustness`) and ``tau``.
+  """
   comp, _, _, shown = compose_reports_per_sample(report_columns, eps, select_at,
-                                                 selector=selector, tau=tau)
+                                                 selector=selector, tau=tau, names=names)
   out = {**comp.summary(), "eps": radii.format_radius(eps),
-         "select_at": shown, "selector": selector}
+         "select_at": shown, "selector": selector, "robustness": list(comp.robustness)}
   if tau is not None:
     out["tau"] = float(tau)
   return out
@@ -141,20 +204,38 @@ def default_tau_grid() -> list:
 
 
 def compose_tau_grid(report_columns: Sequence[dict], eps, taus=None, select_at=None, *,
-                     selector: str = "softmax") -> list:
+                     selector: str = "softmax", names=None) -> list:
   """One composition per threshold tau (the same tau for every abstain model).
 
   Returns:
     list of `compose_reports` dicts in tau order (a Pareto curve of Fig. 3/4 for S_SR).
   """
   taus = default_tau_grid() if not taus else [float(t) for t in taus]
-  return [compose_reports(report_columns, eps, select_at, selector=selector, tau=t) for t in taus]
+  return [compose_reports(report_columns, eps, select_at, selector=selector, tau=t, names=names)
+          for t in taus]
+
+
+def _selector_radii(select_at, n_abstain: int) -> list:
+  """`select_at` as one radius text (or None = the default) per abstain model."""
+  if not select_at:
+    select_at = [None] * n_abstain
+  elif len(select_at) == 1:
+    select_at = list(select_at) * n_abstain
+  if len(select_at) != n_abstain:
+    raise UserError(f"--select-at: expected 1 or {n_abstain} radii, got {len(select_at)}")
+  return [None if r is None else radii.format_radius(r) for r in select_at]
 
 
 def compose_reports_per_sample(report_columns: Sequence[dict], eps,
                                select_at: Sequence | None = None, *,
-                               selector: str = "robustness", tau=None):
+                               selector: str = "robustness", tau=None, names=None):
   """Composes per-sample reports (abstain models first, core last) at threat radius eps.
+
+  Each model is asked only for the columns its role needs: an abstain model (first or in the
+  middle of a cascade) for its accuracy, its selection column at its own ``select_at`` and its
+  robustness at eps; the core, which never selects, for its accuracy and its robustness at
+  eps. When an abstain model is certified the composition is certified and counts only
+  certified robustness: empirical reports (the core, say) contribute none (`model_robustness`).
 
   Args:
     report_columns: M report dicts (see `reports.read_report`), empirical (``is_rob@<r>``
@@ -164,10 +245,15 @@ def compose_reports_per_sample(report_columns: Sequence[dict], eps,
       empirical reports, eps for certified ones).
     selector: `selectors.SELECTORS` name used by every abstain model.
     tau: threshold of the softmax selectors.
+    names: M display names for error messages (default ``report 1``, ...).
 
   Returns:
     (Composition, selector of the first model [N], its robust-accurate indicator [N], the
     selector radii used).
+
+  Raises:
+    UserError: an unknown selector, fewer than two reports, misaligned reports, or a column
+      a model's role needs is missing (the message names the report and its role).
   """
   if selector not in selectors.SELECTORS:
     raise UserError(f"--selector: expected one of {', '.join(selectors.SELECTORS)}, "
@@ -176,28 +262,20 @@ def compose_reports_per_sample(report_columns: Sequence[dict], eps,
   n_abstain = len(report_columns) - 1
   if n_abstain < 1:
     raise UserError("compose: give at least one abstain model and a core model")
-  if not select_at:
-    select_at = [None] * n_abstain
-  elif len(select_at) == 1:
-    select_at = list(select_at) * n_abstain
-  if len(select_at) != n_abstain:
-    raise UserError(f"--select-at: expected 1 or {n_abstain} radii, got {len(select_at)}")
-  select_at = [None if r is None else radii.format_radius(r) for r in select_at]
-  check_aligned(report_columns)
-  certified_mode = any(_is_certified(c) for c in report_columns[:-1])
-  views = [_model_indicators(c, eps_text, r, selector=selector, tau=tau,
-                             assume_core_nonrobust=False)
-           for c, r in zip(report_columns[:-1], select_at)]
-  views.append(_model_indicators(report_columns[-1], eps_text, None, selector="robustness",
-                                 tau=None, assume_core_nonrobust=certified_mode))
-  selected = [v[0] for v in views[:-1]]
-  is_acc = [v[1] for v in views]
-  is_rob = [v[2] for v in views]
+  select_at = _selector_radii(select_at, n_abstain)
+  roles = _roles(report_columns, names)
+  check_aligned(report_columns, names)
+  certified = is_certified_composition(report_columns)
+  selected = [_named(role, _model_selection, c, eps_text, r, selector=selector, tau=tau)
+              for c, r, role in zip(report_columns, select_at, roles)]
+  is_acc = [_named(role, model_accuracy, c) for c, role in zip(report_columns, roles)]
+  kinds, is_rob = zip(*[_named(role, model_robustness, c, eps_text, certified=certified)
+                        for c, role in zip(report_columns, roles)])
   shown = [(r if r is not None else
-            (eps_text if _is_certified(c) or selector == "certified" else
+            (eps_text if is_certified_report(c) or selector == "certified" else
              "clean" if selector == "softmax-natural" else radii.double_radius(eps_text)))
            for c, r in zip(report_columns[:-1], select_at)]
-  comp = compose_indicators(selected, is_acc, is_rob)
+  comp = dataclasses.replace(compose_indicators(selected, is_acc, is_rob), robustness=kinds)
   return comp, selected[0], is_acc[0] & is_rob[0], shown
 
 

@@ -1,4 +1,4 @@
-"""Files: the one atomic writer, JSON, and the checks of input and output paths.
+"""Files: the one atomic writer, JSON, the checks of input and output paths, folder listings.
 
     files.atomic_write("runs/a/splits.md", text)               # str or bytes
     files.atomic_write("fig.png", lambda f: fig.savefig(f))     # or a writer of a binary file
@@ -8,6 +8,7 @@
     results = files.read_json("results.json")
     path = files.check_file("runs/a/reports/era.csv", "report", "--models")
     out = files.check_output("out.json", "--json", overwrite=True)
+    names, skipped = files.visible_entries("data/rail")    # no .DS_Store, __MACOSX, ...
 
 A write goes to a temporary file in the destination's folder (``.<name>.<random>.tmp``), is
 flushed and fsync'ed, and replaces the destination with ``os.replace``: readers see the old
@@ -246,3 +247,46 @@ def check_output(path, name: str = "--out", *, folder: bool = False,
   if not overwrite and not folder and p.is_file():
     raise UserError(f"{name}: {p} exists; choose another name or delete it")
   return p
+
+
+# Entries that operating systems, file managers, NAS boxes and notebooks leave in folders
+# (compared lower-case). With every name starting with "." (.ipynb_checkpoints, .DS_Store,
+# ._<name> AppleDouble files, .Trashes, .git) they are never data: not classes, images or configs.
+SYSTEM_NAMES = frozenset({
+    "__macosx", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r",
+    "@eadir", "#recycle", "#snapshot", "$recycle.bin", "system volume information",
+    "lost+found", "__pycache__"})
+
+
+def is_hidden_or_system(name: str) -> bool:
+  """True for a hidden entry (a leading dot), an Office lock file (``~$``) or operating-system
+  metadata (`SYSTEM_NAMES`, any case). `name` is an entry name or a path (its last part)."""
+  base = os.path.basename(str(name).rstrip("/\\")) or str(name)
+  return base.startswith((".", "~$")) or base.lower() in SYSTEM_NAMES
+
+
+def _windows_hidden(path: str) -> bool:
+  """The Windows hidden attribute (False elsewhere)."""
+  try:
+    attributes = getattr(os.stat(path, follow_symlinks=False), "st_file_attributes", 0)
+  except OSError:
+    return False
+  return bool(attributes & 0x2)   # stat.FILE_ATTRIBUTE_HIDDEN
+
+
+def visible_entries(folder) -> tuple:
+  """Lists a folder without hidden entries and operating-system metadata.
+
+  Args:
+    folder: the folder to list.
+
+  Returns:
+    (visible, skipped): sorted lists of entry names; `skipped` are those
+    `is_hidden_or_system` (or marked hidden on Windows), never to be read as data.
+  """
+  folder = str(folder)
+  visible, skipped = [], []
+  for name in sorted(os.listdir(folder)):
+    hidden = is_hidden_or_system(name) or _windows_hidden(os.path.join(folder, name))
+    (skipped if hidden else visible).append(name)
+  return visible, skipped

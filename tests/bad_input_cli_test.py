@@ -123,7 +123,8 @@ COMPOSE_CASES = [
     (["--models", "A", "--eps", "0.1"], "--models: give at least one abstain model report and a core model report"),
     (["--models", "NOTREPORT", "CORE", "--eps", "0.1"], "not a per-sample report"),
     (["--models", "MISSING", "CORE", "--eps", "0.1"], "no such report"),
-    (["--models", "A", "CORE", "--eps", "0.3"], "report has no column is_rob@0.3; available: is_rob@0.1, is_rob@0.2"),
+    # The abstain model selects at 2 eps = 0.6 (the core is asked only for eps).
+    (["--models", "A", "CORE", "--eps", "0.3"], "a.csv (abstain model 1): report has no column is_rob@0.6; available: is_rob@0.1, is_rob@0.2"),
 ]
 
 

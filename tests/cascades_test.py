@@ -118,10 +118,34 @@ def test_cli_table_and_json(tmp_path, capsys):
   assert table[2:] == ["|  | nat_acc | rob_acc | cascade |", "|---|---:|---:|---|",
                        "| core alone | 100.00 | 33.33 | core |",
                        "| best 2-comp. |  |  | none keeps nat_acc >= 100.00 |",
-                       "| best cascade |  |  | none keeps nat_acc >= 100.00 |"]
+                       "| best cascade |  |  | none keeps nat_acc >= 100.00 |", "",
+                       "robustness counted at eps=0.1: abstain models empirical, core empirical"]
   from jax_abstain.cli import cascades as cascades_cli
   with pytest.raises(SystemExit) as e:
     cascades_cli.main(["--abstain", paths[0], "--core", paths[1], "--eps", "0.4"])
   err = capsys.readouterr().err
   assert e.value.code == 2 and len(err.strip().splitlines()) == 1
   assert "no is_rob@<r> column with r >= 0.8 (has: is_rob@0.1, is_rob@0.2)" in err
+
+
+def test_core_needs_only_its_robustness_at_eps():
+  # Issue 16, item 9: the core never selects, so a core evaluated at eps only is enough (the
+  # winner's re-scoring through compose_reports used to ask it for is_rob@<2 eps>).
+  a = _hand_report([1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0])
+  core = {"sample_idx": np.arange(4), "label": np.zeros(4, int), "is_acc": np.ones(4, int),
+          "is_rob@0.1": np.array([0, 0, 1, 0])}
+  result = cascades.optimise([a], core, "0.1", names=["a"])
+  # a selects sample 0 (robust at 0.2) and answers it robustly; the core is robust on 2.
+  assert (result["best"]["nat_acc"], result["best"]["rob_acc"]) == (100.0, 50.0)
+  assert result["core"] == {"nat_acc": 100.0, "rob_acc": 25.0, "robustness": "empirical"}
+  assert result["best"]["robustness"] == ["empirical", "empirical"]
+  # A certified core counts its certified robustness (radius >= eps, abstentions never).
+  cert_core = {"sample_idx": np.arange(4), "label": np.zeros(4, int), "is_acc": np.ones(4, int),
+               "cert_pred": np.array([0, 0, 0, -1]), "radius": np.array([0.05, 0.1, 0.3, 0.0])}
+  result = cascades.optimise([a], cert_core, "0.1", names=["a"])
+  assert result["core"] == {"nat_acc": 75.0, "rob_acc": 50.0, "robustness": "certified"}
+  # 0 -> a (robust); 1 -> core (certified at 0.1); 2 -> core (certified); 3 -> core abstains.
+  assert (result["best"]["nat_acc"], result["best"]["rob_acc"]) == (75.0, 75.0)
+  assert result["best"]["robustness"] == ["empirical", "certified"]
+  with pytest.raises(UserError, match=r"^a: a certified report \(cert_pred, radius\)"):
+    cascades.optimise([cert_core], core, "0.1", names=["a"])

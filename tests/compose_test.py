@@ -113,7 +113,8 @@ def test_cli_prints_table_and_writes_json(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--eps", "1/0"], "division by zero"),
     (["--eps", "-1"], "positive"),
-    (["--eps", "4/255"], "is_rob@4/255"),
+    # The branch selects at 2 eps = 8/255, which its report lacks; the error names it.
+    (["--eps", "4/255"], "b.csv (abstain model 1): report has no column is_rob@8/255"),
 ])
 def test_cli_bad_input_one_line_no_output(tmp_path, args, message):
   _report(tmp_path / "b.csv", B_ACC, B_ROB, S)
@@ -196,10 +197,13 @@ def test_cli_softmax_tau_grid(tmp_path, capsys):
   assert code == 0, stderr
   rows = json.loads(out.read_text())["rows"]
   assert [r["tau"] for r in rows] == [0.5, 0.9] and rows[1]["rob_sel"] == round(200 / 6, 2)
-  table = stdout.strip().splitlines()[2:]               # after the title and a blank line
+  table = stdout.strip().splitlines()[2:-2]      # after the title, before the robustness line
   assert table[0] == "| tau | nat_acc | rob_acc | rob_sel | commit_prec |"
   assert table[2:] == [f"| {r['tau']:.2f} | {r['nat_acc']:.2f} | {r['rob_acc']:.2f} | "
                        f"{r['rob_sel']:.2f} | {r['commit_prec']:.2f} |" for r in rows]
+  assert stdout.strip().splitlines()[-1] == (
+      f"robustness counted at eps=1/255: {tmp_path / 'b.csv'} empirical, "
+      f"{tmp_path / 't.csv'} empirical")
 
 
 @pytest.mark.parametrize("make,args,message", [
@@ -223,3 +227,97 @@ def test_cli_rejects_bad_selector_requests(tmp_path, capsys, make, args, message
                               "--eps", "1/255", *args], capsys)
   assert code == 2
   assert message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+# Issue 16, item 9: each model is asked only for the columns its role needs, and a certified
+# composition counts only certified robustness.
+
+def _emp(acc, label=None, **rob):
+  n = len(acc)
+  label = np.zeros(n, int) if label is None else label
+  return {"sample_idx": np.arange(n), "label": label, "pred": np.zeros(n, int),
+          "is_acc": np.array(acc), "conf": np.full(n, 0.9),
+          **{f"is_rob@{k.replace('_', '/')}": np.array(v) for k, v in rob.items()}}
+
+
+def test_core_is_asked_only_for_its_robustness_at_eps(tmp_path, capsys):
+  # A standard core evaluated at the threat radii 1/255 and 2/255; threat eps 2/255, so the
+  # branch selects at 4/255. The core never selects: no is_rob@4/255 is needed from it.
+  branch = _emp([1, 1, 0, 1], **{"2_255": [1, 0, 1, 1], "4_255": [1, 0, 1, 0]})
+  core = _emp([1, 1, 1, 0], **{"1_255": [1, 1, 0, 1], "2_255": [1, 0, 0, 1]})
+  result = compose.compose_reports([branch, core], "2/255")
+  # Selected 0, 2 (branch: 0 accurate and robust at 2/255, 2 wrong); core answers 1 (accurate,
+  # not robust) and 3 (wrong): natural 2/4, robust accurate 1/4.
+  assert (result["nat_acc"], result["rob_acc"], result["rob_sel"]) == (50.0, 25.0, 50.0)
+  assert result["robustness"] == ["empirical", "empirical"]
+  for name, cols in (("b.csv", branch), ("t.csv", core)):
+    reports.write_report(tmp_path / name, cols)
+  code, stdout, stderr = _run_cli(["--models", str(tmp_path / "b.csv"), str(tmp_path / "t.csv"),
+                                   "--eps", "2/255"], capsys)
+  assert code == 0, stderr
+  assert "| 50.00 | 25.00 | 50.00 | 50.00 |" in stdout
+  # The same for the tau grid of a softmax branch: the core needs no adv_conf column either.
+  sr = {**branch, "adv_conf@4/255": np.array([0.95, 0.2, 0.9, 0.1])}
+  rows = compose.compose_tau_grid([sr, core], "2/255", [0.5])
+  # tau 0.5 selects 0 and 2, as the robustness indicator at 4/255 did.
+  assert (rows[0]["nat_acc"], rows[0]["rob_acc"]) == (50.0, 25.0)
+
+
+def test_middle_model_is_asked_for_its_own_selection_radius_only():
+  # eps 0.1; model 1 selects at 0.2, model 2 at 0.3 (its report has no 0.2 column).
+  m1 = _emp([1, 1, 1, 1], **{"0.1": [1, 0, 0, 0], "0.2": [1, 0, 0, 0]})
+  m2 = _emp([1, 0, 1, 1], **{"0.1": [1, 1, 1, 0], "0.3": [0, 1, 1, 0]})
+  core = _emp([0, 1, 1, 1], **{"0.1": [0, 0, 0, 1]})
+  result = compose.compose_reports([m1, m2, core], "0.1", ["0.2", "0.3"])
+  # 0 -> m1 (acc, rob); 1 -> m2 (wrong); 2 -> m2 (acc, rob); 3 -> core (acc, rob).
+  assert (result["nat_acc"], result["rob_acc"]) == (75.0, 75.0)
+  assert result["answered_share"] == [25.0, 50.0, 25.0]
+  with pytest.raises(UserError, match=r"^report 2 \(abstain model 2\): report has no column "
+                     r"is_rob@0\.2"):
+    compose.compose_reports([m1, m2, core], "0.1")
+
+
+CERT_BRANCH = {"sample_idx": np.arange(4), "label": np.array([0, 1, 1, 0]),
+               "pred": np.zeros(4, int), "is_acc": np.ones(4, int), "conf": np.ones(4),
+               "cert_pred": np.array([0, 1, -1, 1]), "radius": np.array([0.5, 0.3, 0.0, 0.6])}
+
+
+def test_certified_composition_counts_no_empirical_robustness_of_the_core(tmp_path, capsys):
+  # The issue's 4-sample example: the branch certifies 0, 1 (right) and 3 (wrong) at 0.25 and
+  # abstains on 2; the core answers 2 accurately and its *attack* columns say robust. Certified
+  # robust accuracy counts samples 0 and 1 only: 50.00 (75.00 if the core's empirical
+  # robustness were counted).
+  core = {"sample_idx": np.arange(4), "label": CERT_BRANCH["label"], "pred": CERT_BRANCH["label"],
+          "is_acc": np.ones(4, int), "conf": np.ones(4), "is_rob@0.25": np.ones(4, int),
+          "is_rob@0.5": np.ones(4, int)}
+  result = compose.compose_reports([CERT_BRANCH, core], 0.25)
+  assert result["rob_acc"] == 50.0 and result["nat_acc"] == 75.0 and result["rob_sel"] == 75.0
+  assert result["robustness"] == ["certified", "none"]
+  reports.write_report(tmp_path / "cert.csv", CERT_BRANCH)
+  reports.write_report(tmp_path / "core.csv", core)
+  code, stdout, stderr = _run_cli(["--models", str(tmp_path / "cert.csv"),
+                                   str(tmp_path / "core.csv"), "--eps", "0.25"], capsys)
+  assert code == 0, stderr
+  assert "| 75.00 | 50.00 | 75.00 |" in stdout
+  assert stdout.strip().splitlines()[-1] == (
+      f"robustness counted at eps=0.25: {tmp_path / 'cert.csv'} certified, "
+      f"{tmp_path / 'core.csv'} none; a certified composition counts only certified robustness")
+
+
+def test_certified_core_and_empirical_middle_model():
+  # An empirical composition with a certified core counts the core's certified robustness.
+  label = CERT_BRANCH["label"]
+  branch = _emp([1, 0, 0, 0], label, **{"0.25": [1, 1, 0, 0], "0.5": [1, 1, 0, 0]})
+  result = compose.compose_reports([branch, CERT_BRANCH], 0.25)
+  # 0 -> branch (acc, rob); 1 -> branch (wrong); 2 -> core abstains (wrong, never certified);
+  # 3 -> core: certified but wrong.
+  assert (result["nat_acc"], result["rob_acc"]) == (25.0, 25.0)
+  assert result["robustness"] == ["empirical", "certified"]
+  # A certified cascade: an empirical middle model answers but contributes no robustness.
+  middle = _emp([1, 1, 1, 1], label, **{"0.25": [1, 1, 1, 1], "0.5": [1, 1, 1, 1]})
+  core = _emp([1, 1, 1, 1], label, **{"0.25": [1, 1, 1, 1]})
+  result = compose.compose_reports([CERT_BRANCH, middle, core], 0.25)
+  # Branch answers 0, 1 (certified, right) and 3 (wrong); the middle model answers 2 (right,
+  # not certified).
+  assert (result["nat_acc"], result["rob_acc"]) == (75.0, 50.0)
+  assert result["robustness"] == ["certified", "none", "none"]

@@ -197,3 +197,64 @@ def test_folder_bad_inputs(tmp_path):
   Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "empty" / "big.png")
   with pytest.raises(UserError, match="different sizes"):
     data.load("folder", "train", path=str(tmp_path), test_share=0, val_share=0)
+
+
+# Issue 16, item 4: hidden entries and operating-system metadata are never classes or images.
+
+def test_hidden_folders_and_system_metadata_are_not_classes(tmp_path, caplog):
+  _write_images(str(tmp_path), ["cat", "dog"], 3)
+  # What notebooks, macOS, Windows and NAS boxes leave behind, with images inside (any of them
+  # read as a class would shift the labels; an AppleDouble "._0.png" is not a PNG at all).
+  _write_images(str(tmp_path), [".ipynb_checkpoints", "__MACOSX", "@eaDir",
+                                "System Volume Information"], 1)
+  for junk in (".DS_Store", "Thumbs.db", "desktop.ini", "cat/.DS_Store", "cat/._0.png",
+               "dog/._1.png", "dog/Thumbs.db", "dog/.hidden.png", "__MACOSX/._cat"):
+    (tmp_path / junk).write_bytes(b"\x00\x05\x16\x07 AppleDouble or other metadata")
+  assert folder.class_names(str(tmp_path)) == ["cat", "dog"]
+  with caplog.at_level("INFO"):
+    x, y = data.load("folder", "train", path=str(tmp_path), test_share=0, val_share=0)
+  assert x.shape == (6, 6, 5, 3) and y.tolist() == [0, 0, 0, 1, 1, 1]
+  text = caplog.text
+  assert "2 classes" in text and "cat, dog" in text
+  assert "left out" in text and ".ipynb_checkpoints" in text and "__MACOSX" in text
+  # The pixels are those of cat/0.png, ...: the same as reading the visible files directly.
+  expected = np.asarray(Image.open(tmp_path / "cat" / "0.png"), np.float32) / 255
+  np.testing.assert_array_equal(x[0], expected)
+  # The split layout: hidden folders next to the splits and inside a split.
+  split_root = tmp_path / "split"
+  _write_images(str(split_root / "train"), ["a", "b", ".ipynb_checkpoints"], 2)
+  _write_images(str(split_root / ".ipynb_checkpoints"), ["a"], 1)
+  (split_root / "train" / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+  assert folder.class_names(str(split_root)) == ["a", "b"]
+  x, y = data.load("folder", "train", path=str(split_root))
+  assert y.tolist() == [0, 0, 1, 1]
+
+
+def test_only_hidden_entries_is_no_class(tmp_path):
+  _write_images(str(tmp_path), [".ipynb_checkpoints"], 1)
+  with pytest.raises(UserError, match="has no class folders"):
+    data.load("folder", "train", path=str(tmp_path))
+  _write_images(str(tmp_path), ["a"], 0)
+  (tmp_path / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+  with pytest.raises(UserError, match="class folder .*a' has no images"):
+    data.load("folder", "train", path=str(tmp_path))
+
+
+@pytest.mark.parametrize("name,hidden", [
+    (".ipynb_checkpoints", True), (".DS_Store", True), ("._cat.png", True), ("__MACOSX", True),
+    ("__macosx", True), ("Thumbs.db", True), ("desktop.ini", True), ("@eaDir", True),
+    ("$RECYCLE.BIN", True), ("System Volume Information", True), ("lost+found", True),
+    ("~$notes.docx", True), ("Icon\r", True), ("cat", False), ("class_1", False),
+    ("thumbs", False), ("a.png", False), ("_underscore", False)])
+def test_is_hidden_or_system(name, hidden):
+  from jax_abstain import files
+  assert files.is_hidden_or_system(name) is hidden
+  assert files.is_hidden_or_system(f"some/dir/{name}") is hidden
+
+
+def test_packaged_config_names_skip_apple_double_files(tmp_path, monkeypatch):
+  from jax_abstain import configs
+  (tmp_path / "synth.py").write_text("def get_config(arg=None):\n  return {}\n")
+  (tmp_path / "._synth.py").write_bytes(b"\x00\x05\x16\x07")
+  monkeypatch.setattr(configs, "HERE", tmp_path)
+  assert configs.names() == ["synth"]

@@ -36,7 +36,8 @@ def test_composition_table_of_one_result_and_of_a_grid():
   assert markdown.composition_table(result).splitlines() == [
       "composition at eps=0.1 (robustness selectors at 0.2)", "",
       "| nat_acc | rob_acc | rob_sel | commit_prec |", "|---:|---:|---:|---:|",
-      "| 50.00 | 25.00 | 50.00 | 50.00 |"]
+      "| 50.00 | 25.00 | 50.00 | 50.00 |", "",
+      "robustness counted at eps=0.1: model 1 empirical, core empirical"]
 
 
 def test_cascade_table_names_the_chain_and_the_gain():

@@ -62,3 +62,35 @@ def test_composition_rows_match_compose_reports():
          {k: direct[k] for k in ("nat_acc", "rob_acc", "rob_sel")}
   with pytest.raises(UserError, match="--core"):
     tables.composition_rows({"b": branch}, "c", "1/255")
+
+
+def test_compositions_ask_the_core_only_for_eps_and_count_only_certified_robustness(tmp_path):
+  # Issue 16, item 9. A core evaluated at the threat radius only (no is_rob@2/255): the
+  # composition rows, the report job (its tables and figures) need nothing more of it.
+  core = {k: v for k, v in _report(1 - ACC, ROB2, ROB2).items() if k != "is_rob@2/255"}
+  branch = _report(ACC, ROB1, ROB2)
+  rows = tables.composition_rows({"b": branch, "c": core}, "c", "1/255")
+  # Branch selects {0, 4} (robust at 2/255), accurate and robust at 1/255 on both; the core
+  # (accuracy 1 - ACC) answers the other 6 and is accurate on {2, 3, 5}, robust on none.
+  assert (rows[1]["nat_acc"], rows[1]["rob_acc"]) == (62.5, 25.0)
+  assert rows[1]["robustness"] == "branch empirical, core empirical"
+  assert list(tables.selecting_models({"b": branch, "c": core}, "c", "2/255")) == ["b"]
+  from jax_abstain import reports
+  from jax_abstain.jobs import report
+  for name, cols in (("b", branch), ("c", core)):
+    reports.write_report(tmp_path / f"{name}.csv", cols)
+  out = report.run([str(tmp_path / "b.csv"), str(tmp_path / "c.csv")], tmp_path / "out",
+                   eps="1/255", core="c")
+  assert [(r["model"], r["eps"]) for r in out["models"]] == [
+      ("b", "1/255"), ("c", "1/255"), ("b", "2/255")]
+  assert [r["model"] for r in out["abstain"]] == ["b"]
+  # The issue's 4-sample certified example through the composition rows: 50.00, not 75.00.
+  label = np.array([0, 1, 1, 0])
+  cert = {"sample_idx": np.arange(4), "label": label, "pred": np.zeros(4, int),
+          "is_acc": np.ones(4, int), "conf": np.ones(4), "cert_pred": np.array([0, 1, -1, 1]),
+          "radius": np.array([0.5, 0.3, 0.0, 0.6])}
+  emp_core = {"sample_idx": np.arange(4), "label": label, "pred": label, "is_acc": np.ones(4, int),
+              "conf": np.ones(4), "is_rob@0.25": np.ones(4, int), "is_rob@0.5": np.ones(4, int)}
+  rows = tables.composition_rows({"cert": cert, "core": emp_core}, "core", 0.25)
+  assert (rows[1]["nat_acc"], rows[1]["rob_acc"]) == (75.0, 50.0)
+  assert rows[1]["robustness"] == "branch certified, core none"

@@ -53,23 +53,44 @@ def table(rows, columns, *, digits: int = 2) -> str:
   return "\n".join(lines)
 
 
-def composition_table(results) -> str:
+def robustness_line(kinds, names=None, eps=None) -> str:
+  """One line naming what each model's robustness was read from (`compose.model_robustness`),
+  e.g. ``robustness counted at eps=0.25: b.csv certified, core.csv none``.
+
+  Args:
+    kinds: per model, abstain models then the core: ``certified``, ``empirical`` or ``none``.
+    names: display names (default ``model 1``, ..., ``core``).
+    eps: the threat radius shown.
+  """
+  names = list(names) if names else [f"model {j + 1}" for j in range(len(kinds) - 1)] + ["core"]
+  parts = ", ".join(f"{n} {k}" for n, k in zip(names, kinds))
+  note = ("; a certified composition counts only certified robustness"
+          if "certified" in kinds[:-1] and "none" in kinds else "")
+  return f"robustness counted{f' at eps={eps}' if eps else ''}: {parts}{note}"
+
+
+def composition_table(results, names=None) -> str:
   """A composition (`compose.compose_reports`) or a tau grid of them (`compose_tau_grid`).
 
   Args:
     results: one result dict or a list of them (same eps, selector and selector radii).
+    names: display names of the models (abstain models, then the core) for the last line.
 
   Returns:
     A title line, then the table: tau (for softmax selectors), nat_acc, rob_acc, rob_sel,
-    commit_prec (percent).
+    commit_prec (percent); then, when the results say it, the robustness each model
+    contributed (`robustness_line`).
   """
   rows = [results] if isinstance(results, dict) else list(results)
   first = rows[0]
   tau = [("tau", "tau")] if any("tau" in r for r in rows) else []
   title = (f"composition at eps={first['eps']} ({first.get('selector', 'robustness')} "
            f"selectors at {', '.join(first['select_at'])})")
-  return title + "\n\n" + table(rows, tau + ["nat_acc", "rob_acc", "rob_sel", "commit_prec"],
+  text = title + "\n\n" + table(rows, tau + ["nat_acc", "rob_acc", "rob_sel", "commit_prec"],
                                 digits=2)
+  if first.get("robustness"):
+    text += "\n\n" + robustness_line(first["robustness"], names, first["eps"])
+  return text
 
 
 def _cascade_row(label: str, found, floor: float) -> dict:
@@ -82,7 +103,8 @@ def _cascade_row(label: str, found, floor: float) -> dict:
 
 def cascade_table(result: dict) -> str:
   """The result of `cascades.optimise`: a title line, the core alone, the best 2-composition
-  and the best cascade (nat_acc, rob_acc in percent), and the gain in robust accuracy."""
+  and the best cascade (nat_acc, rob_acc in percent), the robustness each model contributed,
+  and the gain in robust accuracy."""
   floor = result["min_nat_acc"]
   rows = [{"": "core alone", **result["core"], "cascade": "core"},
           _cascade_row("best 2-comp.", result["best_2"], floor),
@@ -90,6 +112,9 @@ def cascade_table(result: dict) -> str:
   title = (f"cascades at eps={result['eps']} (nat_acc >= {floor:.2f}; {result['evaluated']} of "
            f"{result['search_space']} cascades scored in {result['seconds']:.2f} s)")
   text = title + "\n\n" + table(rows, ["", "nat_acc", "rob_acc", "cascade"])
+  if "robustness" in result["core"]:
+    text += (f"\n\nrobustness counted at eps={result['eps']}: abstain models empirical, core "
+             f"{result['core']['robustness']}")
   if result["gain_rob_acc"] is not None:
     text += (f"\n\ngain over the best 2-composition: {result['gain_rob_acc']:+.2f} points "
              "robust accuracy")

@@ -231,12 +231,16 @@ def figure_points(named: dict, core, eps, *, radius=None, taus=None, series=None
   of = series if callable(series) else (lambda n: (series or {}).get(n, n))
   eps = radii.format_radius(eps)
   radius = radii.format_radius(radius) if radius else radii.double_radius(eps)
+  # The core never selects: Fig. 2 (at the selection radius) and Fig. 3 leave it out when its
+  # report lacks that radius (`tables.selecting_models`).
   fig2 = [{**r, "series": of(r["model"]), "label": r["model"]}
-          for r in tables.model_rows(named, radius)]
+          for r in tables.model_rows(tables.selecting_models(named, core, radius), radius)]
   fig3 = [{**r, "series": (f"{of(r['model'])} (RI)" if r["selector"] == "robustness"
                            else f"{r['model']} (SR)"),
            "label": r["model"] if r["selector"] == "robustness" else ""}
-          for r in tables.abstain_rows(named, eps, taus=taus) if r["rob_sel"] > 0]
+          for r in tables.abstain_rows(
+              tables.selecting_models(named, core, radii.double_radius(eps)), eps, taus=taus)
+          if r["rob_sel"] > 0]
   fig4 = None
   if core is not None:
     rows = tables.composition_rows(named, core, eps, taus=taus)

@@ -44,6 +44,22 @@ def _indicators(columns: dict, radius: str):
           selectors.robustness_indicator(columns, radius, select_at=radius))
 
 
+def selecting_models(named: dict, core, radius) -> dict:
+  """`named` for a table or figure at a selection radius (Fig. 2 at 2 eps, Fig. 3): the core is
+  kept only if its report has robustness at `radius` (``is_rob@<radius>`` or certified
+  columns). The core never selects, so a core evaluated only at the threat radii is left out
+  of those views rather than refused; every other model is kept (and must have the column).
+
+  Args:
+    named: model name -> report columns.
+    core: the core model's name, or None (every model kept).
+    radius: the selection radius of the view.
+  """
+  column = selectors.rob_column(radius)
+  return {n: c for n, c in named.items()
+          if n != core or column in c or compose.is_certified_report(c)}
+
+
 def split_rows(named: dict, radii_=None) -> list:
   """One row per (model, radius): n, nat_acc and the four splits in percent (Tables 7-8).
 
@@ -120,15 +136,20 @@ def composition_rows(named: dict, core: str, eps, *, taus=None) -> list:
   """Fig. 4 points: each other model as the branch of a 2-composition with `core`.
 
   Robustness-indicator selection at 2 eps; softmax response over the tau grid when the branch
-  report has ``adv_conf@<2 eps>``. The core alone is the first row (selector ``none``).
+  report has ``adv_conf@<2 eps>``. The core alone is the first row (selector ``none``). The core
+  is asked only for its accuracy and robustness at eps; ``robustness`` says what each model's
+  robustness was read from (``certified``, ``empirical`` or ``none``: with a certified branch
+  only certified robustness counts, `compose.model_robustness`).
   """
   if core not in named:
     raise UserError(f"--core: {core!r} is not one of the reports ({', '.join(named)})")
   eps = radii.format_radius(eps)
   acc, rob = _indicators(named[core], eps)
+  kind, _ = compose.model_robustness(named[core], eps, certified=False)
   out = [{"branch": "", "core": core, "selector": "none", "tau": None, "eps": eps,
           "nat_acc": round(metrics.natural_accuracy(acc), 2),
-          "rob_acc": round(metrics.robust_accuracy(acc, rob), 2), "rob_sel": 0.0}]
+          "rob_acc": round(metrics.robust_accuracy(acc, rob), 2), "rob_sel": 0.0,
+          "robustness": f"core {kind}"}]
   for name, cols in named.items():
     if name == core:
       continue
@@ -136,9 +157,11 @@ def composition_rows(named: dict, core: str, eps, *, taus=None) -> list:
     if selectors.conf_column(radii.double_radius(eps)) in cols:
       options += [("softmax", t) for t in (taus or compose.default_tau_grid())]
     for kind, tau in options:
-      r = compose.compose_reports([cols, named[core]], eps, selector=kind, tau=tau)
+      r = compose.compose_reports([cols, named[core]], eps, selector=kind, tau=tau,
+                                  names=[name, core])
       out.append({"branch": name, "core": core, "selector": kind, "tau": tau, "eps": eps,
-                  "nat_acc": r["nat_acc"], "rob_acc": r["rob_acc"], "rob_sel": r["rob_sel"]})
+                  "nat_acc": r["nat_acc"], "rob_acc": r["rob_acc"], "rob_sel": r["rob_sel"],
+                  "robustness": "branch {}, core {}".format(*r["robustness"])})
   return out
 
 

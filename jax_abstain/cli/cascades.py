@@ -5,7 +5,9 @@
 
 (``python -m jax_abstain.cli.cascades`` is the same.) Prints the core alone, the best
 2-composition and the best cascade as a markdown table (`analysis.markdown.cascade_table`);
-``--json`` writes the result of `cascades.optimise`. Report names are the file stems. Bad
+``--json`` writes the result of `cascades.optimise`. The core report needs only ``is_acc`` and
+``is_rob@<eps>`` (or certified columns, counted as certified robustness); the output says which
+robustness each model contributed. Report names are the file stems. Bad
 input is one line on stderr, exit status 2, before anything is written.
 """
 import pathlib

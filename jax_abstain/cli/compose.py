@@ -7,8 +7,11 @@
 
 (``python -m jax_abstain.cli.compose`` is the same.) Every model but the last answers where
 its selector fires: by default its robustness indicator at ``--select-at`` (default 2 eps,
-the sound choice of section 5). Prints a markdown table (`analysis.markdown`); ``--json``
-writes the result of `jax_abstain.compose.compose_reports` (or the tau grid). Bad input is one
+the sound choice of section 5). Each report is asked only for what its role uses (the core:
+its accuracy and robustness at ``--eps``); with a certified abstain model only certified
+robustness counts. Prints a markdown table (`analysis.markdown`); ``--json``
+writes the result of `jax_abstain.compose.compose_reports` (or the tau grid); both say which
+robustness (certified, empirical or none) each model contributed. Bad input is one
 line on stderr, exit status 2, before anything is written.
 """
 import sys
@@ -70,15 +73,15 @@ def _compose(argv) -> dict:
   columns = [reports.read_report(p) for p in args.models]
   if args.tau_grid is not None:
     rows = compose.compose_tau_grid(columns, args.eps, _parse_taus(args.tau_grid), args.select_at,
-                                    selector=args.selector)
+                                    selector=args.selector, names=args.models)
     result = {"eps": rows[0]["eps"], "selector": args.selector, "models": list(args.models),
-              "rows": rows}
-    print(markdown.composition_table(rows))
+              "robustness": rows[0]["robustness"], "rows": rows}
+    print(markdown.composition_table(rows, names=args.models))
   else:
     result = compose.compose_reports(columns, args.eps, args.select_at, selector=args.selector,
-                                     tau=args.tau)
+                                     tau=args.tau, names=args.models)
     result["models"] = list(args.models)
-    print(markdown.composition_table(result))
+    print(markdown.composition_table(result, names=args.models))
   if args.json:
     files.write_json(args.json, result)
   return result

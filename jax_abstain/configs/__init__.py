@@ -15,6 +15,7 @@ passes to ``--config`` to a file path: an existing file wins; otherwise ``NAME``
 import importlib.util
 import pathlib
 
+from jax_abstain import files
 from jax_abstain.errors import UserError
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -23,7 +24,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 def names() -> list:
   """The names of the packaged configs (``synth``, ``mnist5k``, ...)."""
   return sorted(p.stem for p in HERE.glob("*.py")
-                if not p.stem.startswith("_") and p.stem not in ("common", "recipe"))
+                if not p.stem.startswith("_") and p.stem not in ("common", "recipe")
+                and not files.is_hidden_or_system(p.name))     # no ._synth.py AppleDouble
 
 
 def resolve(spec: str) -> str:

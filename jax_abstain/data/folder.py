@@ -9,45 +9,65 @@ Two layouts are accepted:
     sorted by name, permuted with ``numpy.random.default_rng([seed, class_index])``, and the
     first ``round(test_share * n)`` go to test, the next ``round(val_share * n)`` to val, the
     rest to train (defaults 0.1/0.1, seed 0).
-Labels are the indices of the sorted class-folder names. Files ending in .png, .jpg or .jpeg
-(any case) are images; other files are ignored. Images are converted to RGB (``channels=3``)
-or grayscale (``channels=1``); with ``size=(H, W)`` they are resized (bilinear), otherwise
-they must all have one size. An empty class folder or an unreadable image is a `UserError`.
+Labels are the indices of the sorted class-folder names; `load` logs the class list (and a
+warning naming any folder left out) and `class_names` returns it. Hidden entries and
+operating-system metadata (`jax_abstain.files.is_hidden_or_system`: ``.ipynb_checkpoints``,
+``.DS_Store``, ``._*`` AppleDouble files, ``__MACOSX``, ``Thumbs.db``, ``desktop.ini``,
+``@eaDir``, ...) are never classes or images. Files ending in .png, .jpg, .jpeg, .tif, .tiff,
+.bmp or .webp (any case) are images; other files are ignored. Images are decoded at their real
+bit depth by `jax_abstain.data.images.decode` (a 16-bit PNG is value / 65535, never clipped to
+8 bits) to RGB (``channels=3``) or grey (``channels=1``); with ``size=(H, W)`` they are resized
+(bilinear), otherwise they must all have one size. An empty class folder, an unreadable image
+or one without a fixed range (signed or 32-bit integers, floats outside [0, 1]) is a
+`UserError`.
 """
 import os
 
 import numpy as np
+from absl import logging
 from PIL import Image
 
+from jax_abstain import files as files_lib
+from jax_abstain.data import images as images_lib
 from jax_abstain.errors import UserError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SPLIT_DIRS = ("train", "val", "test")
 
 
-def _subdirs(path):
-  return sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+def _subdirs(path, skipped=None):
+  """Sorted visible sub-folders of `path`; hidden/system folders are added to `skipped`."""
+  visible, hidden = files_lib.visible_entries(path)
+  if skipped is not None:
+    skipped += [os.path.join(path, d) for d in hidden if os.path.isdir(os.path.join(path, d))]
+  return [d for d in visible if os.path.isdir(os.path.join(path, d))]
 
 
 def _images(path):
-  return sorted(f for f in os.listdir(path)
-                if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(path, f)))
+  visible, _ = files_lib.visible_entries(path)
+  return [f for f in visible
+          if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(path, f))]
 
 
 def _has_split_dirs(root) -> bool:
   return "train" in _subdirs(root)
 
 
-def class_names(path):
-  """Sorted class-folder names; label i is ``class_names(path)[i]``."""
+def class_names(path, skipped=None):
+  """Sorted class-folder names; label i is ``class_names(path)[i]``.
+
+  Args:
+    path: the root folder (either layout).
+    skipped: a list that receives the hidden or system folders left out, or None.
+  """
   root = _check_root(path)
   if _has_split_dirs(root):
     names = set()
     for split in SPLIT_DIRS:
       if os.path.isdir(os.path.join(root, split)):
-        names.update(_subdirs(os.path.join(root, split)))
+        names.update(_subdirs(os.path.join(root, split), skipped))
     return sorted(names)
-  return _subdirs(root)
+  return _subdirs(root, skipped)
 
 
 def _check_root(path):
@@ -98,16 +118,26 @@ def split_files(path, split: str, *, val_share=0.1, test_share=0.1, seed=0):
 
 
 def read_image(file, *, channels=3, size=None):
-  """Decodes one image to uint8 [H, W, channels]; `size` = (H, W) resizes (bilinear)."""
+  """Decodes one image to float32 [H, W, channels] in [0, 1] at its real bit depth
+  (`images.decode`); `size` = (H, W) resizes (bilinear)."""
   try:
     with Image.open(file) as im:
-      im = im.convert("RGB" if channels == 3 else "L")
-      if size is not None:
-        im = im.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-      arr = np.asarray(im, np.uint8)
+      return images_lib.decode(im, channels=channels, size=size)
   except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for broken files.
     raise UserError(f"folder: cannot read image {file!r} ({type(e).__name__}: {e})") from None
-  return arr.reshape(arr.shape[0], arr.shape[1], channels)
+  except UserError as e:
+    raise UserError(f"folder: image {file!r}: {e}") from None
+
+
+def _report_classes(path) -> None:
+  """Logs the class list, and warns about hidden or system folders that were left out."""
+  skipped = []
+  names = class_names(path, skipped)
+  logging.info("folder: %d classes in %s (label i = i-th): %s", len(names), path,
+               ", ".join(names))
+  if skipped:
+    logging.warning("folder: hidden or system folders are not classes, left out: %s; "
+                    "classes: %s", ", ".join(skipped), ", ".join(names))
 
 
 def load(split: str, path=None, *, size=None, channels=3, val_share=0.1, test_share=0.1, seed=0):
@@ -121,16 +151,22 @@ def load(split: str, path=None, *, size=None, channels=3, val_share=0.1, test_sh
     val_share, test_share, seed: the reproducible split of the flat layout.
 
   Returns:
-    x float32 [N, H, W, channels] in [0, 1], y int32 [N] in 0..num_classes-1.
+    x float32 [N, H, W, channels] in [0, 1] (value / (2^bits - 1) of each image's depth),
+    y int32 [N] in 0..num_classes-1 (label i is ``class_names(path)[i]``, logged here).
+
+  Raises:
+    UserError: a bad root, split, share or channel count, an empty class folder, an unreadable
+      image or one without a fixed range, images of different sizes without `size`.
   """
   if channels not in (1, 3):
     raise UserError(f"folder: channels must be 1 or 3, got {channels}")
   files, labels = split_files(path, split, val_share=val_share, test_share=test_share, seed=seed)
   if not files:
     raise UserError(f"folder: split {split!r} of {str(path)!r} is empty")
+  _report_classes(path)
   images = [read_image(f, channels=channels, size=size) for f in files]
   shapes = {im.shape for im in images}
   if len(shapes) > 1:
     raise UserError(f"folder: images have different sizes {sorted(shapes)[:3]}...; pass "
                     "size=(H, W) to resize")
-  return np.stack(images).astype(np.float32) / 255.0, labels
+  return np.stack(images).astype(np.float32), labels

@@ -22,7 +22,10 @@ order or worker count.
 The public MTSD release has no test annotations, so by default the official ``val`` split
 becomes our ``test`` (``split_map="train=train,val=test"``). Skipped inputs are never silent:
 images without annotation file, annotations without boxes, unreadable images, degenerate or
-panorama-wrapping boxes are counted, logged and written to ``summary.json``.
+panorama-wrapping boxes are counted, logged and written to ``summary.json``. Images are read
+at their real bit depth (`jax_abstain.data.images.to_rgb8`); the image and annotation files
+come from the split lists, never from listing a folder, so hidden or system files
+(``.DS_Store``, ``._<key>.jpg``) are never read.
 
 Output: ``<split>.npz`` (``x`` uint8 [N, 64, 64, 3], ``y`` int32 [N], ``key`` the image key
 of each crop), ``label_map.json`` (``{"labels": [name, ...]}``; label i is ``labels[i]``, the
@@ -38,6 +41,7 @@ from absl import logging
 from PIL import Image
 
 from jax_abstain import files
+from jax_abstain.data import images
 from jax_abstain.errors import UserError
 
 FLAGS = ("occluded", "out-of-frame", "exterior", "ambiguous", "included", "dummy")
@@ -95,7 +99,7 @@ def crop_image(src, key, objects, label_index, seed, lam=SLACK):
   path = os.path.join(src, "images", f"{key}.jpg")
   try:
     with Image.open(path) as im:
-      im = im.convert("RGB")
+      im = images.to_rgb8(im)     # scaled by the real bit depth, never clipped at 255
       crops, labels = [], []
       for index, obj in objects:
         x0, y0, x1, y1 = slack_box(obj["bbox"], box_rng(seed, key, index), lam)
@@ -103,7 +107,7 @@ def crop_image(src, key, objects, label_index, seed, lam=SLACK):
                min(im.width, int(np.ceil(x1))), min(im.height, int(np.ceil(y1))))
         crops.append(np.asarray(im.crop(box).resize((SIZE, SIZE), Image.BILINEAR), np.uint8))
         labels.append(label_index[obj["label"]])
-  except (OSError, SyntaxError, ValueError) as e:
+  except (OSError, SyntaxError, ValueError, UserError) as e:
     logging.warning("mtsd: skipping unreadable image %s (%s)", path, e)
     return None
   return (np.stack(crops) if crops else np.zeros((0, SIZE, SIZE, 3), np.uint8),

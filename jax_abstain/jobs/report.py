@@ -50,11 +50,14 @@ def _default_eps(named: dict) -> str:
 
 def _tables(named: dict, eps: str, radius: str, core, taus) -> dict:
   """Every table of the report (rows of `analysis.tables`) and the cascade search."""
+  # The core never selects: views at a selection radius leave it out when its report lacks it.
+  at_radius = tables.selecting_models(named, core, radius)
   out = {"splits": tables.split_rows(named),
-         "models": tables.model_rows(named, eps) + (tables.model_rows(named, radius)
+         "models": tables.model_rows(named, eps) + (tables.model_rows(at_radius, radius)
                                                     if radius != eps else []),
-         "abstain": tables.abstain_rows(named, eps, taus=taus), "compositions": None,
-         "cascade": None}
+         "abstain": tables.abstain_rows(
+             tables.selecting_models(named, core, radii.double_radius(eps)), eps, taus=taus),
+         "compositions": None, "cascade": None}
   if core is not None:
     out["compositions"] = tables.composition_rows(named, core, eps, taus=taus)
     # Models without an is_rob column at >= 2 eps cannot select soundly; leave them out.
@@ -79,7 +82,8 @@ def _markdown(t: dict, title: str, eps: str, radius: str, core) -> str:
     sections += ["", f"## 2-compositions with core {core} (Fig. 4)", "",
                  markdown.table([r for r in t["compositions"]
                                  if r["selector"] in ("none", "robustness")],
-                                ["branch", "core", "selector", "nat_acc", "rob_acc", "rob_sel"])]
+                                ["branch", "core", "selector", "nat_acc", "rob_acc", "rob_sel",
+                                 "robustness"])]
   if t["cascade"] is not None:
     sections += ["", "## Cascade search", "", markdown.cascade_table(t["cascade"])]
   return "\n".join(sections) + "\n"

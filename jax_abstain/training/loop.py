@@ -161,8 +161,9 @@ class _Run:
     self.workdir, self.metrics = workdir, None
 
   def resume(self, initial: dict, loader) -> int:
-    """Restores the latest checkpoint (or starts at 0) and puts the state on the mesh."""
-    state, self.start = self.ckpt.restore_or(initial)
+    """Restores the newest intact checkpoint (or starts at 0) and puts the state on the mesh;
+    damaged steps are reported and skipped (`checkpointing.Checkpointer.restore_or`)."""
+    state, self.start = self._restore_consistent(initial)
     if self.start:
       logging.info("%s: resumed from step %d of %d (epoch %.2f)", self.name, self.start,
                    self.p.total, self.start / self.p.steps_per_epoch)
@@ -176,6 +177,23 @@ class _Run:
     self.rng = distributed.replicate(self.p.mesh, state["rng"])
     self.metrics = writer_lib.MetricWriter(self.workdir, self.name, resume_step=self.start)
     return self.start
+
+  def _restore_consistent(self, initial: dict):
+    """(state, step) of the newest intact checkpoint whose selected model can still be had:
+    either its checkpoint under ``<name>_best`` is intact, or a later best checkpoint exists
+    that the replayed steps re-create. Otherwise (the selected model's checkpoint is damaged or
+    gone) the run resumes from a step before the selection, so that it selects and saves that
+    model again; the steps after it are deleted (the run writes them again)."""
+    state, start = self.ckpt.restore_or(initial)
+    best_step = int(state["best_step"])
+    intact = self.best_ckpt.intact_steps()
+    if best_step < 0 or best_step in intact or any(b > start for b in intact):
+      return state, start
+    logging.warning("%s: the checkpoint of the selected step %d is damaged or missing; resuming "
+                    "from an earlier step to select and save it again", self.name, best_step)
+    state, start = self.ckpt.restore_or(initial, before=best_step)
+    self.ckpt.delete_after(start)
+    return state, start
 
   def steps(self, step_fn, progress: bool) -> None:
     """Runs the steps from `start` to the end: log, validate and checkpoint on schedule."""

@@ -8,8 +8,9 @@
 The writer has the shape of ``clu.metric_writers.MetricWriter`` (write_scalars, flush, close)
 without clu, whose writers import TensorFlow. Lines go to ``<workdir>/metrics_<name>.jsonl``,
 one JSON object per call: ``{"model", "kind", "step", ...scalars}``. A resumed run first drops
-the lines of steps after its checkpoint (written by the killed run, and written again now), so
-the file reads like one uninterrupted run. Only JAX process 0 writes.
+the lines of steps after its checkpoint (written by the killed run, and written again now), and
+any line a killed append cut short, so the file reads like one uninterrupted run. Only JAX
+process 0 writes.
 """
 import json
 import pathlib
@@ -29,6 +30,18 @@ def _tensorboard(logdir):
   return SummaryWriter(logdir=str(logdir))
 
 
+def _step(line: str, path) -> float:
+  """The step of a JSONL line; inf (dropped) for a blank line or one cut short by a killed
+  append, with a warning for the latter."""
+  if not line.strip():
+    return float("inf")
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    logging.warning("%s: dropping a damaged line (a write cut short?): %.80s", path, line)
+    return float("inf")
+
+
 class MetricWriter:
   """Appends scalars to a JSONL file (and TensorBoard); a no-op on processes other than 0."""
 
@@ -40,8 +53,7 @@ class MetricWriter:
     if not self.enabled:
       return
     if self.path.exists():
-      kept = [l for l in self.path.read_text().splitlines()
-              if l.strip() and json.loads(l)["step"] <= resume_step]
+      kept = [l for l in self.path.read_text().splitlines() if _step(l, self.path) <= resume_step]
       files.atomic_write(self.path, "".join(l + "\n" for l in kept))
     self._tb = _tensorboard(pathlib.Path(workdir) / "tensorboard" / name)
 
