@@ -7,6 +7,7 @@ import sys
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from matplotlib.transforms import Affine2D, Bbox
 
 from jax_abstain.analysis import plots
 from jax_abstain.errors import UserError
@@ -112,6 +113,73 @@ def test_labels_and_fronts_options(tmp_path):
   with pytest.raises(UserError, match="no field 'name'"):
     plots.pareto([{"s": "a", "x": 1, "y": 2}], "x", "y", "s", tmp_path / "m.png", "t",
                  label_key="name")
+
+
+def _label_overlaps(fig, dpi=plots.DPI):
+  """Overlaps of the figure's labels, measured at the PNG's dpi from the artists' window
+  extents: pairs of intersecting labels, labels on a marker or the legend, labels outside the
+  axes frame or the figure."""
+  fig.set_dpi(dpi)
+  fig.canvas.draw()
+  renderer = fig.canvas.get_renderer()
+  ax, = fig.axes
+  labels = [(t.get_text(), t.get_window_extent(renderer)) for t in ax.texts]
+  markers = []
+  for coll in ax.collections:   # each marker: its path under the collection's own transforms
+    transforms, path = coll.get_transforms(), coll.get_paths()[0]
+    edge = coll.get_linewidths()[0] * dpi / 72 / 2
+    for i, xy in enumerate(coll.get_offset_transform().transform(coll.get_offsets())):
+      scale = Affine2D(transforms[i % len(transforms)]).translate(*xy)
+      markers.append(("marker", path.get_extents(scale).padded(edge)))
+  if ax.get_legend() is not None:
+    markers.append(("legend", ax.get_legend().get_window_extent(renderer)))
+  meets = lambda a, b: Bbox.intersection(a, b) is not None
+  found = [(a, b) for i, (a, box) in enumerate(labels) for b, other in labels[i + 1:]
+           if meets(box, other)]
+  found += [(a, b) for a, box in labels for b, other in markers if meets(box, other)]
+  for what, outer in (("axes", ax.get_window_extent(renderer)), ("figure", fig.bbox)):
+    found += [(a, what) for a, box in labels
+              if not (outer.x0 <= box.x0 and box.x1 <= outer.x1
+                      and outer.y0 <= box.y0 and box.y1 <= outer.y1)]
+  return found
+
+
+# Crowded fronts (7+ points within a few percent), at the top edge, with shared places, long
+# names and a reference line: every label free of the others, of the markers and of the edges.
+CROWDED = {
+    "front": ([("era", f"era_{b}", 0.30 + 0.01 * i, 85.0 + 0.15 * i - 0.02 * i * i)
+               for i, b in enumerate((0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 2, 4))]
+              + [("trades", "trades", 0.34, 85.6), ("trades", "trades_ft", 0.36, 85.9),
+                 ("std", "std", 0.0, 1.0)], None),
+    "top_edge": ([("core", "std", 50.7, 97.3), ("warm", "trades_warm + std", 66.0, 97.3)]
+                 + [("era", f"era_{b} + std", x, y) for b, x, y in
+                    ((0.1, 70.3, 97.3), (0.5, 83.3, 97.4), (1, 84.8, 97.4), (2, 85.5, 97.4))]
+                 + [("trades", "trades + std", 86.5, 97.4), ("ft", "trades_ft + std", 84.7, 97.3),
+                    ("alone", "era_1", 94.4, 97.4), ("alone", "era_2", 94.4, 97.4),
+                    ("alone", "era_0.5", 93.4, 97.0), ("alone", "trades", 92.9, 96.5)],
+                 ("natural accuracy of std", 97.3)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CROWDED))
+def test_crowded_labels_overlap_nothing_and_stay_inside(tmp_path, case):
+  rows, reference = CROWDED[case]
+  points = [{"s": s, "name": n, "x": x, "y": y} for s, n, x, y in rows]
+  fig = plots.pareto(points, "x", "y", "s", tmp_path / "c.png", case, label_key="name",
+                     reference=reference)
+  assert _image(tmp_path / "c.png").ndim == 3
+  assert len(fig.axes[0].texts) == len({(x, y) for _, _, x, y in rows})   # shared places: one
+  assert _label_overlaps(fig) == []
+
+
+def test_label_placement_is_deterministic(tmp_path):
+  rows, reference = CROWDED["top_edge"]
+  points = [{"s": s, "name": n, "x": x, "y": y} for s, n, x, y in rows]
+  spots = [[(t.get_text(), t.get_position(), t.get_ha(), t.get_va()) for t in
+            plots.pareto(points, "x", "y", "s", tmp_path / f"{i}.png", "t", label_key="name",
+                         reference=reference).axes[0].texts] for i in range(2)]
+  assert spots[0] == spots[1]
+  assert (tmp_path / "0.png").read_bytes() == (tmp_path / "1.png").read_bytes()
 
 
 def test_no_pyplot_and_no_backend_change():

@@ -28,9 +28,10 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from jax_abstain import files, metrics, radii
-from jax_abstain.analysis import tables
+from jax_abstain.analysis import labels, tables
 from jax_abstain.errors import UserError
 
+DPI = 120   # of the PNGs
 REGION_COLORS = ("#9ecae1", "#fdae6b", "#a1d99b", "#bcbddc", "#fdd0a2")
 MARKERS = ("o", "^", "s", "D", "v", "P", "X", "<", ">", "*", "h")
 FIGURES = {"fig2": "fig2_rob_acc_vs_rob_inacc.png", "fig3": "fig3_rob_sel_vs_rob_acc.png",
@@ -42,15 +43,16 @@ AXIS_NAMES = {"rob_acc": "robust accuracy R_rob^acc [%]",
 
 
 def new_figure(figsize) -> Figure:
-  """A figure on its own Agg canvas (text can be measured, no pyplot state)."""
-  fig = Figure(figsize=figsize)
+  """A figure on its own Agg canvas (text can be measured, no pyplot state), at the dpi of the
+  saved PNG (`save_figure`), so measured text boxes are the printed ones."""
+  fig = Figure(figsize=figsize, dpi=DPI)
   FigureCanvasAgg(fig)
   return fig
 
 
 def save_figure(fig: Figure, path) -> None:
   """Saves `fig` as PNG atomically (`files.atomic_write`)."""
-  files.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
+  files.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
 
 
 def grid_points(grid: int, lim=(0.0, 1.0)) -> np.ndarray:
@@ -106,41 +108,6 @@ def decision_regions(path, panels, x, *, num_classes: int, eps: float, grid: int
   save_figure(fig, path)
 
 
-# Label positions tried in turn (offset in points, horizontal alignment): right/left of the
-# point, then further above/below (with a leader line) for crowded fronts.
-_LABEL_SPOTS = [((dx, dy), "left" if dx > 0 else "right")
-                for dy in (4, -11, 14, -21, 24, -31, 34, -41) for dx in (4, -4)]
-
-
-def _place_labels(fig, ax, labels) -> None:
-  """Annotates each ``(xy, names)`` at the first spot whose text box stays inside the axes and
-  overlaps no earlier label (else the first spot inside the axes, else the last spot): nearby
-  points on a front stay readable and no label runs into the title."""
-  fig.canvas.draw()   # settles the autoscaled limits, so measured boxes are where they print
-  renderer = fig.canvas.get_renderer()
-  frame = ax.get_window_extent(renderer)
-  placed = []
-  for xy, names in labels:
-    text, chosen, first_inside = ", ".join(names), None, None
-    for spot in _LABEL_SPOTS:
-      # Measured without a leader line: an Annotation's extent includes its arrow.
-      ann = ax.annotate(text, xy, textcoords="offset points", xytext=spot[0], ha=spot[1],
-                        fontsize=7)
-      box = ann.get_window_extent(renderer).padded(3)   # a little air between labels
-      ann.remove()
-      if not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)):
-        continue
-      first_inside = first_inside or (spot, box)
-      if not any(box.overlaps(other) for other in placed):
-        chosen = (spot, box)
-        break
-    (offset, align), box = chosen or first_inside or (_LABEL_SPOTS[-1], box)
-    far = abs(offset[1]) > 20   # far from its point: a leader line
-    ax.annotate(text, xy, textcoords="offset points", xytext=offset, ha=align, fontsize=7,
-                arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5) if far else None)
-    placed.append(box)
-
-
 def _check_points(points, keys, path) -> None:
   if not points:
     raise UserError(f"pareto: no points to plot for {path}")
@@ -150,9 +117,17 @@ def _check_points(points, keys, path) -> None:
         raise UserError(f"pareto: point {p} has no field {k!r}")
 
 
+def _label_items(points, x_key, y_key, label_key):
+  """``((x, y), text)`` per place of the labelled points; points at one place share a label."""
+  named = {}
+  for p in (p for p in points if str(p[label_key])):
+    named.setdefault((float(p[x_key]), float(p[y_key])), []).append(str(p[label_key]))
+  return sorted((xy, ", ".join(dict.fromkeys(n))) for xy, n in named.items())
+
+
 def pareto(points, x_key: str, y_key: str, series_key: str, path, title: str, *,
            maximize=(True, True), xlabel=None, ylabel=None, fronts=True, label_key=None,
-           reference=None) -> None:
+           reference=None) -> Figure:
   """Scatter plot of `points`, one marker and colour per series, with each series' Pareto front.
 
   Args:
@@ -168,9 +143,13 @@ def pareto(points, x_key: str, y_key: str, series_key: str, path, title: str, *,
     fronts: draw the front of every series with 2+ points (True), of none (False), or of the
       series named in a collection.
     label_key: if given, each point is annotated with this field (points at one place share
-      one label, placed where it overlaps no other).
+      one label; `labels.place` keeps labels clear of each other, of the markers, the legend
+      and the axes edges, with leader lines and wider margins where points crowd).
     reference: optional ``(name, y)`` drawn as a horizontal dashed line (e.g. the core's
       natural accuracy in Fig. 4).
+
+  Returns:
+    The saved figure (its artists can be measured, e.g. the labels' boxes).
 
   Raises:
     UserError: no points, or a point without one of the fields.
@@ -200,11 +179,10 @@ def pareto(points, x_key: str, y_key: str, series_key: str, path, title: str, *,
   ax.margins(x=0.15, y=0.1)
   ax.legend(fontsize=7, loc="best", framealpha=0.85)
   if label_key:
-    labels = {}
-    for p in (p for p in points if str(p[label_key])):
-      labels.setdefault((float(p[x_key]), float(p[y_key])), []).append(str(p[label_key]))
-    _place_labels(fig, ax, sorted((xy, list(dict.fromkeys(n))) for xy, n in labels.items()))
+    labels.place(fig, ax, _label_items(points, x_key, y_key, label_key), fontsize=7,
+                 zorder=4 + len(series))
   save_figure(fig, path)
+  return fig
 
 
 def _selector_tag(row) -> str:
