@@ -79,10 +79,22 @@ def _resolved(arg: str) -> str:
     return cli.fail(str(e))
 
 
+def _help() -> int:
+  """absl's --help lists the flags of the process's main module, which for a console script
+  is pip's wrapper: print this module's own."""
+  print(__doc__)
+  print(f"packaged configs (--config=NAME): {', '.join(configs.names())}\n")
+  print(flags.FLAGS.module_help(__name__))
+  return 0
+
+
 def main(argv=None):
   """The command line (console script ``jax-abstain``); argv defaults to sys.argv."""
+  argv = list(sys.argv if argv is None else argv)
+  if any(a in ("-h", "--help", "--helpshort", "-?") for a in argv[1:]):
+    return _help()
   xla_cpu.prefer_eigen_convolutions()   # before JAX starts: Eigen convolutions on CPUs
-  argv = [_resolved(a) for a in (sys.argv if argv is None else argv)]
+  argv = [_resolved(a) for a in argv]
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(lambda args: cli.run_with_clean_errors(_job, args), argv=argv,
           flags_parser=_parse_flags)
