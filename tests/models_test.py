@@ -9,6 +9,7 @@ from flax import nnx
 
 from jax_abstain import models
 from jax_abstain.errors import UserError
+from jax_abstain.models import layers
 
 
 def _param_count(name, **kw):
@@ -132,7 +133,7 @@ def test_batch_norm_statistics_follow_pytorch_over_several_steps(shape):
   rng = np.random.default_rng(0)
   c = shape[-1]
   torch_bn = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d)(c)
-  jax_bn = models.layers.batch_norm(c, rngs=nnx.Rngs(0))
+  jax_bn = layers.batch_norm(c, rngs=nnx.Rngs(0))
   # Batches with different means and scales, so that every step moves the statistics.
   batches = [(rng.normal(size=shape) * (1 + k) + k).astype(np.float32) for k in range(6)]
   out, mean, var = _torch_bn_steps(torch_bn, jax_bn, batches)
@@ -151,7 +152,7 @@ def test_batch_norm_one_step_uses_the_unbiased_variance():
   # By hand: mean 140/8 = 17.5, sum of squares 4676, biased variance 4676/8 - 17.5^2 = 278.25,
   # unbiased 278.25 * 8/7 = 318.
   unbiased, mean = 318.0, 17.5
-  bn = models.layers.batch_norm(1, rngs=nnx.Rngs(0))
+  bn = layers.batch_norm(1, rngs=nnx.Rngs(0))
   bn.train()
   bn(jnp.asarray(x))
   np.testing.assert_allclose(float(bn.var[...][0]), 0.9 + 0.1 * unbiased, rtol=1e-6)
@@ -162,7 +163,7 @@ def test_batch_norm_one_step_uses_the_unbiased_variance():
 
 
 def test_batch_norm_refuses_one_value_per_channel_in_train_mode():
-  bn = models.layers.batch_norm(3, rngs=nnx.Rngs(0))
+  bn = layers.batch_norm(3, rngs=nnx.Rngs(0))
   bn.train()
   with pytest.raises(ValueError, match="more than 1 value per channel"):
     bn(jnp.ones((1, 3)))
@@ -185,5 +186,5 @@ def test_every_registered_model_uses_the_pytorch_batch_norm():
     n = models.get(name).defaults.get("num_classes", 3)       # the mlp has no default
     abstract = nnx.eval_shape(lambda name=name, n=n: models.create(name, num_classes=n))
     bns = [m for _, m in nnx.iter_graph(abstract) if isinstance(m, nnx.BatchNorm)]
-    assert all(type(m) is models.layers.BatchNorm for m in bns), name
+    assert all(type(m) is layers.BatchNorm for m in bns), name
     assert all(m.momentum == 0.9 and m.epsilon == 1e-5 for m in bns), name
