@@ -3,7 +3,8 @@
 The PyTorch modules come from `torch_reference_models` (own definitions with the zoos' key
 names), get random weights and non-trivial BN statistics, and run in eval mode. Depths and
 widths are reduced so the suite stays fast; the full-size topologies are checked in
-models_test.py.
+models_test.py. Files saved by RobustBench's own modules (its buffers, key layouts): see
+porting_robustbench_test.py.
 """
 import os
 import pathlib
