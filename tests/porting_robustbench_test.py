@@ -146,8 +146,9 @@ def test_port_matches_robustbench_module(case, style, built, tmp_path):
 
 
 def test_old_files_with_dm_buffers_are_checked_not_copied(built, tmp_path):
-  """Older RobustBench versions (and this project before issue 16) wrote DeepMind's mean/std
-  into the file: equal values port; other values are one line naming both."""
+  """A state_dict saved from a DeepMind module whose mean/std are persistent (earlier
+  RobustBench versions; this project's exports before issue 16) holds them: equal values
+  port; other values are one line naming both."""
   module, ref, x = built["gowal_dm_c10"]
   sd = dict(module.state_dict())
   ok = tmp_path / "with_buffers.pt"

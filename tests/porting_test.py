@@ -308,7 +308,8 @@ def test_train_mode_statistics_match_pytorch(case, tmp_path):
     out = np.asarray(net(jnp.asarray(x)))
     assert np.abs(out - ref).max() < TOL * max(1.0, float(np.abs(ref).max()))
   ours = porting.to_torch_state_dict(net)
-  stats = {k: v for k, v in module.state_dict().items() if ".running_" in k or k.startswith("running_")}
+  stats = {k: v for k, v in module.state_dict().items()
+           if ".running_" in k or k.startswith("running_")}
   assert len(stats) >= 10
   for k, v in stats.items():
     np.testing.assert_allclose(ours[k].numpy(), v.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)

@@ -362,7 +362,8 @@ def robustbench_zoo_source(dataset: str = "cifar10"):
   for node in tree.body:
     if isinstance(node, ast.ClassDef):
       try:
-        exec(compile(ast.Module([node], []), f"{dataset}.py", "exec"), ns)  # pylint: disable=exec-used
+        code = compile(ast.Module([node], []), f"{dataset}.py", "exec")
+        exec(code, ns)  # pylint: disable=exec-used
       except NameError:
         pass   # a base class from a module that does not load here: the class stays absent
   return tree, ns

@@ -13,8 +13,9 @@ and update its running statistics (the forward pass then mutates ``BatchStat`` v
 under ``jax.jit`` pass the model through ``nnx.split``/``nnx.merge`` or ``nnx.jit`` and keep
 the returned state); ``model.eval()`` makes every BN use the running statistics and leaves the
 model state untouched. The running statistics follow PyTorch's rule, not Flax's: the running
-variance is updated with the unbiased batch variance (see `BatchNorm`). Fresh models from `jax_abstain.models.create` start in train mode
-(NNX's default); `jax_abstain.models.load` returns them in eval mode.
+variance is updated with the unbiased batch variance (see `BatchNorm`). Fresh models from
+`jax_abstain.models.create` start in train mode (NNX's default); `jax_abstain.models.load`
+returns them in eval mode.
 """
 import math
 from typing import Sequence

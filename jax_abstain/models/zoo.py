@@ -35,7 +35,8 @@ def _register_architectures():
     register(f"dm-wrn-{depth}-{k}", DMWideResNet,
              defaults=dict(depth=depth, width=k, activation="swish",
                            mean=layers.CIFAR10_MEAN, std=layers.CIFAR10_STD, num_classes=10),
-             family="dm_wide_resnet", normalization="CIFAR-10 mean/std (buffers absent from the files)",
+             family="dm_wide_resnet",
+             normalization="CIFAR-10 mean/std (buffers absent from the files)",
              source=_RB + "dm_wide_resnet.py", **_C10)
   register("resnet18", ResNet, defaults=dict(blocks=(2, 2, 2, 2), num_classes=10), family="resnet",
            normalization="none (inputs in [0,1])", source=_RB + "resnet.py", **_C10)
@@ -82,14 +83,16 @@ def _register_robustbench():
   _robustbench("Gowal2020Uncovering_28_10_extra", DMWideResNet,
                dict(depth=28, width=10, activation="swish", mean=layers.CIFAR10_MEAN,
                     std=layers.CIFAR10_STD, num_classes=10),
-               family="dm_wide_resnet", normalization="CIFAR-10 mean/std (buffers absent from the files)",
+               family="dm_wide_resnet",
+               normalization="CIFAR-10 mean/std (buffers absent from the files)",
                threat_model="Linf", dataset="cifar10")
   # The CIFAR-100 entry (RobustBench has a CIFAR-10 model of the same name and topology; port
   # that one with --arch dm-wrn-28-10).
   _robustbench("Rebuffi2021Fixing_28_10_cutmix_ddpm", DMWideResNet,
                dict(depth=28, width=10, activation="swish", mean=layers.CIFAR100_MEAN,
                     std=layers.CIFAR100_STD, num_classes=100),
-               family="dm_wide_resnet", normalization="CIFAR-100 mean/std (buffers absent from the files)",
+               family="dm_wide_resnet",
+               normalization="CIFAR-100 mean/std (buffers absent from the files)",
                threat_model="Linf", dataset="cifar100")
   _robustbench("Sehwag2021Proxy_R18", ResNet, dict(blocks=(2, 2, 2, 2), num_classes=10),
                family="resnet", normalization="none (inputs in [0,1])", threat_model="Linf",

@@ -19,12 +19,14 @@ the model registry, never from the file: the zoos' modules keep it in buffers th
 lack (RobustBench's DeepMind WideResNet registers ``mean``/``std`` non-persistent; its
 ``Wong2020FastNet``, ``Engstrom2019RobustnessNet`` and ``Rice2020OverfittingNet`` have
 persistent ``mu``/``sigma`` buffers that the distributed files lack, which RobustBench's
-``load_model`` tolerates) or hold (files saved from such a module, older RobustBench versions,
-``normalize_model``'s ``normalize.mean``/``normalize.std``). When a file holds any of the pairs
-in `NORMALIZATION_KEYS` ([C], [C,1,1] or [1,C,1,1]), each is checked against the registry's
-values and a difference is a `UserError` naming both. `extract` writes no normalisation keys,
-as the zoos' files: the result loads into RobustBench's DeepMind module with ``strict=True``
-and into a module with ``mu``/``sigma`` buffers the way ``load_model`` loads those files.
+``load_model`` tolerates) or hold (files saved from a ``mu``/``sigma`` module, from a
+DeepMind module that registers ``mean``/``std`` persistently as earlier RobustBench versions
+did, or from ``normalize_model``, whose ``normalize.mean``/``normalize.std`` are persistent).
+When a file holds any of the pairs in `NORMALIZATION_KEYS` ([C], [C,1,1] or [1,C,1,1]), each
+is checked against the registry's values and a difference is a `UserError` naming both.
+`extract` writes no normalisation keys, as the zoos' files: the result loads into
+RobustBench's DeepMind module with ``strict=True`` and into a module with ``mu``/``sigma``
+buffers the way ``load_model`` loads those files.
 
 Nothing else is ever skipped silently: a missing, unexpected or mis-shaped key is a
 `UserError` that lists them.
@@ -138,7 +140,8 @@ def table(model: nnx.Module) -> Table:
       rules.append(Rule(dot + "weight", path + ("kernel",), "conv" if conv else "linear",
                         (k[3], k[2], k[0], k[1]) if conv else (k[1], k[0])))
       if mod.bias is not None:
-        rules.append(Rule(dot + "bias", path + ("bias",), "copy", tuple(mod.bias.get_value().shape)))
+        rules.append(Rule(dot + "bias", path + ("bias",), "copy",
+                          tuple(mod.bias.get_value().shape)))
     elif isinstance(mod, nnx.BatchNorm):
       for torch_leaf, leaf in _BN_LEAVES:
         if getattr(mod, leaf, None) is None:
