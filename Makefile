@@ -25,10 +25,14 @@ $(VENV)/.installed-run: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# torchattacks and robustbench without their dependencies (torchvision, timm, ...): the tests use
+# torchattacks' attacks and RobustBench's architecture code, loaded by path
+# (tests/torch_reference_models.py), neither of which needs them.
 $(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test,port,tfds,tensorboard]"
 	$(BIN)/python -m pip install -q --no-deps "torchattacks>=3.5.1"
+	$(BIN)/python -m pip install -q --no-deps "robustbench>=1.1.1"
 	touch $@
 
 run: $(VENV)/.installed-run

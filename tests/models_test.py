@@ -9,6 +9,7 @@ from flax import nnx
 
 from jax_abstain import models
 from jax_abstain.errors import UserError
+from jax_abstain.models import layers
 
 
 def _param_count(name, **kw):
@@ -106,3 +107,84 @@ def test_save_load_returns_eval_mode_model(tmp_path):
   net.eval()
   x = jax.random.uniform(jax.random.key(2), (3, 28, 28, 1))
   np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(net(x)))
+
+
+# BatchNorm statistics (issue 16, item 6): PyTorch's update rule, since the models are ports of
+# PyTorch models and export back to PyTorch.
+
+
+def _torch_bn_steps(torch_bn, jax_bn, batches):
+  """Runs the same batches [B,...,C] through both layers in train mode; returns max diffs."""
+  torch = pytest.importorskip("torch")
+  torch_bn.train()
+  jax_bn.train()
+  worst = 0.0
+  for x in batches:
+    xt = torch.from_numpy(np.moveaxis(x, -1, 1).copy())
+    yt = np.moveaxis(torch_bn(xt).detach().numpy(), 1, -1)
+    worst = max(worst, float(np.abs(yt - np.asarray(jax_bn(jnp.asarray(x)))).max()))
+  return (worst, np.abs(torch_bn.running_mean.numpy() - np.asarray(jax_bn.mean[...])).max(),
+          np.abs(torch_bn.running_var.numpy() - np.asarray(jax_bn.var[...])).max())
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (6, 6)])   # BatchNorm2d [B,H,W,C], 1d [B,C]
+def test_batch_norm_statistics_follow_pytorch_over_several_steps(shape):
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(0)
+  c = shape[-1]
+  torch_bn = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d)(c)
+  jax_bn = layers.batch_norm(c, rngs=nnx.Rngs(0))
+  # Batches with different means and scales, so that every step moves the statistics.
+  batches = [(rng.normal(size=shape) * (1 + k) + k).astype(np.float32) for k in range(6)]
+  out, mean, var = _torch_bn_steps(torch_bn, jax_bn, batches)
+  assert out < 1e-5 and mean < 1e-5 and var < 1e-5 * float(torch_bn.running_var.max())
+  torch_bn.eval()
+  jax_bn.eval()
+  x = batches[0]
+  yt = np.moveaxis(torch_bn(torch.from_numpy(np.moveaxis(x, -1, 1).copy())).detach().numpy(), 1, -1)
+  np.testing.assert_allclose(np.asarray(jax_bn(jnp.asarray(x))), yt, atol=1e-5)
+
+
+def test_batch_norm_one_step_uses_the_unbiased_variance():
+  """The issue's example: 8 values per channel, one step. By hand, running_var = 0.9 * 1 +
+  0.1 * var_unbiased; Flax's own update gives 0.9 + 0.1 * var_biased (7/8 of the batch term)."""
+  x = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1) ** 2        # 0, 1, 4, ..., 49
+  # By hand: mean 140/8 = 17.5, sum of squares 4676, biased variance 4676/8 - 17.5^2 = 278.25,
+  # unbiased 278.25 * 8/7 = 318.
+  unbiased, mean = 318.0, 17.5
+  bn = layers.batch_norm(1, rngs=nnx.Rngs(0))
+  bn.train()
+  bn(jnp.asarray(x))
+  np.testing.assert_allclose(float(bn.var[...][0]), 0.9 + 0.1 * unbiased, rtol=1e-6)
+  np.testing.assert_allclose(float(bn.mean[...][0]), 0.1 * mean, rtol=1e-6)
+  flax_bn = nnx.BatchNorm(1, momentum=0.9, rngs=nnx.Rngs(0))
+  flax_bn(jnp.asarray(x))
+  np.testing.assert_allclose(float(flax_bn.var[...][0]), 0.9 + 0.1 * 278.25, rtol=1e-6)  # the bug
+
+
+def test_batch_norm_refuses_one_value_per_channel_in_train_mode():
+  bn = layers.batch_norm(3, rngs=nnx.Rngs(0))
+  bn.train()
+  with pytest.raises(ValueError, match="more than 1 value per channel"):
+    bn(jnp.ones((1, 3)))
+  bn.eval()
+  assert bn(jnp.ones((1, 3))).shape == (1, 3)      # eval mode needs no batch statistics
+
+
+def test_every_registered_model_uses_the_pytorch_batch_norm():
+  """A new architecture that builds nnx.BatchNorm directly would update running_var the Flax
+  way; every BN of every architecture in the registry must be layers.BatchNorm. (One entry
+  per constructor, its smallest by depth and blocks: the layer types depend on the class.)"""
+  smallest = {}
+  for name in models.names():
+    entry = models.get(name)
+    size = (entry.defaults.get("depth", 0), sum(entry.defaults.get("blocks", ())))
+    if entry.constructor not in smallest or size < smallest[entry.constructor][0]:
+      smallest[entry.constructor] = (size, name)
+  assert len(smallest) >= 8      # WRN, DM-WRN, ResNet, PreAct, ImageNet, Cohen, SmallCNN, MLP
+  for _, name in smallest.values():
+    n = models.get(name).defaults.get("num_classes", 3)       # the mlp has no default
+    abstract = nnx.eval_shape(lambda name=name, n=n: models.create(name, num_classes=n))
+    bns = [m for _, m in nnx.iter_graph(abstract) if isinstance(m, nnx.BatchNorm)]
+    assert all(type(m) is layers.BatchNorm for m in bns), name
+    assert all(m.momentum == 0.9 and m.epsilon == 1e-5 for m in bns), name

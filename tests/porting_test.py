@@ -3,7 +3,8 @@
 The PyTorch modules come from `torch_reference_models` (own definitions with the zoos' key
 names), get random weights and non-trivial BN statistics, and run in eval mode. Depths and
 widths are reduced so the suite stays fast; the full-size topologies are checked in
-models_test.py.
+models_test.py. Files saved by RobustBench's own modules (its buffers, key layouts): see
+porting_robustbench_test.py.
 """
 import os
 import pathlib
@@ -285,3 +286,30 @@ def test_full_size_wrn_28_10_ports_in_seconds(tmp_path):
   print(f"WRN-28-10 port {elapsed:.1f}s, parity max|diff| = {np.abs(out - ref).max():.2e}")
   assert elapsed < 30
   assert np.abs(out - ref).max() < TOL
+
+
+@pytest.mark.parametrize("case", ["wrn_16_2", "dm_wrn_swish", "resnet50_cifar", "preact_resnet18",
+                                  "cohen_resnet8", "resnet50_imagenet"])
+def test_train_mode_statistics_match_pytorch(case, tmp_path):
+  """Issue 16, item 6, per family: after porting, three train-mode forward passes of both
+  networks on the same batches give the same logits and the same running statistics in every
+  BatchNorm (PyTorch: momentum 0.1, running_var from the unbiased batch variance). Flax's own
+  update (biased variance) fails this by the factor (n-1)/n on each batch term."""
+  arch, opts, factory, norm, shape, style = CASES[case]
+  module = T.randomize(factory(), seed=len(case))
+  ckpt = tmp_path / "model.pt"
+  _save_like_zoo(module, style, ckpt)
+  net, _, _ = porting.convert(arch, ckpt, **opts)
+  net.train()
+  module.train()
+  for step in range(3):
+    x, xt = _inputs(shape, n=4, seed=10 + step)
+    ref = _torch_logits(module, norm, xt)        # train-mode BN updates under no_grad too
+    out = np.asarray(net(jnp.asarray(x)))
+    assert np.abs(out - ref).max() < TOL * max(1.0, float(np.abs(ref).max()))
+  ours = porting.to_torch_state_dict(net)
+  stats = {k: v for k, v in module.state_dict().items()
+           if ".running_" in k or k.startswith("running_")}
+  assert len(stats) >= 10
+  for k, v in stats.items():
+    np.testing.assert_allclose(ours[k].numpy(), v.numpy(), rtol=1e-4, atol=1e-5, err_msg=k)

@@ -3,9 +3,18 @@
 Their parameter names and shapes are those of the public checkpoints (RobustBench
 `wide_resnet.py`, `dm_wide_resnet.py`, `resnet.py`; Cohen et al.'s `cifar_resnet.py`;
 torchvision's ResNet; TRADES' SmallCNN). Input normalization that is not part of a checkpoint
-is applied by `Normalized` outside the state_dict, as the zoos do.
+is applied outside the state_dict, as the zoos do.
+
+`robustbench_architecture` and `robustbench_zoo` load RobustBench's own code instead (the
+`robustbench` package, installed without its dependencies): see their docstrings.
 """
+import ast
+import collections
+import functools
+import importlib.metadata
+import importlib.util
 import math
+import pathlib
 
 import torch
 import torch.nn.functional as F
@@ -88,8 +97,9 @@ class DMWideResNet(nn.Module):
   def __init__(self, num_classes=10, depth=28, width=10, mean=(0.4914, 0.4822, 0.4465),
                std=(0.2471, 0.2435, 0.2616)):
     super().__init__()
-    self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1))
-    self.register_buffer("std", torch.tensor(std).view(3, 1, 1))
+    # Non-persistent, as RobustBench's dm_wide_resnet.py: the state_dict has no mean/std.
+    self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
+    self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
     n, ch = (depth - 4) // 6, [16, 16 * width, 32 * width, 64 * width]
     self.init_conv = conv(3, 16, 3, 1, 1)
     self.layer = nn.Sequential(*[DMGroup(n, ch[i], ch[i + 1], 1 if i == 0 else 2) for i in range(3)])
@@ -299,3 +309,91 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
         m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=g))
         m.num_batches_tracked.fill_(1000)
   return module.eval()
+
+
+# RobustBench's own code. `import robustbench` imports timm and torchvision (its __init__ loads
+# data.py and utils.py), which this environment does not have, so nothing is imported through
+# the package: the architecture files, which import only torch, load by path, and the model
+# zoo files (model_zoo/cifar10.py, cifar100.py; timm at the top) are read as source. Their
+# classes and their per-name constructors are executed against the architecture modules they
+# import; a name whose code needs a module that does not load here (timm, torchvision, ...)
+# raises NameError when asked for, never a substitute.
+RB_ARCHITECTURES = ("dm_wide_resnet", "wide_resnet", "resnet", "utils_architectures")
+
+
+def robustbench_dir() -> pathlib.Path:
+  """The installed ``robustbench`` package folder (PackageNotFoundError if not installed)."""
+  return pathlib.Path(importlib.metadata.distribution("robustbench").locate_file("robustbench"))
+
+
+@functools.cache
+def robustbench_architecture(name: str):
+  """robustbench/model_zoo/architectures/<name>.py, loaded by path as a module."""
+  path = robustbench_dir() / "model_zoo" / "architectures" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"robustbench_by_path_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _zoo_namespace(tree) -> dict:
+  """torch, nn and the names the zoo file imports from `RB_ARCHITECTURES`."""
+  ns = {"torch": torch, "nn": nn, "F": F, "OrderedDict": collections.OrderedDict}
+  prefix = "robustbench.model_zoo.architectures."
+  for node in tree.body:
+    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefix):
+      arch = node.module[len(prefix):]
+      if arch in RB_ARCHITECTURES:
+        module = robustbench_architecture(arch)
+        ns.update({a.asname or a.name: getattr(module, a.name) for a in node.names})
+  return ns
+
+
+@functools.cache
+def robustbench_zoo_source(dataset: str = "cifar10"):
+  """(parsed model_zoo/<dataset>.py, namespace holding its classes), `dataset` cifar10/cifar100.
+
+  The namespace has torch, nn, the names the file imports from `RB_ARCHITECTURES` and every
+  class the file defines whose base classes load here (e.g. ``Ding2020MMANet``,
+  ``Wong2020FastNet``); the others are absent, so using them raises NameError.
+  """
+  tree = ast.parse((robustbench_dir() / "model_zoo" / f"{dataset}.py").read_text())
+  ns = _zoo_namespace(tree)
+  for node in tree.body:
+    if isinstance(node, ast.ClassDef):
+      try:
+        code = compile(ast.Module([node], []), f"{dataset}.py", "exec")
+        exec(code, ns)  # pylint: disable=exec-used
+      except NameError:
+        pass   # a base class from a module that does not load here: the class stays absent
+  return tree, ns
+
+
+@functools.cache
+def robustbench_zoo(dataset: str = "cifar10", threat_model: str = "linf") -> dict:
+  """name -> RobustBench's own constructor of that model (its ``'model'`` entry, no arguments).
+
+  Args:
+    dataset: ``cifar10`` or ``cifar100`` (model_zoo/<dataset>.py).
+    threat_model: the module-level OrderedDict of that file (``linf``, ``l2``).
+  """
+  tree, ns = robustbench_zoo_source(dataset)
+  (table,) = [n.value for n in tree.body if isinstance(n, ast.Assign)
+              and [t.id for t in n.targets if isinstance(t, ast.Name)] == [threat_model]]
+  out = {}
+  for item in table.args[0].elts:
+    name, spec = ast.literal_eval(item.elts[0]), item.elts[1]
+    expr = spec.values[[ast.literal_eval(k) for k in spec.keys].index("model")]
+    out[name] = _constructor(name, ast.Expression(expr), dataset, ns)
+  return out
+
+
+def _constructor(name, expr, dataset, ns):
+  def build():
+    try:
+      factory = eval(compile(expr, f"{dataset}.py", "eval"), ns)  # pylint: disable=eval-used
+      return factory()
+    except NameError as e:
+      raise NameError(f"RobustBench's {name} needs {e.name}, from a module that does not "
+                      f"load without its dependencies") from None
+  return build

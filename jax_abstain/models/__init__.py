@@ -8,9 +8,10 @@
 
 Every image model carries its own input normalization, so inputs are always NHWC float32 in
 [0,1]. Train/eval mode (BatchNorm statistics, dropout) is NNX's: ``net.train()`` before a
-training step (BN normalises with batch statistics and updates its running averages, which
-mutates the model's ``nnx.BatchStat`` state), ``net.eval()`` for evaluation and attacks (BN
-uses running statistics, the forward pass is a pure function of the input). `create` returns
+training step (BN normalises with batch statistics and updates its running averages by
+PyTorch's rule, `layers.BatchNorm`, which mutates the model's ``nnx.BatchStat`` state),
+``net.eval()`` for evaluation and attacks (BN uses running statistics, the forward pass is a
+pure function of the input). `create` returns
 train mode, `load` eval mode. Under ``jax.jit`` carry the model as ``nnx.split(net)`` ->
 (graphdef, state); the mode is part of the graphdef, so split after switching.
 """

@@ -8,7 +8,8 @@ normalization, as in RobustBench's `dm_wide_resnet.py`.
 
 Differences from the TRADES WideResNet that matter for equal logits: the strided conv pads
 (0,1) on each spatial axis (TensorFlow ``SAME``), not (1,1); the normalization mean/std are
-buffers of the checkpoint (``mean``, ``std`` of shape [3,1,1]) and port with it; the head is
+RobustBench's non-persistent buffers ``mean``, ``std`` [3,1,1], absent from its files, so they
+come from the registry (a file that holds them is checked against it); the head is
 ``logits`` with a bias. Attribute names mirror the PyTorch module
 (``layer.0.block.0.batchnorm_0``).
 """
@@ -68,8 +69,8 @@ class DMWideResNet(nnx.Module):
     depth: 6n+4.
     width: widening factor k (stage widths 16k, 32k, 64k).
     activation: ``"swish"`` (the RobustBench DeepMind models) or ``"relu"``.
-    mean, std: per-channel normalization; a ported checkpoint overwrites them with its own
-      ``mean``/``std`` buffers.
+    mean, std: per-channel normalization (the registry entry's; a ported checkpoint's
+      ``mean``/``std`` buffers, if any, must agree with them).
     padding: zero padding added around the input before normalization (DeepMind's option,
       0 for all CIFAR models).
   """
@@ -83,7 +84,7 @@ class DMWideResNet(nnx.Module):
     ch = [16, 16 * width, 32 * width, 64 * width]
     self.padding = padding
     self.activation = activation
-    self.normalize = layers.Normalize(mean, std, torch_names=("mean", "std"))
+    self.normalize = layers.Normalize(mean, std)
     self.init_conv = layers.conv2d(3, ch[0], 3, stride=1, padding=1, rngs=rngs)
     self.layer = nnx.List([BlockGroup(n, ch[i], ch[i + 1], 1 if i == 0 else 2, activation,
                                       rngs=rngs) for i in range(3)])

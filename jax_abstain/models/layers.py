@@ -2,7 +2,7 @@
 
     norm = Normalize(mean=CIFAR10_MEAN, std=CIFAR10_STD)   # x in [0,1] -> (x - mean) / std
     conv = conv2d(16, 32, 3, stride=2, padding=1, rngs=rngs)  # PyTorch padding semantics
-    bn = batch_norm(32, rngs=rngs)                          # momentum/eps as torch defaults
+    bn = batch_norm(32, rngs=rngs)                          # torch's BatchNorm2d, update rule too
 
 Every architecture applies its own `Normalize` first, so callers always pass NHWC images in
 [0,1] (RobustBench convention; AutoAttack issues #13/#16).
@@ -12,9 +12,12 @@ Batch norm train/eval switching: the `BatchNorm` layers follow NNX's mode flag
 and update its running statistics (the forward pass then mutates ``BatchStat`` variables, so
 under ``jax.jit`` pass the model through ``nnx.split``/``nnx.merge`` or ``nnx.jit`` and keep
 the returned state); ``model.eval()`` makes every BN use the running statistics and leaves the
-model state untouched. Fresh models from `jax_abstain.models.create` start in train mode
-(NNX's default); `jax_abstain.models.load` returns them in eval mode.
+model state untouched. The running statistics follow PyTorch's rule, not Flax's: the running
+variance is updated with the unbiased batch variance (see `BatchNorm`). Fresh models from
+`jax_abstain.models.create` start in train mode (NNX's default); `jax_abstain.models.load`
+returns them in eval mode.
 """
+import math
 from typing import Sequence
 
 import jax
@@ -57,17 +60,16 @@ class Normalize(nnx.Module):
     mean: per-channel mean, C floats (``mean_std`` mode).
     std: per-channel standard deviation, C floats (``mean_std`` mode).
     mode: ``"mean_std"`` or ``"per_image"``.
-    torch_names: PyTorch state_dict names of (mean, std) when the source checkpoint stores
-      them as buffers (DeepMind's WideResNet does: ``mean``, ``std`` of shape [C,1,1]); None
-      when the normalization comes from the model registry instead of the checkpoint.
+
+  The values always come from the constructor (the model registry); a ported checkpoint that
+  stores them is checked against them, never copied (`jax_abstain.porting.mapping`).
   """
 
   def __init__(self, mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-               *, mode: str = "mean_std", torch_names: tuple[str, str] | None = None):
+               *, mode: str = "mean_std"):
     if mode not in ("mean_std", "per_image"):
       raise ValueError(f"unknown normalization mode {mode!r}")
     self.mode = mode
-    self.torch_names = torch_names
     # Kept as plain tuples so `io.instantiate` can materialise an abstract (eval_shape) model.
     self.init_values = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
     self.mean = Constant(jnp.asarray(mean, jnp.float32))
@@ -124,9 +126,63 @@ def max_pool(x: jax.Array, size: int) -> jax.Array:
   return jnp.max(x.reshape(b, h // size, size, w // size, size, c), axis=(2, 4))
 
 
-def batch_norm(features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  """``nn.BatchNorm2d(features)`` with PyTorch's momentum and epsilon."""
-  return nnx.BatchNorm(features, momentum=TORCH_BN_MOMENTUM, epsilon=TORCH_BN_EPS, rngs=rngs)
+class BatchNorm(nnx.BatchNorm):
+  """`nnx.BatchNorm` with PyTorch's training-mode statistics (``nn.BatchNorm1d/2d/3d``).
+
+  Over the n = B*H*W values of a channel (all axes but the last), train mode normalises with
+  the batch mean m and the biased variance v = sum((x - m)^2) / n, as Flax and PyTorch both do,
+  and updates the running statistics as PyTorch does (``torch.nn.BatchNorm2d``: "the value
+  stored in the moving average of the standard-deviation is calculated via the unbiased
+  estimator"; tests/models_test.py compares with it):
+
+      running_mean <- momentum * running_mean + (1 - momentum) * m
+      running_var  <- momentum * running_var  + (1 - momentum) * v * n / (n - 1)
+
+  with Flax's `momentum` (the old value's weight; PyTorch's momentum 0.1 is 0.9 here). Flax's
+  own layer uses v for running_var, which shrinks it by (n - 1) / n at every step, so a ported
+  model fine-tuned here and exported back would carry other statistics than PyTorch's. v is
+  computed as Flax computes it by default, max(E[x^2] - m^2, 0) in float32 or wider (one
+  fused pass; a two-pass variance costs about 5 % more CPU time per training step), so the
+  train-mode outputs are Flax's; they differ from PyTorch's by rounding only. Eval mode is
+  Flax's (running statistics, no update).
+
+  Raises:
+    ValueError: train mode with n == 1 value per channel (PyTorch's ValueError: the unbiased
+      variance of one value is undefined).
+  """
+
+  def __call__(self, x: jax.Array, use_running_average: bool | None = None, *, mask=None):
+    """Normalises x [..., C] over all axes but the last; see the class docstring."""
+    if use_running_average is None:
+      use_running_average = self.use_running_average
+    if use_running_average:
+      return super().__call__(x, use_running_average=True, mask=mask)
+    if mask is not None or self.axis_name is not None or self.axis not in (-1, x.ndim - 1):
+      raise ValueError("BatchNorm: train mode supports features on the last axis only, "
+                       "without mask or axis_name")
+    n = math.prod(x.shape[:-1])
+    if n < 2:
+      raise ValueError(f"BatchNorm: expected more than 1 value per channel in train mode, got "
+                       f"input shape {tuple(x.shape)} (as torch.nn.BatchNorm)")
+    axes = tuple(range(x.ndim - 1))
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean = jnp.mean(xf, axis=axes)
+    var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axis=axes) - jnp.square(mean))
+    stop, m = jax.lax.stop_gradient, self.momentum
+    self.mean[...] = stop(m * self.mean[...] + (1 - m) * mean)
+    self.var[...] = stop(m * self.var[...] + (1 - m) * var * (n / (n - 1)))
+    y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon)
+    affine = [p[...] for p in (self.scale, self.bias) if p is not None]
+    if self.scale is not None:
+      y = y * self.scale[...]
+    if self.bias is not None:
+      y = y + self.bias[...]
+    return y.astype(self.dtype or jnp.result_type(x, *affine))
+
+
+def batch_norm(features: int, *, rngs: nnx.Rngs) -> BatchNorm:
+  """``nn.BatchNorm2d(features)``: PyTorch's momentum, epsilon and running-variance rule."""
+  return BatchNorm(features, momentum=TORCH_BN_MOMENTUM, epsilon=TORCH_BN_EPS, rngs=rngs)
 
 
 def linear(in_features: int, out_features: int, *, bias: bool = True, rngs: nnx.Rngs) -> nnx.Linear:

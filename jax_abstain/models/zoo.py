@@ -35,7 +35,8 @@ def _register_architectures():
     register(f"dm-wrn-{depth}-{k}", DMWideResNet,
              defaults=dict(depth=depth, width=k, activation="swish",
                            mean=layers.CIFAR10_MEAN, std=layers.CIFAR10_STD, num_classes=10),
-             family="dm_wide_resnet", normalization="CIFAR-10 mean/std (checkpoint buffers)",
+             family="dm_wide_resnet",
+             normalization="CIFAR-10 mean/std (buffers absent from the files)",
              source=_RB + "dm_wide_resnet.py", **_C10)
   register("resnet18", ResNet, defaults=dict(blocks=(2, 2, 2, 2), num_classes=10), family="resnet",
            normalization="none (inputs in [0,1])", source=_RB + "resnet.py", **_C10)
@@ -82,18 +83,36 @@ def _register_robustbench():
   _robustbench("Gowal2020Uncovering_28_10_extra", DMWideResNet,
                dict(depth=28, width=10, activation="swish", mean=layers.CIFAR10_MEAN,
                     std=layers.CIFAR10_STD, num_classes=10),
-               family="dm_wide_resnet", normalization="CIFAR-10 mean/std (checkpoint buffers)",
+               family="dm_wide_resnet",
+               normalization="CIFAR-10 mean/std (buffers absent from the files)",
                threat_model="Linf", dataset="cifar10")
   # The CIFAR-100 entry (RobustBench has a CIFAR-10 model of the same name and topology; port
   # that one with --arch dm-wrn-28-10).
   _robustbench("Rebuffi2021Fixing_28_10_cutmix_ddpm", DMWideResNet,
                dict(depth=28, width=10, activation="swish", mean=layers.CIFAR100_MEAN,
                     std=layers.CIFAR100_STD, num_classes=100),
-               family="dm_wide_resnet", normalization="CIFAR-100 mean/std (checkpoint buffers)",
+               family="dm_wide_resnet",
+               normalization="CIFAR-100 mean/std (buffers absent from the files)",
                threat_model="Linf", dataset="cifar100")
   _robustbench("Sehwag2021Proxy_R18", ResNet, dict(blocks=(2, 2, 2, 2), num_classes=10),
                family="resnet", normalization="none (inputs in [0,1])", threat_model="Linf",
                dataset="cifar10")
+  # RobustBench's wrappers with persistent `mu`/`sigma` buffers that its files lack.
+  _robustbench("Wong2020Fast", PreActResNet,
+               dict(blocks=(2, 2, 2, 2), mean=layers.CIFAR10_MEAN, std=layers.CIFAR10_STD,
+                    num_classes=10),
+               family="preact_resnet", normalization="CIFAR-10 mean/std (mu/sigma buffers)",
+               threat_model="Linf", dataset="cifar10")
+  _robustbench("Engstrom2019Robustness", ResNet,
+               dict(blocks=(3, 4, 6, 3), bottleneck=True, mean=layers.CIFAR10_MEAN,
+                    std=(0.2023, 0.1994, 0.2010), num_classes=10),
+               family="resnet", normalization="CIFAR-10 mean, std (0.2023, 0.1994, 0.2010) "
+               "(mu/sigma buffers)", threat_model="Linf", dataset="cifar10")
+  _robustbench("Rice2020Overfitting", WideResNet,
+               dict(depth=34, widen_factor=20, mean=layers.CIFAR10_MEAN, std=layers.CIFAR10_STD,
+                    num_classes=10),
+               family="wide_resnet", normalization="CIFAR-10 mean/std (mu/sigma buffers)",
+               threat_model="Linf", dataset="cifar10")
 
 
 def register_all():

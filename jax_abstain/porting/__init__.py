@@ -5,7 +5,7 @@
     net = jax_abstain.models.load("ported/carmon")                     # same logits as torch
     porting.export_state_dict(net, "finetuned.pt")                     # back to PyTorch
 
-Command line: ``python -m jax_abstain.port --arch NAME --checkpoint FILE.pt --out DIR``.
+Command line: ``python -m jax_abstain.cli.port --arch NAME --checkpoint FILE.pt --out DIR``.
 `checkpoint` reads files without unpickling code, `mapping` holds the strict name table.
 """
 import pathlib
@@ -22,18 +22,25 @@ def convert(arch: str, checkpoint_path, **options):
     checkpoint_path: a ``torch.save`` file (or ``.safetensors``).
     **options: constructor overrides (e.g. ``num_classes``).
 
+  The input normalisation is the registry entry's: files that lack it (RobustBench's
+  DeepMind models keep it in non-persistent buffers) port as they are, and files that hold it
+  are checked against it (`mapping`, module docstring).
+
   Raises:
     UserError: unknown arch (listing the known ones), unreadable file, or a state_dict that
-      does not match the architecture (listing missing/unexpected/mis-shaped keys).
+      does not match the architecture (listing missing/unexpected/mis-shaped keys, or
+      normalisation constants that differ from the registry's, with both values).
   """
   from jax_abstain import models  # pylint: disable=import-outside-toplevel
   entry, options = models.resolve(arch, **options)   # unknown names fail before any reading
   state_dict, digest = checkpoint.read(checkpoint_path)
   model = models.io.instantiate(entry.constructor, options)
-  mapping.assign(model, state_dict, arch)
+  checked = mapping.assign(model, state_dict, arch)
   model.eval()
   source = {"file": pathlib.Path(checkpoint_path).name, "sha256": digest,
-            "format": "pytorch-state_dict", "tensors": len(state_dict)}
+            "format": "pytorch-state_dict", "tensors": len(state_dict),
+            "normalization": ("registry, checked against the file's " + ", ".join(checked)
+                              if checked else "registry (the file holds none)")}
   return model, options, source
 
 
@@ -51,7 +58,8 @@ def to_torch_state_dict(model) -> dict:
 
 
 def export_state_dict(model, path) -> pathlib.Path:
-  """Writes `model`'s weights as a raw PyTorch state_dict file (``torch.save``)."""
+  """Writes `model`'s weights as a raw PyTorch state_dict file (``torch.save``), without the
+  normalisation constants, as the zoos' own files (`mapping.extract`)."""
   torch = checkpoint._torch()  # pylint: disable=protected-access
   state_dict = to_torch_state_dict(model)
   return files.atomic_write(path, lambda f: torch.save(state_dict, f))

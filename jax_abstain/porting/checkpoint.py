@@ -5,7 +5,9 @@
 Accepted layouts: a raw state_dict; a dict holding it under ``state_dict``,
 ``model_state_dict`` or ``model`` (training scripts also store epoch, optimizer, arch there);
 keys with ``module.`` segments (``nn.DataParallel``) anywhere; and a whole-network wrapper
-prefix ``1.`` (Cohen et al.'s ``nn.Sequential(NormalizeLayer, net)``) or ``model.``.
+prefix ``1.`` (Cohen et al.'s ``nn.Sequential(NormalizeLayer, net)``) or ``model.``
+(RobustBench's ``normalize_model``: ``nn.Sequential(normalize=ImageNormalizer, model=net)``,
+whose own ``normalize.mean``/``normalize.std`` stay for `mapping` to check).
 Files are opened with ``torch.load(weights_only=True)``: a file that needs arbitrary
 unpickling is refused with a message saying how to re-save it.
 """
@@ -19,7 +21,8 @@ from jax_abstain.errors import UserError
 from jax_abstain.models.io import sha256
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
-WRAPPER_PREFIXES = ("1.", "model.")
+# Whole-network wrappers: (prefix of the network's keys, keys of the wrapper itself).
+WRAPPERS = (("1.", ()), ("model.", ("normalize.mean", "normalize.std")))
 
 
 def _torch():
@@ -76,14 +79,14 @@ def _unwrap(obj, path):
 
 
 def strip_wrappers(state_dict: dict) -> dict:
-  """Removes ``module.`` segments and a whole-network ``1.``/``model.`` prefix."""
+  """Removes ``module.`` segments and a whole-network ``1.``/``model.`` prefix (`WRAPPERS`)."""
   out = {}
   for k, v in state_dict.items():
     out[".".join(p for p in k.split(".") if p != "module")] = v
-  for prefix in WRAPPER_PREFIXES:
-    if all(k.startswith(prefix) for k in out):
-      out = {k[len(prefix):]: v for k, v in out.items()}
-      break
+  for prefix, own in WRAPPERS:
+    body = [k for k in out if k not in own]
+    if body and all(k.startswith(prefix) for k in body):
+      return {(k[len(prefix):] if k not in own else k): v for k, v in out.items()}
   return out
 
 
