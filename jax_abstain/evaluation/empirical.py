@@ -65,25 +65,12 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
   conf_texts = [radii_lib.format_radius(r) for r in conf_radii]
   if not texts and not conf_texts:
     raise UserError("evaluate: give at least one radius")
-  norm = common.check_norm(norm)
-  for text in dict.fromkeys(texts + conf_texts):
-    validation.check_radius_in_box(radii_lib.parse_radius(text), norm,
-                                   int(np.prod(np.shape(x)[1:])), f"evaluate: radius {text}")
-  # The model as every attack takes it in: an eval-mode copy, finite [B, C] logits, labels in
-  # 0..C-1 (a label C or above would make every sample silently inaccurate).
-  x16 = jnp.asarray(x[:16])
-  model_copy, out = validation.inference_model(model, x16, name="evaluate: model")
-  n_classes = validation.check_logits(out, n=len(x16), name="evaluate: model")
-  validation.check_labels(y, n=len(x), num_classes=n_classes, name="evaluate: y")
-  clean16 = model_copy(x16)
-  validation.check_logits(clean16, n=len(x16), name="evaluate: model")
+  _check_model_and_radii(model, x, y, texts + conf_texts, norm)
   sample_idx = runner_lib.sample_indices(sample_idx, len(x))
   columns = (list(reports.BASE_COLUMNS) + [f"is_rob@{t}" for t in texts]
              + [f"adv_conf@{t}" for t in conf_texts])
   runner = runner_lib.ModelRunner(model, norm=norm, n_iter=n_iter, n_restarts=n_restarts,
                                   attack=attack, aa_options=aa_options)
-  # AutoAttack-style warnings (probability outputs, zero gradients) before any long run.
-  checks.run_all(model_copy, x16, jnp.argmax(clean16, -1))
   run_chunk = functools.partial(_chunk_columns, runner, x, y, sample_idx, key, texts,
                                 conf_texts, batch_size)
   chunks = [np.arange(lo, min(lo + batch_size, len(x))) for lo in range(0, len(x), batch_size)]
@@ -96,6 +83,24 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
               "samples": runner_lib.samples_identity(sample_idx)}
   return runner_lib.run_into_report(report_path, settings, columns, sample_idx, chunks,
                                     run_chunk, progress=progress)
+
+
+def _check_model_and_radii(model, x, y, texts, norm) -> None:
+  """Before any work: radii against the input box (a warning), the model as every attack takes
+  it in (an eval-mode copy; finite logits [B, C], `validation.inference_model`), labels in
+  0..C-1 (a label C or above would make every sample silently inaccurate), and AutoAttack-style
+  warnings (probability outputs, zero gradients) on the first 16 samples."""
+  norm = common.check_norm(norm)
+  for text in dict.fromkeys(texts):
+    validation.check_radius_in_box(radii_lib.parse_radius(text), norm,
+                                   int(np.prod(np.shape(x)[1:])), f"evaluate: radius {text}")
+  x16 = jnp.asarray(x[:16])
+  model_copy, out = validation.inference_model(model, x16, name="evaluate: model")
+  n_classes = validation.check_logits(out, n=len(x16), name="evaluate: model")
+  validation.check_labels(y, n=len(x), num_classes=n_classes, name="evaluate: y")
+  clean16 = model_copy(x16)
+  validation.check_logits(clean16, n=len(x16), name="evaluate: model")
+  checks.run_all(model_copy, x16, jnp.argmax(clean16, -1))
 
 
 def _chunk_columns(runner, x, y, sample_idx, key, texts, conf_texts, batch_size, pos) -> dict:
