@@ -202,8 +202,9 @@ def box_diameter(norm: str, n_features: int) -> float:
 def check_radius_in_box(eps, norm: str, n_features: int | None = None, name: str = "eps") -> bool:
   """Warns (UserWarning) when a radius covers the whole input box [0, 1]^d; returns True if so.
 
-  The ball of radius eps around any point of the box contains the box iff eps >= the box's
-  diameter (`box_diameter`): 1 for Linf, sqrt(d) for L2, d for L1. Such a radius is legal but
+  The ball of radius eps around every point of the box contains the whole box iff eps >= the
+  box's diameter (`box_diameter`: 1 for Linf, sqrt(d) for L2, d for L1; a corner needs all of
+  it to reach the opposite corner). Such a radius is legal but
   almost surely a unit slip (8 for 8/255): every input can then be moved anywhere in the box,
   and only a constant prediction is robust. A warning, not an error, so that a sweep over radii
   runs on. With ``n_features`` None only the Linf check (which needs no d) runs; traced radii
@@ -268,7 +269,8 @@ def eval_copy(model):
   return copy
 
 
-_OUTPUT_SHAPES = {}   # (graphdef, state shapes, input shapes) -> ShapeDtypeStruct of the logits
+# (graphdef, state shapes, per-example input shapes) -> (per-example output shape, dtype)
+_OUTPUT_SHAPES = {}
 
 
 def _first_line(error) -> str:

@@ -121,6 +121,8 @@ def entries(tmp_path):
           m, np.asarray(X[:2]), np.zeros(2, np.int32), path("c"), key=KEY, sigma=0.1, n0=5,
           n=20, progress=False)["radius"],
       "live.predict": lambda m: live.predict([m, m], [lambda z: jnp.arange(6) < 3], X)[0],
+      "live.robustness_selector": lambda m: live.robustness_selector(m, eps=0.1, key=KEY,
+                                                                     n_iter=2)(X),
       "live.evaluate_composition": lambda m: live.evaluate_composition(
           [m, m], np.asarray(X), np.zeros(6, np.int32), eps="0.05", key=KEY, n_iter=2,
           batch_size=6)[1],

@@ -57,7 +57,7 @@ def robustness_selector(logits_fn, *, eps, key, attack=None, **attack_kwargs):
   """A live S_ERI (eq. 10): selects x where `attack` at radius eps does not flip F(x).
 
   Args:
-    logits_fn: x [B, ...] -> logits [B, C].
+    logits_fn: x [B, ...] -> logits [B, C] (an NNX module runs as its eval-mode copy).
     eps: radius of the check (2 eps of the threat model in the paper, section 5).
     key: key of the attack.
     attack: ``attack(logits_fn, x, y, *, key, eps, **attack_kwargs) -> x_adv``
@@ -67,6 +67,7 @@ def robustness_selector(logits_fn, *, eps, key, attack=None, **attack_kwargs):
     x [B, ...] -> [B] bool, jit-compatible.
   """
   attack = attack or attacks.apgd
+  logits_fn = validation.eval_copy(logits_fn)   # an NNX module: never changed, eval mode
 
   def select(x):
     clean = jnp.argmax(logits_fn(x), -1)
