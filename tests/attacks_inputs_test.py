@@ -46,8 +46,12 @@ def test_issue_example_dlr_on_two_classes_is_refused_and_ce_breaks_every_point()
   assert radius.max() < 0.29          # the issue's premise: every point breakable at 0.35
   with pytest.raises(UserError, match=r"apgd: loss dlr needs >= 3 classes .* the model has 2"):
     attacks.apgd(f, x, y, key=KEY, eps=0.35, loss="dlr")
-  x_ce = attacks.apgd(f, x, y, key=KEY, eps=0.35, loss="ce")
-  np.testing.assert_array_equal(attacks.is_robust(f, x_ce, y), np.zeros(6, bool))
+  # The losses defined on 2 classes break every point (all exact radii < 0.35): APGD-CE (the
+  # issue's right value), APGDconf (best other class) and Square (margin).
+  for x_adv in (attacks.apgd(f, x, y, key=KEY, eps=0.35, loss="ce"),
+                attacks.apgd(f, x, y, key=KEY, eps=0.35, loss="conf"),
+                attacks.square(f, x, y, key=KEY, eps=0.35, n_queries=50)):
+    np.testing.assert_array_equal(attacks.is_robust(f, x_adv, y), np.zeros(6, bool))
   # FAB-T has one target on 2 classes and gets within 1% of each exact radius (by hand
   # above; no adversarial point is closer).
   dist = np.asarray(attacks.fab_run(f, x, y, key=KEY, norm="linf", n_iter=30).dist)
