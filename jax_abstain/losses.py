@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtri
 
+from jax_abstain.errors import UserError
+
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """``CE(f, y) = -log softmax(f)_y``; logits [B, C], labels [B] -> [B]."""
@@ -52,8 +54,22 @@ def trades(nat_logits, adv_logits, labels, *, beta: float = 6.0, kl_reduction: s
       nat_logits, adv_logits, reduction=kl_reduction)
 
 
+def check_classes(logits: jax.Array, need: int, what: str) -> None:
+  """Raises a one-line `UserError` at trace time (C is static) when logits [..., C] have fewer
+  than `need` classes: a loss that reads the best class other than y, or the top two, is
+  undefined on fewer (a masked argmax over nothing returns the excluded class itself)."""
+  if logits.shape[-1] < need:
+    raise UserError(f"{what}: needs logits for >= {need} classes, got {logits.shape[-1]}")
+
+
 def top_other_class(logits: jax.Array, excluded: jax.Array) -> jax.Array:
-  """``argmax_{c != excluded} logits_c`` per row; logits [B, C], excluded [B] -> [B] int32."""
+  """``argmax_{c != excluded} logits_c`` per row; logits [B, C] (C >= 2), excluded [B] -> [B]
+  int32.
+
+  Raises:
+    UserError: C < 2 (there is no other class).
+  """
+  check_classes(logits, 2, "the best class other than y")
   masked = jnp.where(jax.nn.one_hot(excluded, logits.shape[-1], dtype=bool), -jnp.inf, logits)
   return jnp.argmax(masked, axis=-1).astype(jnp.int32)
 
@@ -189,6 +205,7 @@ def certified_radius(noisy_logits: jax.Array, labels: jax.Array, *, sigma: float
   Returns:
     [B] radii (may be negative with the paper's formula when y is not the top class).
   """
+  check_classes(noisy_logits, 2, "certified_radius")
   q = jax.nn.softmax(gamma * noisy_logits, axis=-1).mean(0)
   if top_two:
     top2 = jax.lax.top_k(q, 2)[0]

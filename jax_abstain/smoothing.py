@@ -7,7 +7,10 @@
     res.certified, res.pred, res.num_draws                                            # [B] each
 
 The smoothed classifier is ``G(x) = argmax_c P(F(x + eta) = c)``, ``eta ~ N(0, sigma^2 I)``,
-``F = argmax logits_fn``. `certify` returns Cohen's CERTIFY: pick ``cA`` from n0 draws, count it
+``F = argmax logits_fn``. The model is taken in once per call: an NNX module, in whatever
+mode, runs as an eval-mode copy and is never changed (`validation.inference_model`); its logits
+must be [M, C] with C >= 2, and a noisy copy with NaN or inf logits is refused rather than
+counted for an arbitrary class. `certify` returns Cohen's CERTIFY: pick ``cA`` from n0 draws, count it
 in n fresh draws, take the one-sided Clopper-Pearson lower bound ``pA_lower`` at level
 ``1 - alpha`` and return ``R = sigma * Phi^-1(pA_lower)`` (L2), or abstain (``pred = -1``,
 ``R = 0``) when ``pA_lower < 1/2``. Noise is not clamped to [0, 1], as in Cohen's code.
@@ -51,17 +54,27 @@ def check_inputs(x) -> np.ndarray:
   return np.asarray(validation.check_images(x, "x"), np.float32)
 
 
-def _split_model(logits_fn):
-  """(fn, graphdef, state): NNX modules cross into jit as state, not baked-in constants."""
-  if isinstance(logits_fn, nnx.Module):
-    graphdef, state = nnx.split(logits_fn)
+def _split_model(logits_fn, x):
+  """(fn, graphdef, state) of the model taken in on inputs x [B, ...]: an NNX module becomes
+  an eval-mode copy (`validation.inference_model`; the caller's module is never changed) that
+  crosses into jit as state, not baked-in constants; its logits must be [M, C] with C >= 2.
+
+  Raises:
+    UserError: a forward pass that changes state, or an output that is not [M, C], C >= 2.
+  """
+  fn, out = validation.inference_model(logits_fn, jnp.asarray(x[:1]), name="smoothing: model")
+  validation.check_logits(out, n=len(x[:1]), name="smoothing: model")
+  if isinstance(fn, nnx.Module):
+    graphdef, state = nnx.split(fn)
     return None, graphdef, state
-  return logits_fn, None, None
+  return fn, None, None
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "graphdef", "chunk"))
 def _count_range(fn, graphdef, state, x, key, start, stop, sigma, *, chunk):
-  """Class counts of ``F(x + eta_j)`` for draws ``start <= j < stop`` of one input x [...].
+  """Class counts [C] of ``F(x + eta_j)`` for draws ``start <= j < stop`` of one input x [...],
+  and the number of those draws whose logits were not finite (argmax would count them for an
+  arbitrary class).
 
   Draws are evaluated in fixed-size chunks of `chunk` (one compiled shape); the padding of the
   last chunk is evaluated but not counted.
@@ -73,13 +86,17 @@ def _count_range(fn, graphdef, state, x, key, start, stop, sigma, *, chunk):
 
   num_classes = jax.eval_shape(apply, x[None]).shape[-1]
 
-  def body(c, counts):
+  def body(c, carry):
+    counts, bad = carry
     j = start + c * chunk + jnp.arange(chunk)
-    pred = jnp.argmax(apply(jax.vmap(noisy)(j)), axis=-1)
-    return counts.at[pred].add((j < stop).astype(jnp.int32))
+    logits = apply(jax.vmap(noisy)(j))
+    valid = (j < stop).astype(jnp.int32)
+    bad = bad + jnp.sum(valid * ~jnp.all(jnp.isfinite(logits), axis=-1))
+    return counts.at[jnp.argmax(logits, axis=-1)].add(valid), bad
 
   num_chunks = (stop - start + chunk - 1) // chunk
-  return jax.lax.fori_loop(0, num_chunks, body, jnp.zeros((num_classes,), jnp.int32))
+  return jax.lax.fori_loop(0, num_chunks, body,
+                           (jnp.zeros((num_classes,), jnp.int32), jnp.int32(0)))
 
 
 def _stream_key(key, sample_idx, stream):
@@ -89,15 +106,19 @@ def _stream_key(key, sample_idx, stream):
 class _Sampler:
   """Counts for one model: ``counts(x_i, idx, stream, start, stop) -> [C] numpy int``."""
 
-  def __init__(self, logits_fn, sigma, batch_size):
-    self.fn, self.graphdef, self.state = _split_model(logits_fn)
+  def __init__(self, logits_fn, sigma, batch_size, x):
+    self.fn, self.graphdef, self.state = _split_model(logits_fn, x)
     self.sigma, self.batch_size = float(sigma), int(batch_size)
 
   def counts(self, x, sample_idx, stream, key, start, stop):
     # Chunks never exceed the draws asked for, so short looks do not pay for padding.
     chunk = min(self.batch_size, stop - start)
-    out = _count_range(self.fn, self.graphdef, self.state, jnp.asarray(x),
-                       _stream_key(key, sample_idx, stream), start, stop, self.sigma, chunk=chunk)
+    out, bad = _count_range(self.fn, self.graphdef, self.state, jnp.asarray(x),
+                            _stream_key(key, sample_idx, stream), start, stop, self.sigma,
+                            chunk=chunk)
+    if int(bad):
+      raise UserError(f"smoothing: model: returns NaN or inf logits for {int(bad)} of "
+                      f"{stop - start} noisy copies of sample {sample_idx}")
     return np.asarray(out, np.int64)
 
 
@@ -121,7 +142,7 @@ def sample(logits_fn, x, num: int, *, key, sigma: float, batch_size: int = 1000,
   check_args(sigma=sigma, n=num, batch_size=batch_size)
   x = check_inputs(x)
   indices = np.arange(len(x)) if indices is None else np.asarray(indices)
-  sampler = _Sampler(logits_fn, sigma, batch_size)
+  sampler = _Sampler(logits_fn, sigma, batch_size, x)
   return np.stack([sampler.counts(xi, int(i), stream, key, 0, num) for xi, i in zip(x, indices)])
 
 
@@ -202,7 +223,7 @@ def certify(logits_fn, x, *, key, sigma: float, n0: int = 100, n: int = 100_000,
   check_args(sigma=sigma, alpha=alpha, n0=n0, n=n, batch_size=batch_size)
   x = check_inputs(x)
   indices = np.arange(len(x)) if indices is None else np.asarray(indices)
-  sampler = _Sampler(logits_fn, sigma, batch_size)
+  sampler = _Sampler(logits_fn, sigma, batch_size, x)
   preds, radii = [], []
   for xi, i in zip(x, indices):
     c_a = int(np.argmax(sampler.counts(xi, int(i), 0, key, 0, n0)))
@@ -265,7 +286,8 @@ def certify_at_radius(logits_fn, x, eps: float, *, key, sigma: float, n0: int = 
   Args:
     logits_fn, x, key, sigma, n0, n, alpha, batch_size, indices: as in `certify`; the draws
       are the same as `certify`'s (same keys), so a look at n_K = n sees its exact counts.
-    eps: L2 radius to certify (> 0).
+    eps: L2 radius to certify (> 0); one that covers the whole input box, eps >= sqrt(d),
+      warns (`validation.check_radius_in_box`).
     first_look, growth: the schedule of looks.
 
   Returns:
@@ -274,6 +296,7 @@ def certify_at_radius(logits_fn, x, eps: float, *, key, sigma: float, n0: int = 
   check_args(sigma=sigma, alpha=alpha, n0=n0, n=n, batch_size=batch_size)
   eps = validation.check_radius(eps, "eps")
   x = check_inputs(x)
+  validation.check_radius_in_box(eps, "l2", int(np.prod(x.shape[1:])), "eps")
   indices = np.arange(len(x)) if indices is None else np.asarray(indices)
   looks = look_schedule(n, first_look, growth)
   levels = alpha_spending(len(looks), alpha)
@@ -281,7 +304,7 @@ def certify_at_radius(logits_fn, x, eps: float, *, key, sigma: float, n0: int = 
   # Smallest successes out of n that certify at the last look: lower bounds grow with k.
   need_last = np.searchsorted(lower_confidence_bound(np.arange(n + 1), n, levels[-1]) >= p_star,
                               True)
-  sampler = _Sampler(logits_fn, sigma, batch_size)
+  sampler = _Sampler(logits_fn, sigma, batch_size, x)
   certified, preds, draws = [], [], []
   for xi, i in zip(x, indices):
     c_a = int(np.argmax(sampler.counts(xi, int(i), 0, key, 0, n0)))

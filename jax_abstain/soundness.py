@@ -13,6 +13,7 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 
+from jax_abstain import validation
 from jax_abstain.errors import SoundnessError, UserError
 
 # Slack for float32 rounding of x + delta (about 1 ulp of values in [0, 1]).
@@ -39,7 +40,8 @@ def check_attack_result(logits_fn, x, x_adv, y, *, eps, norm: str, claimed_robus
   change (or the reverse), the re-read value wins and a warning counts the disagreements.
 
   Args:
-    logits_fn: [B, ...] -> logits [B, C], the model the attack ran on (eval mode).
+    logits_fn: [B, ...] -> logits [B, C], the model the attack ran on (an NNX module runs as
+      its eval-mode copy, `validation.eval_copy`, and is never changed).
     x, x_adv: [B, ...] clean and adversarial inputs.
     y: [B] labels the attack tried to flip (the clean predictions for label-free robustness).
     eps: scalar or [B] radii; norm: ``"linf"``, ``"l2"`` or ``"l1"``.
@@ -61,6 +63,7 @@ def check_attack_result(logits_fn, x, x_adv, y, *, eps, norm: str, claimed_robus
   if not np.all(np.isfinite(x_adv)) or (x_adv.size and (x_adv.min() < 0 or x_adv.max() > 1)):
     raise SoundnessError(f"{name}: returned a point outside [0, 1] (range "
                          f"[{np.nanmin(x_adv):.6g}, {np.nanmax(x_adv):.6g}])")
+  logits_fn = validation.eval_copy(logits_fn)   # an NNX module: never changed, eval mode
   robust = np.asarray(jnp.argmax(logits_fn(jnp.asarray(x_adv)), -1)) == np.asarray(y)
   if claimed_robust is not None:
     claimed = np.asarray(claimed_robust, bool)

@@ -184,7 +184,8 @@ def target_classes(logits: jax.Array, n_target_classes: int) -> jax.Array:
   """[T, B] targets of APGD-T / FAB-T: the 2nd, 3rd, ... most likely classes at the clean point.
 
   T = min(n_target_classes, C - 1), as AutoAttack's ``sort()[1][:, -target_class]`` for
-  target_class = 2 .. n_target_classes + 1.
+  target_class = 2 .. n_target_classes + 1; asking for more targets than the C - 1 other classes
+  targets all of them (AutoAttack warns there, `checks.check_n_classes`, and then fails).
   """
   order = jnp.argsort(-logits, axis=-1)
   n = min(n_target_classes, logits.shape[-1] - 1)
@@ -205,21 +206,21 @@ def apgd_run(logits_fn, x, y, *, key, eps, norm="linf", n_iter=40, n_restarts=1,
   """
   norm = common.check_norm(norm, common.APGD_NORMS)
   common.check_loss(loss)
-  common.validate_inputs(x, y, eps, "apgd")
-  if n_iter < 1 or n_restarts < 1 or eot_iter < 1:
-    raise UserError("apgd: n_iter, n_restarts and eot_iter must be >= 1")
+  common.validate_inputs(x, y, eps, "apgd", norm)
+  if n_iter < 1 or n_restarts < 1 or eot_iter < 1 or n_target_classes < 1:
+    raise UserError("apgd: n_iter, n_restarts, eot_iter and n_target_classes must be >= 1")
   best_loss = loss == "conf"
   keys = common.example_keys(key, x.shape[0])
+  clean_keys = _fold(keys, 2**30) if randomized else None
+  logits_fn, clean_logits, _ = common.take_model(
+      logits_fn, x, y, name="apgd", keys=clean_keys, randomized=randomized,
+      min_classes=common.MIN_CLASSES[loss], why=f"loss {loss}")
   run = functools.partial(apgd_single_run, logits_fn, x, y, eps=eps, norm=norm, n_iter=n_iter,
                           loss=loss, best_loss=best_loss, randomized=randomized,
                           eot_iter=eot_iter)
   if loss == "dlr-targeted":
-    if not randomized:
-      clean_logits = logits_fn(x)
-    else:
-      clean_logits = logits_fn(x, _fold(keys, 2**30))
-    if clean_logits.shape[-1] < 4:
-      raise UserError(f"apgd: loss dlr-targeted needs >= 4 classes, got {clean_logits.shape[-1]}")
+    if clean_logits is None:
+      clean_logits = logits_fn(x, clean_keys) if randomized else logits_fn(x)
     targets = target_classes(clean_logits, n_target_classes)
   else:
     targets = jnp.zeros((1, x.shape[0]), jnp.int32)  # unused by the untargeted losses
@@ -247,8 +248,10 @@ def apgd(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 40,
   """APGD; returns x_adv [B, ...] inside the eps-ball and [0, 1].
 
   Args:
-    logits_fn: batch [B, ...] -> logits [B, C] (eval mode). With ``randomized=True`` it is
-      ``(x [B, ...], keys [B]) -> logits``, see `common.per_example_randomized`.
+    logits_fn: batch [B, ...] -> logits [B, C], C >= 2. An NNX module runs as an eval-mode
+      copy and is never changed (docs/design.md, Contracts); a function is used as given. With
+      ``randomized=True`` it is ``(x [B, ...], keys [B]) -> logits``, see
+      `common.per_example_randomized`.
     x: [B, ...] clean inputs in [0, 1].
     y: [B] int32; pass the model's own clean prediction for label-free robustness.
     key: a key or [B] per-example keys (results do not depend on the batch then).
@@ -257,12 +260,19 @@ def apgd(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 40,
       checks every 4% of the iterations driven by the sparsity of the best point).
     n_iter: iterations per restart (40 in the paper's evaluation, 100 in AutoAttack).
     n_restarts: random restarts (per target class for ``dlr-targeted``).
-    loss: ``"ce"``, ``"dlr"``, ``"dlr-targeted"`` (APGD-T: one run per target class, the
+    loss: ``"ce"``, ``"dlr"`` (needs >= 3 classes), ``"dlr-targeted"`` (>= 4 classes; APGD-T:
+      one run per target class, the
       2nd .. (n_target_classes+1)-th most likely classes at x) or ``"conf"`` (APGDconf,
       eq. 17; returns the highest-loss point).
-    n_target_classes: number of target classes for ``dlr-targeted`` (9 in AutoAttack).
+    n_target_classes: number of target classes for ``dlr-targeted`` (9 in AutoAttack; >= 1;
+      at most the C - 1 other classes are targeted).
     randomized: the model is randomized; gradients average ``eot_iter`` draws (EOT).
     eot_iter: draws per gradient when randomized (20 in AutoAttack's ``rand`` version).
+
+  Raises:
+    UserError: bad inputs; labels outside 0..C-1; a model whose output is not [B, C] logits
+      with C >= 2 (or too few classes for the loss: dlr 3, dlr-targeted 4, AutoAttack's rule),
+      NaN logits, or whose forward pass changes its state.
   """
   return apgd_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_iter=n_iter,
                   n_restarts=n_restarts, loss=loss, n_target_classes=n_target_classes,

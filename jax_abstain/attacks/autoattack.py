@@ -21,6 +21,7 @@ Several radii: pass ``active`` (samples still robust at the smaller radius) and 
 eps; a sample broken at a smaller radius need not be attacked again at a larger one.
 """
 import functools
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -84,14 +85,32 @@ def _log(name, robust, total):
 
 
 def attack_names(version: str = "standard", attacks_to_run=None, n_classes: int = 10) -> tuple:
-  """The attacks `autoattack_run` runs, in order (those needing more classes are dropped)."""
+  """The attacks `autoattack_run` runs, in order.
+
+  An attack of the version's ensemble that needs more classes than `n_classes` (APGD-DLR 3,
+  APGD-T 4: AutoAttack's rule) is dropped with a warning, and the rest of the ensemble runs;
+  one named in `attacks_to_run` is refused instead.
+
+  Raises:
+    UserError: an unknown version or attack, or a requested attack the classes cannot support.
+  """
   if version not in VERSIONS:
     raise UserError(f"autoattack: version must be one of {', '.join(VERSIONS)}, got {version!r}")
   names = tuple(attacks_to_run) if attacks_to_run is not None else VERSIONS[version]
   for name in names:
     if name not in ATTACK_IDS:
       raise UserError(f"autoattack: unknown attack {name!r}, expected one of {', '.join(ATTACK_IDS)}")
-  return tuple(n for n in names if n_classes >= MIN_CLASSES.get(n, 2))
+  short = [n for n in names if n_classes < MIN_CLASSES.get(n, 2)]
+  if short and attacks_to_run is not None:
+    raise UserError(f"autoattack: {short[0]} needs >= {MIN_CLASSES[short[0]]} classes (AutoAttack's "
+                    f"rule), the model has {n_classes}; leave it out of attacks_to_run")
+  if short:
+    warnings.warn(f"autoattack: {', '.join(short)} skipped: the model has {n_classes} classes and "
+                  f"{'they need' if len(short) > 1 else 'it needs'} "
+                  f"{' and '.join(str(MIN_CLASSES[n]) for n in short)} (AutoAttack's rule); "
+                  f"running {', '.join(n for n in names if n not in short)}",
+                  UserWarning, stacklevel=3)
+  return tuple(n for n in names if n not in short)
 
 
 def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: str = "standard",
@@ -104,21 +123,24 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
   not robust, for the caller to ignore), e.g. the survivors of a smaller radius.
   """
   norm = common.check_norm(norm)
-  names = attack_names(version, attacks_to_run, n_classes=10**9)
-  common.validate_inputs(x, y, eps, "autoattack")
+  attack_names(version, attacks_to_run, n_classes=10**9)
+  common.validate_inputs(x, y, eps, "autoattack", norm)
+  if min(n_iter, n_queries, n_target_classes, eot_iter) < 1:
+    raise UserError("autoattack: n_iter, n_queries, n_target_classes and eot_iter must be >= 1")
   randomized = version == "rand"
   batch = x.shape[0]
   keys = common.example_keys(key, batch)
   eps_b = jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype)
   traced = any(isinstance(a, jax.core.Tracer) for a in (x, y, eps_b, keys))
-  if randomized:
-    clean_logits = logits_fn(x, jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2**29))
-  else:
-    clean_logits = logits_fn(x)
-  n_classes = clean_logits.shape[-1]
+  clean_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2**29) if randomized else None
+  logits_fn, clean_logits, n_classes = common.take_model(
+      logits_fn, x, y, name="autoattack", keys=clean_keys, randomized=randomized)
+  if clean_logits is None:
+    clean_logits = logits_fn(x, clean_keys) if randomized else logits_fn(x)
+  names = attack_names(version, attacks_to_run, n_classes)
   if run_checks and not traced:
-    checks.run_all(logits_fn, x, y, attacks_to_run=names, randomized=randomized, key=key)
-  names = attack_names(version, names, n_classes)
+    checks.run_all(logits_fn, x, y, attacks_to_run=names, randomized=randomized, key=key,
+                   n_target_classes=n_target_classes)
   kw = dict(norm=norm, n_iter=n_iter, n_queries=n_queries, n_target_classes=n_target_classes,
             randomized=randomized, eot_iter=eot_iter if randomized else 1)
 
@@ -208,20 +230,27 @@ def autoattack(logits_fn, x, y, *, key, eps, norm: str = "linf", version: str = 
   """AutoAttack; returns the worst-case x_adv [B, ...] in the eps-ball and [0, 1].
 
   Args:
-    logits_fn: batch [B, ...] -> logits [B, C] (eval mode). For ``version="rand"`` a randomized
-      model ``(x [B, ...], keys [B]) -> logits`` (see `common.per_example_randomized`).
+    logits_fn: batch [B, ...] -> logits [B, C], C >= 2. An NNX module runs as an eval-mode
+      copy and is never changed (docs/design.md, Contracts); a function is used as given. For
+      ``version="rand"`` a randomized model ``(x [B, ...], keys [B]) -> logits`` (see
+      `common.per_example_randomized`).
     x: [B, ...] inputs in [0, 1] (NHWC images for Square; vectors are searched as 1 x D).
     y: [B] int32 labels, or the clean prediction for label-free robustness.
     key: a key or [B] per-example keys.
     eps: radius (float or [B]).
     norm: ``"linf"`` or ``"l2"``.
     version: ``"standard"`` (APGD-CE, APGD-T, FAB-T, Square) or ``"rand"`` (APGD-CE and
-      APGD-DLR with EOT).
+      APGD-DLR with EOT). With too few classes APGD-T (< 4) and APGD-DLR (< 3) are skipped with
+      a warning (`attack_names`); named in ``attacks_to_run`` they are refused.
     **kwargs: `autoattack_run` options: ``attacks_to_run``, ``n_iter`` (100), ``n_queries``
       (5000), ``n_target_classes`` (9), ``eot_iter`` (20), ``active``, ``run_checks``.
 
   Returns:
     x_adv [B, ...]; a sample is robust iff ``argmax logits_fn(x_adv) == y``.
+
+  Raises:
+    UserError: bad inputs or options, labels outside 0..C-1, a model output that is not
+      finite [B, C] logits with C >= 2, or a forward pass that changes state.
   """
   return autoattack_run(logits_fn, x, y, key=key, eps=eps, norm=norm, version=version,
                         **kwargs).x_adv

@@ -6,7 +6,8 @@ Each check looks for a way in which a robustness number can be silently wrong: a
 returns probabilities (DLR and margin losses assume logits; softmax saturation flattens CE
 gradients), inputs whose gradient is exactly zero (masked or non-differentiable models, where
 gradient attacks report false robustness), a model whose outputs change from call to call
-(randomized defences need ``version="rand"`` and EOT), too few classes for the DLR losses, and
+(randomized defences need ``version="rand"`` and EOT), too few classes for the DLR losses or
+more target classes than there are other classes (AutoAttack's ``check_n_classes``), and
 (after the run) a gradient-free attack that still finds many points the gradient attacks missed.
 """
 import warnings
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_abstain import validation
 from jax_abstain.attacks import common
 
 
@@ -34,6 +36,7 @@ def check_probabilities(logits: jax.Array) -> bool:
 
 def check_zero_gradients(logits_fn, x: jax.Array, y: jax.Array) -> bool:
   """Warns if the CE input gradient is exactly zero for some samples; returns True if so."""
+  logits_fn = validation.inference_model(logits_fn, x, name="checks: model")[0]
   _, _, grad = common.loss_and_grad(logits_fn, common.ce, x, y)
   zero = np.asarray(common.l2_norm(grad) == 0)
   if zero.any():
@@ -48,8 +51,9 @@ def check_randomized(logits_fn, x: jax.Array, *, key=None, randomized: bool = Fa
   """Compares two evaluations; warns if a deterministic model varies or a randomized one not.
 
   With ``randomized=True`` logits_fn is ``(x, keys [B]) -> logits`` and the two evaluations use
-  different keys. Returns True if it warned.
+  different keys. Returns True if it warned. An NNX module is checked as an eval-mode copy.
   """
+  logits_fn = validation.eval_copy(logits_fn)
   if randomized:
     keys = common.example_keys(jax.random.key(0) if key is None else key, x.shape[0])
     fold = lambda i: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i)
@@ -67,15 +71,21 @@ def check_randomized(logits_fn, x: jax.Array, *, key=None, randomized: bool = Fa
   return False
 
 
-def check_n_classes(n_classes: int, attacks_to_run) -> bool:
-  """Warns when a DLR-based attack has too few classes to be defined; returns True if so."""
+def check_n_classes(n_classes: int, attacks_to_run, n_target_classes: int = 9) -> bool:
+  """Warns, as AutoAttack's ``check_n_classes`` does, when a DLR-based attack has too few
+  classes to be defined (APGD-DLR 3, APGD-T 4) or a targeted attack is asked for more targets
+  than the ``n_classes - 1`` other classes (all of them are then targeted); returns True if it
+  warned."""
   need = {"apgd-dlr": 3, "apgd-t": 4}
   bad = [a for a in attacks_to_run if a in need and n_classes < need[a]]
+  targeted = [a for a in attacks_to_run if a in ("apgd-t", "fab-t") and a not in bad]
   if bad:
     _warn(f"{', '.join(bad)} need(s) more than the model's {n_classes} classes and will be "
           "skipped")
-    return True
-  return False
+  if targeted and n_target_classes > n_classes - 1:
+    _warn(f"{', '.join(targeted)}: {n_target_classes} target classes asked for, the model has "
+          f"{n_classes - 1} other classes; all {n_classes - 1} are targeted")
+  return bool(bad) or (bool(targeted) and n_target_classes > n_classes - 1)
 
 
 def check_square_success(robust_after: dict, alpha: float = 0.002) -> bool:
@@ -97,16 +107,23 @@ def check_square_success(robust_after: dict, alpha: float = 0.002) -> bool:
 
 
 def run_all(logits_fn, x, y, *, attacks_to_run=(), randomized: bool = False, key=None,
-            n_samples: int = 16) -> list[str]:
-  """Runs every check on the first ``n_samples`` samples; returns the names of those that warned."""
+            n_samples: int = 16, n_target_classes: int = 9) -> list[str]:
+  """Runs every check on the first ``n_samples`` samples; returns the names of those that warned.
+
+  An NNX module is checked as the attacks run it, an eval-mode copy (`common.take_model`).
+  """
   x, y = jnp.asarray(x[:n_samples]), jnp.asarray(y[:n_samples])
   warned = []
+  keys = None
   if randomized:
     keys = common.example_keys(jax.random.key(0) if key is None else key, x.shape[0])
-    logits = logits_fn(x, keys)
+  logits_fn, logits, _ = common.take_model(logits_fn, x, y, name="checks", keys=keys,
+                                           randomized=randomized)
+  if randomized:
+    logits = logits_fn(x, keys) if logits is None else logits
     fn = lambda z: logits_fn(z, keys)
   else:
-    logits = logits_fn(x)
+    logits = logits_fn(x) if logits is None else logits
     fn = logits_fn
   if check_probabilities(logits):
     warned.append("probabilities")
@@ -114,6 +131,6 @@ def run_all(logits_fn, x, y, *, attacks_to_run=(), randomized: bool = False, key
     warned.append("zero_gradients")
   if check_randomized(logits_fn, x, key=key, randomized=randomized):
     warned.append("randomized")
-  if check_n_classes(logits.shape[-1], attacks_to_run):
+  if check_n_classes(logits.shape[-1], attacks_to_run, n_target_classes):
     warned.append("n_classes")
   return warned

@@ -113,11 +113,27 @@ def uniform_start(keys: jax.Array, x: jax.Array, eps, norm: str) -> jax.Array:
   return jnp.clip(x + eps_b * jax.vmap(one)(keys), 0.0, 1.0)
 
 
+# Classes each attack loss reads: DLR divides by the gap to the 3rd largest logit, targeted
+# DLR by the gap to the mean of the 3rd and 4th (AutoAttack's rule, in its checks.py);
+# CE and conf need one class besides y.
+MIN_CLASSES = {"ce": 2, "conf": 2, "dlr": 3, "dlr-targeted": 4}
+
+
+def _need_classes(logits: jax.Array, n: int, loss: str):
+  """Raises at trace time (the class count is static) when `loss` cannot be defined: without
+  it ``jnp.sort(z)[:, 2]`` on 2 classes is clamped to column 1, a constant loss with a zero
+  gradient, and the attack silently reports every sample robust."""
+  if logits.shape[-1] < n:
+    raise UserError(f"attack loss {loss}: needs >= {n} classes (AutoAttack's rule), the model "
+                    f"has {logits.shape[-1]}; use loss='ce'")
+
+
 def dlr(logits: jax.Array, y: jax.Array) -> jax.Array:
   """Difference-of-logits-ratio loss (Croce & Hein 2020), to be maximised; needs >= 3 classes.
 
   ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` with z sorted descending.
   """
+  _need_classes(logits, 3, "dlr")
   z_sorted = jnp.sort(logits, axis=-1)[:, ::-1]
   z_y = jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
   z_other = jnp.take_along_axis(logits, losses.top_other_class(logits, y)[:, None], -1)[:, 0]
@@ -143,6 +159,7 @@ def dlr_targeted(logits: jax.Array, y: jax.Array, y_target: jax.Array) -> jax.Ar
   ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)`` with z sorted descending and t the
   target class, as in AutoAttack's ``dlr_loss_targeted``.
   """
+  _need_classes(logits, 4, "dlr-targeted")
   z_sorted = jnp.sort(logits, axis=-1)[:, ::-1]
   z_y = jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
   z_t = jnp.take_along_axis(logits, y_target[:, None], -1)[:, 0]
@@ -225,7 +242,35 @@ def loss_and_grad(logits_fn: LogitsFn, loss_fn, x_adv: jax.Array, y: jax.Array):
   return per_example, logits, grad
 
 
-def validate_inputs(x, y, eps, name: str = "attack"):
+def validate_inputs(x, y, eps, name: str = "attack", norm: str | None = None):
   """Host-side checks of shapes, dtypes, ranges and the radius (`validation.check_attack_inputs`);
-  raises one-line UserErrors. Tracers (inside jit) pass unchecked."""
-  validation.check_attack_inputs(x, y, eps, name)
+  raises one-line UserErrors, warns about a radius covering the input box. Tracers (inside
+  jit) pass unchecked."""
+  validation.check_attack_inputs(x, y, eps, name, norm)
+
+
+def take_model(logits_fn, x, y, *, name: str, keys=None, randomized: bool = False,
+               min_classes: int = 2, why: str = ""):
+  """The model intake of an attack, once per call: (fn, clean logits or None, class count C).
+
+  An NNX module runs as an eval-mode copy and a forward pass that changes state is refused
+  (`validation.inference_model`); the output must be logits [B, C] with C >= `min_classes`
+  (`why` says which loss needs them), y must lie in 0..C-1. On concrete inputs the clean logits
+  are computed once (with ``keys`` [B] for a randomized ``(x, keys) -> logits`` model) and
+  must be finite; under jit only the shapes are checked and the logits are None.
+
+  Raises:
+    UserError: one line naming the problem.
+  """
+  args = (x, keys) if randomized else (x,)
+  fn, out = validation.inference_model(logits_fn, *args, name=f"{name}: model")
+  n_classes = validation.check_logits(out, n=x.shape[0], name=f"{name}: model")
+  if n_classes < min_classes:
+    raise UserError(f"{name}: {why} needs >= {min_classes} classes (AutoAttack's rule), the "
+                    f"model has {n_classes}")
+  validation.check_labels(y, n=x.shape[0], num_classes=n_classes, name=f"{name}: y")
+  logits = None
+  if not any(isinstance(a, jax.core.Tracer) for a in (*args, y)):
+    logits = fn(*args)
+    validation.check_logits(logits, n=x.shape[0], name=f"{name}: model")
+  return fn, logits, n_classes

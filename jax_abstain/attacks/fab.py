@@ -143,13 +143,14 @@ def fab_run(logits_fn, x, y, *, key, eps=None, norm="linf", n_iter=100, n_restar
   misclassified at x get ``x_adv = x, dist = 0``.
   """
   norm = common.check_norm(norm)
-  common.validate_inputs(x, y, 1.0 if eps is None else eps, "fab")
+  common.validate_inputs(x, y, 1.0 if eps is None else eps, "fab", None if eps is None else norm)
   if n_iter < 1 or n_restarts < 1 or n_target_classes < 1:
     raise UserError("fab: n_iter, n_restarts and n_target_classes must be >= 1")
   batch = x.shape[0]
   keys = common.example_keys(key, batch)
   eps_b = None if eps is None else jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype)
-  logits = logits_fn(x)
+  logits_fn, logits, _ = common.take_model(logits_fn, x, y, name="fab")
+  logits = logits_fn(x) if logits is None else logits
   correct = jnp.argmax(logits, -1) == y
   if active is not None:
     correct = correct & active
@@ -184,7 +185,8 @@ def fab(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 100,
   """FAB-T; returns x_adv in the eps-ball and [0, 1] (x itself where nothing within eps).
 
   Args:
-    logits_fn: batch [B, ...] -> logits [B, C] (differentiable, eval mode).
+    logits_fn: batch [B, ...] -> logits [B, C], C >= 2 (differentiable). An NNX module runs
+      as an eval-mode copy and is never changed (docs/design.md, Contracts).
     x: [B, ...] inputs in [0, 1].
     y: [B] int32 labels (or the clean prediction).
     key: a key or [B] per-example keys (used by restarts after the first).
@@ -192,11 +194,16 @@ def fab(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 100,
     norm: ``"linf"`` or ``"l2"``.
     n_iter: iterations per target and restart (100 in AutoAttack).
     n_restarts: restarts per target; the first starts at x, later ones at random points.
-    n_target_classes: the 2nd .. (n+1)-th most likely classes are targeted (9 in AutoAttack).
+    n_target_classes: the 2nd .. (n+1)-th most likely classes are targeted (9 in AutoAttack;
+      at most the C - 1 other classes, so one target on a 2-class model).
     alpha_max, eta, beta: FAB's step parameters.
 
   Returns:
     x_adv [B, ...]; ``argmax logits_fn(x_adv) != y`` exactly for the samples broken within eps.
+
+  Raises:
+    UserError: bad inputs, labels outside 0..C-1, a model output that is not finite [B, C]
+      logits with C >= 2, or a forward pass that changes state.
   """
   res = fab_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_iter=n_iter,
                 n_restarts=n_restarts, n_target_classes=n_target_classes,

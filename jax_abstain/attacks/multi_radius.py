@@ -41,7 +41,8 @@ def robust_at_radii(logits_fn, x, y, *, key, radii, norm: str = "linf",
   """Per-sample robustness at each radius.
 
   Args:
-    logits_fn: batch [B, ...] -> logits [B, C] (eval mode).
+    logits_fn: batch [B, ...] -> logits [B, C], C >= 2; an NNX module runs as an eval-mode
+      copy and is never changed (docs/design.md, Contracts).
     x: [B, ...] inputs in [0, 1]; y: [B] int labels (or clean predictions).
     key: a key or [B] per-example keys.
     radii: positive radii, any order.
@@ -54,17 +55,26 @@ def robust_at_radii(logits_fn, x, y, *, key, radii, norm: str = "linf",
   Returns:
     {radius: [B] bool numpy array}, robust iff the attack found no adversarial point. Samples
     misclassified at x are non-robust at every radius.
+
+  Raises:
+    UserError: bad inputs, labels outside 0..C-1, a model output that is not finite [B, C]
+      logits with C >= 2, or a forward pass that changes state. A radius that covers the whole
+      input box warns.
   """
   validation.check_choice(attack, "robust_at_radii: attack", ("apgd", "autoattack"))
   radii = sorted(validation.check_radii(radii, "robust_at_radii: radii"))
   norm = common.check_norm(norm, common.APGD_NORMS if attack == "apgd" else common.NORMS)
   common.validate_inputs(x, y, radii[0], "robust_at_radii")
+  for i, r in enumerate(radii):
+    validation.check_radius_in_box(r, norm, int(np.prod(np.shape(x)[1:])),
+                                   f"robust_at_radii: radii[{i}]")
   batch = x.shape[0]
   if attack_fn is not None and attack_kwargs:
     raise UserError("robust_at_radii: attack_kwargs go into attack_fn, not next to it")
   keys = common.example_keys(key, batch)
   x_np, y_np = np.asarray(x), np.asarray(y)
-  still = np.asarray(jnp.argmax(logits_fn(x), -1)) == y_np
+  logits_fn, clean, _ = common.take_model(logits_fn, x, y, name="robust_at_radii")
+  still = np.asarray(jnp.argmax(clean, -1)) == y_np
   out = {}
   for r in radii:
     todo = np.flatnonzero(still)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from jax_abstain import losses
 from jax_abstain.attacks import common
+from jax_abstain.errors import UserError
 
 
 def _kl_loss(nat_logits):
@@ -27,7 +28,9 @@ def pgd(logits_fn: common.LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Arra
   """Runs PGD and returns adversarial inputs of the same shape as x.
 
   Args:
-    logits_fn: maps a batch [B, ...] to logits [B, C]; evaluated in the caller's BN mode.
+    logits_fn: maps a batch [B, ...] to logits [B, C], C >= 2. A function is evaluated as
+      given (in the caller's BN mode: training passes its own ``bn_mode_attack`` forward); an
+      NNX module runs as an eval-mode copy and is never changed (docs/design.md, Contracts).
     x: clean inputs [B, ...] in [0, 1].
     y: [B] int32 reference labels (the label, or F(x) for label-free robustness).
     key: a key, or [B] per-example keys.
@@ -37,16 +40,25 @@ def pgd(logits_fn: common.LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Arra
     rel_step: step size as a fraction of eps (0.25 in the authors' training code).
     loss: ``"ce"`` (maximise CE(f(x'), y)), ``"kl"`` (maximise KL(p(x) || p(x')), TRADES;
       y unused), ``"conf"`` (maximise the confidence of the top class other than y, i.e. the
-      inner minimisation of the ERA penalty, paper eq. 6), or ``"dlr"``.
+      inner minimisation of the ERA penalty, paper eq. 6), or ``"dlr"`` (>= 3 classes).
     start: ``"uniform"`` in the ball (foolbox/Madry), ``"normal"`` (x + 0.001 N(0, 1), the
       TRADES reference code) or ``"none"``.
     return_best: return the highest-loss iterate per example instead of the last one.
 
   Returns:
     x_adv [B, ...] with ``||x_adv - x|| <= eps`` and values in [0, 1].
+
+  Raises:
+    UserError: bad inputs, labels outside 0..C-1, a model output that is not [B, C] logits
+      (C >= 2; 3 for dlr) or not finite, or a forward pass that changes state.
   """
   norm = common.check_norm(norm)
-  common.validate_inputs(x, y, eps, "pgd")
+  common.validate_inputs(x, y, eps, "pgd", norm)
+  if loss not in ("kl", *common.LOSS_NAMES) or loss == "dlr-targeted":
+    raise UserError(f"pgd: loss must be one of ce, kl, conf, dlr, got {loss!r}")
+  logits_fn, _, _ = common.take_model(logits_fn, x, y, name="pgd",
+                                      min_classes=common.MIN_CLASSES.get(loss, 2),
+                                      why=f"loss {loss}")
   keys = common.example_keys(key, x.shape[0])
   loss_fn = _kl_loss(jax.lax.stop_gradient(logits_fn(x))) if loss == "kl" else common.attack_loss(loss)
   if start == "uniform":

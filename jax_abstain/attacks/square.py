@@ -187,7 +187,7 @@ def square_run(logits_fn, x, y, *, key, eps, norm="linf", n_queries=5000, p_init
   start point and reported as not robust, for the caller to ignore).
   """
   norm = common.check_norm(norm)
-  common.validate_inputs(x, y, eps, "square")
+  common.validate_inputs(x, y, eps, "square", norm)
   if n_queries < 1 or not 0.0 < p_init <= 1.0:
     raise UserError("square: n_queries must be >= 1 and p_init in (0, 1]")
   batch, shape = x.shape[0], x.shape
@@ -198,6 +198,7 @@ def square_run(logits_fn, x, y, *, key, eps, norm="linf", n_queries=5000, p_init
   else:
     raise UserError(f"square: x must be [B, H, W, C] or [B, D], got shape {shape}")
   keys = common.example_keys(key, batch)
+  logits_fn, _, _ = common.take_model(logits_fn, x, y, name="square")
   _, h, w, c = xi.shape
   eps_b = jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype)
   fn = lambda z: logits_fn(z.reshape(shape))
@@ -249,7 +250,9 @@ def square(logits_fn, x, y, *, key, eps, norm: str = "linf", n_queries: int = 50
   """Square Attack (untargeted, margin loss); returns x_adv in the eps-ball and [0, 1].
 
   Args:
-    logits_fn: batch [B, ...] -> logits [B, C]; only queried, never differentiated.
+    logits_fn: batch [B, ...] -> logits [B, C], C >= 2 (the margin needs a class besides y);
+      only queried, never differentiated. An NNX module runs as an eval-mode copy and is never
+      changed (docs/design.md, Contracts).
     x: [B, H, W, C] images or [B, D] vectors, values in [0, 1].
     y: [B] int32 labels (or the clean prediction).
     key: a key or [B] per-example keys.
@@ -261,6 +264,10 @@ def square(logits_fn, x, y, *, key, eps, norm: str = "linf", n_queries: int = 50
 
   Returns:
     x_adv [B, ...] with ``||x_adv - x|| <= eps`` (up to float rounding) and values in [0, 1].
+
+  Raises:
+    UserError: bad inputs, labels outside 0..C-1, a model output that is not finite [B, C]
+      logits with C >= 2, or a forward pass that changes state.
   """
   return square_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_queries=n_queries,
                     p_init=p_init).x_adv

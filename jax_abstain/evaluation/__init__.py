@@ -9,6 +9,8 @@ jobs and the certify command line call it. Modules: `config` (`EvalConfig`), `ru
 model runner, report loop, model identity), `empirical` (`evaluate_model`), `certified`
 (`certify_report`, `summarize`), `live` (live compositions), `summary` (one result shape).
 """
+import math
+
 from jax_abstain.evaluation.config import EvalConfig
 
 
@@ -38,6 +40,11 @@ def evaluate(model, x, y, cfg, *, report_path, sample_idx=None, progress: bool =
   cfg = cfg if isinstance(cfg, EvalConfig) else EvalConfig.from_config(cfg)
   key = jax.random.key(cfg.seed)
   if cfg.certified:
+    from jax_abstain import radii, validation  # pylint: disable=import-outside-toplevel
+    for text in cfg.radii:   # the summary's L2 radii
+      validation.check_radius_in_box(radii.parse_radius(text), "l2",
+                                     int(math.prod(jax.numpy.shape(x)[1:])),
+                                     f"eval.radii {text}")
     columns = certified.certify_report(
         model, x, y, report_path, key=key, sigma=cfg.sigma, n0=cfg.n0, n=cfg.n, alpha=cfg.alpha,
         batch_size=cfg.noise_batch_size, indices=sample_idx, progress=progress)

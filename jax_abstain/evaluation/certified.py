@@ -34,7 +34,8 @@ def certify_report(model, x, y, path, *, key, sigma: float, n0: int = 100,
   """Certifies every input and writes (or completes) the per-sample report at `path`.
 
   Args:
-    model: an NNX module (eval mode) or a callable ``[M, ...] -> [M, C]`` logits.
+    model: an NNX module or a callable ``[M, ...] -> [M, C]`` logits, C >= 2; a module runs
+      as an eval-mode copy whatever its mode and is never changed (docs/design.md, Contracts).
     x: [N, ...] inputs in [0, 1]; y: [N] int labels.
     path: CSV path of the report (``<path>.partial`` while unfinished).
     key: PRNG key; sample i draws its noise from ``fold_in(key, sample_idx_i)``.
@@ -48,19 +49,22 @@ def certify_report(model, x, y, path, *, key, sigma: float, n0: int = 100,
     The finished report's columns (name -> [N] array), as `reports.read_report` gives them.
 
   Raises:
-    UserError: bad inputs or settings, or a resume with other settings (or another model:
-      the settings hold `runner.model_identity`).
+    UserError: bad inputs or settings, labels outside 0..C-1, a model output that is not
+      finite [M, C] logits, a forward pass that changes state, or a resume with other settings
+      (or another model: the settings hold `runner.model_identity`).
   """
   smoothing.check_args(sigma=sigma, alpha=alpha, n0=n0, n=n, batch_size=batch_size)
   x = smoothing.check_inputs(x)
-  y = validation.check_labels(y, n=len(x), name="y")
+  run_model, out = validation.inference_model(model, x[:1], name="certify: model")
+  n_classes = validation.check_logits(out, n=len(x[:1]), name="certify: model")
+  y = validation.check_labels(y, n=len(x), num_classes=n_classes, name="y")
   indices = runner_lib.sample_indices(indices, len(x))
   settings = {"sigma": float(sigma), "n0": int(n0), "n": int(n), "alpha": float(alpha),
               "key": runner_lib.key_identity(key), "samples": runner_lib.samples_identity(indices),
               "model": runner_lib.model_identity(model), "columns": list(COLUMNS)}
-  certify = functools.partial(smoothing.certify, model, key=key, sigma=sigma, n0=n0, n=n,
+  certify = functools.partial(smoothing.certify, run_model, key=key, sigma=sigma, n0=n0, n=n,
                               alpha=alpha, batch_size=batch_size)
-  run_chunk = functools.partial(_certify_chunk, _clean_fn(model), certify, x, y, indices)
+  run_chunk = functools.partial(_certify_chunk, _clean_fn(run_model), certify, x, y, indices)
   chunks = [np.array([p]) for p in range(len(x))]
   return runner_lib.run_into_report(path, settings, COLUMNS, indices, chunks, run_chunk,
                                     progress=progress)
@@ -74,6 +78,7 @@ def _clean_fn(model):
 
   def clean(z):
     probs = np.asarray(probs_fn(z))
+    validation.check_logits(probs, n=len(z), name="certify: model")  # NaN logits: NaN probs
     return probs.argmax(-1), probs.max(-1)
   return clean
 

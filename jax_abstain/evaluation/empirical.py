@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jax_abstain import radii as radii_lib, reports
+from jax_abstain import radii as radii_lib, reports, validation
 from jax_abstain.attacks import checks, common
 from jax_abstain.attacks.multi_radius import pad_rows
 from jax_abstain.evaluation import runner as runner_lib
@@ -38,7 +38,8 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
   """Evaluates `model` on (x, y) and returns (and optionally writes) the per-sample report.
 
   Args:
-    model: NNX model in eval mode mapping x to logits.
+    model: NNX model mapping x to logits [B, C], C >= 2; it runs as an eval-mode copy
+      whatever its mode and is never changed (docs/design.md, Contracts).
     x: [N, ...] float32 in [0, 1]; y: [N] int labels.
     radii: radii of the ``is_rob`` columns (strings like ``"1/255"`` or floats), any order.
     key: base key.
@@ -55,21 +56,21 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
     dict column name -> [N] array, in report column order.
 
   Raises:
-    UserError: bad inputs, no radius at all, or a resume with other settings.
+    UserError: bad inputs, labels outside 0..C-1, a model output that is not finite [B, C]
+      logits, a forward pass that changes state, no radius at all, or a resume with other
+      settings. A radius that covers the whole input box warns.
   """
   common.validate_inputs(x, y, 1.0, "evaluate")
   texts = sorted({radii_lib.format_radius(r) for r in radii}, key=radii_lib.parse_radius)
   conf_texts = [radii_lib.format_radius(r) for r in conf_radii]
   if not texts and not conf_texts:
     raise UserError("evaluate: give at least one radius")
+  _check_model_and_radii(model, x, y, texts + conf_texts, norm)
   sample_idx = runner_lib.sample_indices(sample_idx, len(x))
   columns = (list(reports.BASE_COLUMNS) + [f"is_rob@{t}" for t in texts]
              + [f"adv_conf@{t}" for t in conf_texts])
   runner = runner_lib.ModelRunner(model, norm=norm, n_iter=n_iter, n_restarts=n_restarts,
                                   attack=attack, aa_options=aa_options)
-  # AutoAttack-style warnings (probability outputs, zero gradients) before any long run.
-  x16 = jnp.asarray(x[:16])
-  checks.run_all(model, x16, jnp.argmax(model(x16), -1))
   run_chunk = functools.partial(_chunk_columns, runner, x, y, sample_idx, key, texts,
                                 conf_texts, batch_size)
   chunks = [np.arange(lo, min(lo + batch_size, len(x))) for lo in range(0, len(x), batch_size)]
@@ -82,6 +83,24 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
               "samples": runner_lib.samples_identity(sample_idx)}
   return runner_lib.run_into_report(report_path, settings, columns, sample_idx, chunks,
                                     run_chunk, progress=progress)
+
+
+def _check_model_and_radii(model, x, y, texts, norm) -> None:
+  """Before any work: radii against the input box (a warning), the model as every attack takes
+  it in (an eval-mode copy; finite logits [B, C], `validation.inference_model`), labels in
+  0..C-1 (a label C or above would make every sample silently inaccurate), and AutoAttack-style
+  warnings (probability outputs, zero gradients) on the first 16 samples."""
+  norm = common.check_norm(norm)
+  for text in dict.fromkeys(texts):
+    validation.check_radius_in_box(radii_lib.parse_radius(text), norm,
+                                   int(np.prod(np.shape(x)[1:])), f"evaluate: radius {text}")
+  x16 = jnp.asarray(x[:16])
+  model_copy, out = validation.inference_model(model, x16, name="evaluate: model")
+  n_classes = validation.check_logits(out, n=len(x16), name="evaluate: model")
+  validation.check_labels(y, n=len(x), num_classes=n_classes, name="evaluate: y")
+  clean16 = model_copy(x16)
+  validation.check_logits(clean16, n=len(x16), name="evaluate: model")
+  checks.run_all(model_copy, x16, jnp.argmax(clean16, -1))
 
 
 def _chunk_columns(runner, x, y, sample_idx, key, texts, conf_texts, batch_size, pos) -> dict:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain import attacks, compose, radii as radii_lib
+from jax_abstain import attacks, compose, radii as radii_lib, validation
 from jax_abstain.attacks.multi_radius import pad_rows
 from jax_abstain.evaluation import runner as runner_lib
 from jax_abstain.errors import UserError
@@ -26,7 +26,8 @@ def predict(logits_fns: Sequence[Callable], selector_fns: Sequence[Callable], x)
   """Live compositional inference H(x) (eq. 12, cascaded).
 
   Args:
-    logits_fns: M models (abstain models first, core last), each x -> logits [B, C].
+    logits_fns: M models (abstain models first, core last), each x -> logits [B, C]; NNX
+      modules run as eval-mode copies and are never changed (docs/design.md, Contracts).
     selector_fns: M-1 selectors, each x -> [B] bool (e.g. `robustness_selector`).
     x: [B, ...] inputs in [0, 1].
 
@@ -35,11 +36,16 @@ def predict(logits_fns: Sequence[Callable], selector_fns: Sequence[Callable], x)
     gave it.
 
   Raises:
-    UserError: not one selector per abstain model.
+    UserError: not one selector per abstain model, or a model whose output is not [B, C]
+      logits (C >= 2) or whose forward pass changes state.
   """
   if len(selector_fns) != len(logits_fns) - 1:
     raise UserError("predict: need one selector per abstain model (all models but the core)")
-  preds = [jnp.argmax(f(x), -1) for f in logits_fns]
+  preds = []
+  for i, f in enumerate(logits_fns):
+    f, out = validation.inference_model(f, x, name=f"predict: model {i}")
+    validation.check_logits(out, n=x.shape[0], name=f"predict: model {i}")
+    preds.append(jnp.argmax(f(x), -1))
   answered_by = jnp.full(preds[0].shape, len(logits_fns) - 1, jnp.int32)
   for m in range(len(selector_fns) - 1, -1, -1):   # earlier models take precedence
     answered_by = jnp.where(selector_fns[m](x), m, answered_by)
@@ -51,7 +57,7 @@ def robustness_selector(logits_fn, *, eps, key, attack=None, **attack_kwargs):
   """A live S_ERI (eq. 10): selects x where `attack` at radius eps does not flip F(x).
 
   Args:
-    logits_fn: x [B, ...] -> logits [B, C].
+    logits_fn: x [B, ...] -> logits [B, C] (an NNX module runs as its eval-mode copy).
     eps: radius of the check (2 eps of the threat model in the paper, section 5).
     key: key of the attack.
     attack: ``attack(logits_fn, x, y, *, key, eps, **attack_kwargs) -> x_adv``
@@ -61,6 +67,7 @@ def robustness_selector(logits_fn, *, eps, key, attack=None, **attack_kwargs):
     x [B, ...] -> [B] bool, jit-compatible.
   """
   attack = attack or attacks.apgd
+  logits_fn = validation.eval_copy(logits_fn)   # an NNX module: never changed, eval mode
 
   def select(x):
     clean = jnp.argmax(logits_fn(x), -1)
@@ -89,7 +96,9 @@ def evaluate_composition(models_, x, y, *, eps, key, select_at=None, norm: str =
     (`compose.Composition`, predictions [N] of H).
 
   Raises:
-    UserError: fewer than 2 models or not one ``select_at`` per abstain model.
+    UserError: fewer than 2 models, not one ``select_at`` per abstain model, labels outside
+      a model's classes, or a model output that is not finite [B, C] logits. A radius that
+      covers the whole input box warns.
   """
   eps_t = radii_lib.format_radius(eps)
   k = len(models_) - 1
@@ -99,6 +108,13 @@ def evaluate_composition(models_, x, y, *, eps, key, select_at=None, norm: str =
   sel = [radii_lib.double_radius(eps_t) if r is None else radii_lib.format_radius(r) for r in sel]
   runners = [runner_lib.ModelRunner(m, norm=norm, n_iter=n_iter, n_restarts=n_restarts)
              for m in models_]
+  for i, r in enumerate(runners):   # labels against every model's classes, radii against the box
+    out = validation.inference_model(r.model, jnp.asarray(x[:1]), name=f"model {i}")[1]
+    validation.check_labels(y, n=len(x), num_classes=validation.check_logits(
+        out, n=len(x[:1]), name=f"evaluate_composition: model {i}"), name="evaluate_composition: y")
+  for text in dict.fromkeys([eps_t, *sel]):
+    validation.check_radius_in_box(radii_lib.parse_radius(text), runners[0].norm,
+                                   int(np.prod(np.shape(x)[1:])), f"evaluate_composition: {text}")
   n = len(x)
   sample_idx = runner_lib.sample_indices(sample_idx, n)
   pred, answered, rob = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)

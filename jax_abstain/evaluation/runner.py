@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jax_abstain import attacks, radii as radii_lib, reports
+from jax_abstain import attacks, radii as radii_lib, reports, validation
 from jax_abstain.attacks import common
 from jax_abstain.attacks.multi_radius import radius_keys
 from jax_abstain.evaluation.config import ATTACKS
@@ -70,7 +70,8 @@ class ModelRunner:
   """Clean pass and attacks of one model, jitted with the weights as arguments.
 
   Args:
-    model: NNX model in eval mode, inputs [B, ...] in [0, 1] -> logits [B, C].
+    model: NNX model, inputs [B, ...] in [0, 1] -> logits [B, C]; it runs as an eval-mode copy
+      (`validation.eval_copy`) whatever its mode, and is never changed.
     norm: ``"linf"`` or ``"l2"``.
     n_iter, n_restarts: APGD budget (40 and 1 in the paper).
     attack: ``"apgd-ce"`` or ``"autoattack"`` for the ``is_rob`` columns.
@@ -84,8 +85,9 @@ class ModelRunner:
                aa_options=None):
     if attack not in ATTACKS:
       raise UserError(f"attack: expected one of {', '.join(ATTACKS)}, got {attack!r}")
-    self.model = model
-    graphdef, self.state = nnx.split(model)
+    # The eval-mode copy (docs/design.md, Contracts): the caller's module is never changed.
+    self.model = validation.eval_copy(model)
+    graphdef, self.state = nnx.split(self.model)
     self.program = _Program(graphdef, common.check_norm(norm), int(n_iter), int(n_restarts))
     self.norm = self.program.norm
     self.attack_name, self.aa_options = attack, dict(aa_options or {})
@@ -97,8 +99,17 @@ class ModelRunner:
     return self.program.attack(self.state, x, y, keys, eps, loss)
 
   def predict(self, x):
-    """Clean (pred [B] int32, max softmax [B]) as numpy arrays."""
-    return tuple(np.asarray(v) for v in self.program.clean(self.state, jnp.asarray(x)))
+    """Clean (pred [B] int32, max softmax [B]) as numpy arrays.
+
+    Raises:
+      UserError: NaN or inf logits (their max softmax is NaN) for some input.
+    """
+    pred, conf = (np.asarray(v) for v in self.program.clean(self.state, jnp.asarray(x)))
+    if not np.all(np.isfinite(conf)):
+      bad = np.flatnonzero(~np.isfinite(conf))
+      raise UserError(f"model: returns NaN or inf logits for {bad.size} of {len(conf)} inputs "
+                      f"(first: row {int(bad[0])} of the batch)")
+    return pred, conf
 
   def robust(self, x, pred, keys, texts, valid=None) -> dict:
     """{radius text: [B] bool} robust at each radius (nested), per-sample keys ``keys`` [B].

@@ -8,7 +8,9 @@ before a workdir is written (docs/design.md, "Data flow of a job"). Every proble
 collected into one `UserError`, one line per problem, each naming its field
 (``config.train.lr: ...``): unknown fields or names (mode, data set, augmentation, model),
 bad values, missing model directories or data paths, a batch that does not split over the
-devices. The jobs read the typed fields; nothing downstream re-checks or falls back.
+devices. The jobs read the typed fields; nothing downstream re-checks or falls back. A
+radius that covers the whole input box (Linf >= 1; L2 >= sqrt(2), L1 >= 2 on the 2-D
+synthetic set) is not a problem but a warning (`validation.check_radius_in_box`).
 
 A config holds ``mode``, ``name`` (the report name; default: the mode), ``seed`` (0),
 ``norm`` ("linf"), ``eps`` (the threat radius; toy2d only) and the sections of its mode:
@@ -298,6 +300,29 @@ def _eval(values: dict, mode: str, job_values: dict, problems: list):
   return _collect(problems, EvalConfig.from_config, section, name="config.eval")
 
 
+def _warn_box_radii(top: dict, train, toy2d, evaluation, job_data) -> None:
+  """Warns about each radius of the job that covers the whole input box
+  (`validation.check_radius_in_box`): Linf radii here, L2/L1 radii where the input size is
+  known before loading (the 2-D synthetic set); attacks and evaluations check again with the
+  size of the data they get."""
+  d = 2 if job_data is not None and job_data.name == "synthetic" else None
+  found = [("config.eps", top["eps"], top["norm"])]
+  trains = {f"config.models.{m}": c for m, c in toy2d.models.items()} if toy2d else {}
+  if train is not None and not toy2d:
+    trains["config.train"] = train
+  for where, cfg in trains.items():
+    found += [(f"{where}.eps", cfg.eps, cfg.norm), (f"{where}.select_eps", cfg.select_eps, cfg.norm)]
+  if toy2d:
+    found.append(("config.compose.select_at", toy2d.select_at, top["norm"]))
+  if evaluation is not None:
+    norm = "l2" if evaluation.certified else evaluation.norm
+    found += [(f"config.eval.radii {r}", r, norm) for r in evaluation.radii]
+    found += [(f"config.eval.conf_radii {r}", r, norm) for r in evaluation.conf_radii]
+  for where, radius, norm in found:
+    if radius and norm:
+      validation.check_radius_in_box(radii.parse_radius(radius), norm, d, where)
+
+
 def _top(values: dict, mode: str, problems: list) -> dict:
   """mode, name, seed, eps (canonical text; "" when absent), norm."""
   top = {"mode": mode,
@@ -349,5 +374,6 @@ def check(config) -> Job:
   evaluation = _eval(values, mode, top, problems)
   if problems:
     raise UserError.from_problems(problems)
+  _warn_box_radii(top, train, toy2d, evaluation, job_data)
   return Job(**top, data=job_data, model=model, train=train if mode == "train" else None,
              eval=evaluation, toy2d=toy2d)
