@@ -1,7 +1,8 @@
 # The README's two set-up commands:
 #   make run    creates .venv, installs the package, runs the main job on its embedded default
 #   make test   creates .venv with the test extras, runs the test suite
-# and the second CI step:
+# and the further CI steps:
+#   make test-slow      the long end-to-end tests (pytest -m slow)
 #   make test-install   builds the wheel, installs it (not editable) with the version floors of
 #                       pyproject.toml into a fresh venv, runs every console script's --help and
 #                       the Figure 1 job by config name (tests/install_check.py, ~3 minutes)
@@ -15,7 +16,7 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: run test test-install bench clean
+.PHONY: run test test-slow test-install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +44,14 @@ PYTEST = rc=0; $(BIN)/python -m pytest $(1) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make $@: pytest collected no tests (exit 5)" >&2; exit 1; fi; \
 	exit $$rc
 
+# The suite without the long end-to-end tests (marked slow): under 15 minutes on 2 cores.
 test: $(VENV)/.installed-test
-	@$(call PYTEST,$(PYTEST_ARGS))
+	@$(call PYTEST,-m "not slow" $(PYTEST_ARGS))
+
+# The long end-to-end tests (Figure 1 job, kill-and-resume, multi-process, full-size ports):
+# CI's second step.
+test-slow: $(VENV)/.installed-test
+	@$(call PYTEST,-m slow $(PYTEST_ARGS))
 
 test-install: $(VENV)/.installed-test
 	@$(call PYTEST,tests/install_check.py)
