@@ -26,6 +26,7 @@ $(VENV)/.installed-run: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# pyautoattack is the official AutoAttack code (the golden reference of the attack tests);
 # torchattacks and robustbench without their dependencies (torchvision, timm, ...): the tests use
 # torchattacks' attacks and RobustBench's architecture code, loaded by path
 # (tests/torch_reference_models.py), neither of which needs them.
@@ -34,6 +35,7 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/python -m pip install -q -e ".[test,port,tfds,tensorboard]"
 	$(BIN)/python -m pip install -q --no-deps "torchattacks>=3.5.1"
 	$(BIN)/python -m pip install -q --no-deps "robustbench>=1.1.1"
+	$(BIN)/python -m pip install -q --no-deps "pyautoattack>=0.2.0"
 	touch $@
 
 run: $(VENV)/.installed-run
