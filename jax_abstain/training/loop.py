@@ -10,7 +10,8 @@ the best validation score so far, and the grain iterator position of every host.
 the same workdir restores the latest complete checkpoint and continues; because batches come
 from the restored iterator and the attack keys are ``fold_in(fold_in(key, step), sample)``, a
 run killed at any point (even SIGKILL inside a save) ends with the same parameters as an
-uninterrupted one.
+uninterrupted one. SIGTERM (a scheduler's notice before preemption, `preemption`) saves a
+checkpoint at the next step and raises `preemption.Preempted`.
 
 The global batch ``cfg.batch_size`` is split over the JAX processes (each reads its own shard
 through `pipeline.train_loader`) and then over all devices (``("data",)`` mesh);
@@ -28,6 +29,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from jax_abstain import preemption
 from jax_abstain.data import pipeline
 from jax_abstain.errors import UserError
 from jax_abstain.training import checkpointing, distributed, selection
@@ -201,19 +203,28 @@ class _Run:
     self.bar = writer_lib.progress_bar(p.total, initial=self.start, desc=f"train {self.name}",
                                        enabled=progress)
     self.sums, self.count, self.t0 = None, 0, time.time()
-    for s in range(self.start, p.total):
-      batch = next(self.iterator)
-      xb, yb, ib = (distributed.global_batch(mesh, batch[k]) for k in ("image", "label", "index"))
-      scale = np.float32(step_lib.beta_scale(self.cfg, s // p.steps_per_epoch))
-      self.prm, self.rst, self.opt, m = step_fn(self.prm, self.rst, self.opt, xb, yb,
-                                                example_keys(self.rng, s, ib), scale)
-      self.sums = m if self.sums is None else jax.tree.map(lambda a, b: a + b, self.sums, m)
-      self.count += 1
-      self.bar.update(1)
-      self._after_step(s + 1)
+    with preemption.Watch() as watch:
+      for s in range(self.start, p.total):
+        batch = next(self.iterator)
+        xb, yb, ib = (distributed.global_batch(mesh, batch[k])
+                      for k in ("image", "label", "index"))
+        scale = np.float32(step_lib.beta_scale(self.cfg, s // p.steps_per_epoch))
+        self.prm, self.rst, self.opt, m = step_fn(self.prm, self.rst, self.opt, xb, yb,
+                                                  example_keys(self.rng, s, ib), scale)
+        self.sums = m if self.sums is None else jax.tree.map(lambda a, b: a + b, self.sums, m)
+        self.count += 1
+        self.bar.update(1)
+        saved = self._after_step(s + 1)
+        if watch.requested(s + 1) and s + 1 < p.total:   # SIGTERM: save here, then stop
+          if not saved:
+            self._save(s + 1)
+          self.metrics.flush()
+          raise preemption.Preempted(f"{self.name}: stopped on SIGTERM after step {s + 1} of "
+                                     f"{p.total}, checkpoint saved; run again to resume")
     self.metrics.flush()
 
-  def _after_step(self, done: int) -> None:
+  def _after_step(self, done: int) -> bool:
+    """Logs, validates and checkpoints on schedule; True if it saved a checkpoint."""
     p = self.p
     epoch_end = done % p.steps_per_epoch == 0
     validate = (self.evaluator is not None and epoch_end
@@ -232,12 +243,16 @@ class _Run:
     if validate:
       self._validate(done)
     if save:
-      self.ckpt.save(done, {"params": self.prm, "rest": self.rst, "opt": self.opt,
-                            "rng": self.rng,
-                            "best": np.asarray(np.nan if self.best is None else self.best,
-                                               np.float32),
-                            "best_step": np.asarray(self.best_step, np.int32)},
-                     data_state=pipeline.get_state(self.iterator))
+      self._save(done)
+    return save
+
+  def _save(self, done: int) -> None:
+    self.ckpt.save(done, {"params": self.prm, "rest": self.rst, "opt": self.opt,
+                          "rng": self.rng,
+                          "best": np.asarray(np.nan if self.best is None else self.best,
+                                             np.float32),
+                          "best_step": np.asarray(self.best_step, np.int32)},
+                   data_state=pipeline.get_state(self.iterator))
 
   def _validate(self, done: int) -> None:
     scores = self.evaluator(self.prm, self.rst)
