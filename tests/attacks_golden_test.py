@@ -161,3 +161,102 @@ def test_apgd_iterates_equal_the_official_ones_from_the_same_start(norm, loss, e
   # Broken exactly where an official iterate was misclassified before the horizon.
   seen = flipped & (np.arange(31)[:, None] <= horizon[None, :])
   assert np.all(~robust[seen.any(0)])
+
+
+def _linear(c=4, n=12, d=30, seed=0):
+  """Linear logits with every boundary through the box centre and inputs in [0.4, 0.6]: the
+  minimal Linf / L2 perturbation is ``min_j m_j / ||w_y - w_j||_{1 / 2}`` (checked to stay
+  inside the box)."""
+  rng = np.random.default_rng(seed)
+  w = rng.normal(size=(d, c)).astype(np.float32)
+  b = (-0.5 * w.sum(0)).astype(np.float32)
+  x = rng.uniform(0.4, 0.6, size=(n, d)).astype(np.float32)
+  z = x @ w + b
+  y = z.argmax(1)
+  m = z[np.arange(n), y][:, None] - z
+  dw = w[:, y].T[:, :, None] - w[None]
+  other = np.arange(c)[None] != y[:, None]
+  with np.errstate(invalid="ignore"):  # 0 / 0 in the column of y, masked
+    dist = {"linf": np.where(other, m / np.abs(dw).sum(1), np.inf).min(1),
+            "l2": np.where(other, m / np.sqrt((dw ** 2).sum(1)), np.inf).min(1)}
+  assert dist["linf"].max() < 0.4
+  return w, b, x, y, dist
+
+
+def _official_fab(net, x, y, norm, n_iter, target_class):
+  """AutoAttack's FAB-T, one target and its first restart (no random start there)."""
+  import torch
+  fab_pt = _official("fab_pt")
+  official = fab_pt.FABAttack_PT(net, norm={"linf": "Linf", "l2": "L2"}[norm], n_iter=n_iter,
+                                 targeted=True, device="cpu")
+  official.target_class = target_class
+  adv = official.attack_single_run(torch.from_numpy(x), torch.from_numpy(y).long(),
+                                   use_rand_start=False, is_targeted=True)
+  return adv.detach().numpy().reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_t_equals_the_official_points_and_the_minimal_perturbation(norm):
+  import torch
+  w, b, x, y, dist = _linear()
+  net = torch.nn.Linear(w.shape[0], w.shape[1])
+  with torch.no_grad():
+    net.weight.copy_(torch.from_numpy(w.T.copy()))
+    net.bias.copy_(torch.from_numpy(b))
+  f = lambda z: z.reshape(z.shape[0], -1) @ w + b
+  theirs = [_official_fab(net, x, y, norm, 20, t) for t in (2, 3, 4)]
+  their_dist = np.min([common.norm_of(jnp.asarray(a - x), norm) for a in theirs], 0)
+  res = fab_module.fab_run(f, jnp.asarray(x), jnp.asarray(y), key=jax.random.key(0), norm=norm,
+                           n_iter=20, n_target_classes=3)
+  np.testing.assert_allclose(res.dist, their_dist, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(res.dist, dist[norm], rtol=1e-2)  # 20 steps: within 1%
+  assert np.all(np.asarray(res.dist) >= dist[norm] * (1 - 1e-5))
+  # Point by point on a nonlinear model: one target (the 2nd most likely class).
+  w1, w2 = _mlp_weights(seed=2)
+  net = _torch_mlp(w1, w2)
+  f = lambda z: jnp.tanh(z @ w1) @ w2
+  x = np.random.default_rng(3).uniform(0.2, 0.8, size=(12, 20)).astype(np.float32)
+  y = np.array(jnp.argmax(f(jnp.asarray(x)), -1))
+  theirs = _official_fab(net, x, y, norm, 20, 2)
+  res = fab_module.fab_run(f, jnp.asarray(x), jnp.asarray(y), key=jax.random.key(0), norm=norm,
+                           n_iter=20, n_target_classes=1)
+  assert np.all(np.isfinite(res.dist))
+  np.testing.assert_allclose(res.x_adv, theirs, atol=1e-5)
+
+
+def test_square_needs_as_many_queries_as_the_official_one_at_the_minimal_perturbation():
+  # A 2-class linear model on 6x6 images; the minimal Linf perturbation is 1 / ||v||_1 and
+  # reaching 1.25 times it takes the right sign on most pixels, i.e. the 1x1 windows that the
+  # standard schedule reaches after query 500. The official code draws window corners in
+  # 0 .. h - s - 1 (never touching the last row and column after its start); ours draws
+  # them uniformly in 0 .. h - s, so the model gives no weight to that row and column. The
+  # random streams differ, so 16 independent runs of each are compared by their query counts.
+  import torch
+  square_pt = _official("square")
+  side, runs, budget = 6, 16, 600
+  rng = np.random.default_rng(0)
+  v = rng.normal(size=(side, side)).astype(np.float32)
+  v[-1, :] = v[:, -1] = 0
+  v = v.reshape(-1)
+  x = rng.uniform(0.4, 0.6, size=side * side).astype(np.float32)
+  x = x + (1.0 - x @ v) / (v @ v) * v   # margin exactly 1
+  w = np.stack([np.zeros_like(v), v], 1)
+  d_min = 1.0 / np.abs(v).sum()
+  xs = np.repeat(x.reshape(1, side, side, 1), runs, 0)
+  net = lambda z: z.reshape(z.shape[0], -1) @ torch.from_numpy(w)
+  eps = float(d_min * 1.25)
+  theirs = []
+  for seed in range(runs):
+    official = square_pt.SquareAttack(net, norm="Linf", n_queries=budget, eps=eps,
+                                      resc_schedule=False, device="cpu")
+    x_t = torch.from_numpy(xs[:1].transpose(0, 3, 1, 2).copy())
+    official.init_hyperparam(x_t)
+    torch.manual_seed(seed)
+    n_q, adv = official.attack_single_run(x_t, torch.ones(1).long())
+    theirs.append(n_q.item() if net(adv).argmax(1).item() == 0 else np.inf)
+  res = attacks.square_run(lambda z: z.reshape(z.shape[0], -1) @ w, jnp.asarray(xs),
+                           jnp.asarray(np.ones(runs, np.int32)), key=jax.random.key(0), eps=eps,
+                           n_queries=budget)
+  ours = np.where(np.asarray(res.robust), np.inf, np.asarray(res.n_queries))
+  assert np.isfinite(theirs).sum() >= runs - 2 and np.isfinite(ours).sum() >= runs - 2, (theirs, ours)
+  assert abs(np.median(ours) / np.median(theirs) - 1) < 0.15, (np.sort(ours), np.sort(theirs))
