@@ -5,7 +5,7 @@ configs/cifar10_era.py with 100 classes and the Rebuffi et al. RobustBench model
 2 eps = 4/255 for robust selection at 2 eps. The paper says lr 1e-3; the authors' script uses
 5e-4 (``lr=5e-4``). With the authors' ``variant=code`` the TRADES KL is averaged over the 100
 classes (effective beta_T 0.06). Port first:
-    python -m jax_abstain.cli.port --arch Rebuffi2021Fixing_28_10_cutmix_ddpm --checkpoint R.pt --out models/rebuffi100
+    python -m jax_abstain.cli.port --arch cifar100/Linf/Rebuffi2021Fixing_28_10_cutmix_ddpm --checkpoint R.pt --out models/rebuffi100
 Runtime: as configs/cifar10_era.py (a GPU job).
 """
 from jax_abstain.configs import common
@@ -14,6 +14,6 @@ from jax_abstain.configs import recipe
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, **recipe.arguments(
-      loss="era", data="cifar100", num_classes=100, arch="Rebuffi2021Fixing_28_10_cutmix_ddpm",
+      loss="era", data="cifar100", num_classes=100, arch="cifar100/Linf/Rebuffi2021Fixing_28_10_cutmix_ddpm",
       eps="4/255", threat="2/255"))
   return recipe.finetune(arg)
