@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from jax_abstain import configs, data, radii
+from jax_abstain import configs, data, models, radii
 from jax_abstain.configs import common, evaluate, evaluate_certified, mnist5k
 from jax_abstain.errors import UserError
 from jax_abstain.jobs import schema, train
@@ -71,8 +71,8 @@ def test_paper_configs_follow_the_recipe(name, model_dir):
   if name in NO_START:
     assert (job.model.name, job.model.robustbench, job.compose) == ("", "", None)
   else:   # from nothing: a RobustBench start and core of the data set's leaderboard
-    entry = schema.robustbench_entry(job.model.robustbench, job.data.name, "Linf")
-    assert entry.defaults["num_classes"] == job.model.num_classes
+    arch = schema.robustbench_architecture(job.model.robustbench, job.data.name, "Linf")
+    assert models.resolve(arch)[1]["num_classes"] == job.model.num_classes
     assert job.compose.core and job.data.path == "" and job.model.init_dir == ""
     assert job.compose.select_at == "" and radii.parse_radius(job.eps) * 2 == pytest.approx(
         radii.parse_radius(job.train.eps))   # the branch is trained at 2 eps
@@ -82,8 +82,10 @@ def test_paper_configs_follow_the_recipe(name, model_dir):
 
 @pytest.mark.parametrize("arg,message", [
     ("start=,core=", "config.model: no start model: give model.robustbench=NAME"),
-    ("start=nope", "config.model.robustbench: 'nope' is not a RobustBench cifar10 Linf model"),
-    ("core=Nope", "config.compose.core: 'Nope' is not a RobustBench cifar10 Linf model"),
+    ("start=Carmon2019Unlabeld", "config.model.robustbench: unknown RobustBench cifar10 Linf "
+                                 "model 'Carmon2019Unlabeld'; did you mean Carmon2019Unlabeled"),
+    ("core=Chen2020Adversarial", "config.compose.core: RobustBench's cifar10 Linf "
+                                 "Chen2020Adversarial is not supported"),
     ("threat_model=L1", "config.model.threat_model: expected one of Linf, L2"),
 ])
 def test_fine_tuning_without_a_usable_start_or_core_is_refused(arg, message):

@@ -101,7 +101,7 @@ def test_default_job_reproduces_figure1(tmp_path):
 
 @pytest.mark.parametrize("args,env,message", [
     (["--config=configs/cifar10_era.py:loss=nope"], {}, "train.loss"),
-    (["--config=configs/cifar10_era.py:start=nope"], {}, "config.model.robustbench: 'nope'"),
+    (["--config=configs/cifar10_era.py:start=nope"], {}, "config.model.robustbench: unknown RobustBench"),
     (["--config=configs/cifar10_era.py:start="], {}, "config.model: no start model"),
     (["--config=configs/cifar10_era.py"],   # offline: the data is fetched before the workdir
      {"JAX_ABSTAIN_CIFAR_URL": "http://127.0.0.1:9/", "JAX_ABSTAIN_DATA": "/nonexistent/jad"},

@@ -16,7 +16,7 @@ sound: docs/design.md, appendix A6). Written into the workdir:
 """
 import pathlib
 
-from jax_abstain import compose, files, models, radii, reports
+from jax_abstain import compose, files, metrics, models, radii, reports
 from jax_abstain.analysis import markdown, tables
 from jax_abstain.jobs import evaluate as evaluate_job, inputs
 from jax_abstain.jobs import report as report_job
@@ -34,7 +34,8 @@ def core_name(job) -> str:
 def _core_model(job):
   c = job.compose
   if c.core:
-    return inputs.robustbench_model(c.core, job.data.name, job.model.threat_model)[0]
+    return inputs.robustbench_model(c.core, job.data.name, job.model.threat_model,
+                                    c.options)[0]
   return models.load(c.core_dir)
 
 
@@ -47,12 +48,15 @@ def table1_rows(branch: dict, core: dict, eps: str, select_at: str, names) -> li
     names: (branch name, core name).
 
   Returns:
-    Two dicts with `TABLE1`'s keys (percent; rob_sel and commit_prec empty for the core).
+    Two dicts with `TABLE1`'s keys (percent, rounded to 2 decimals as `compose.compose_reports`;
+    rob_sel and commit_prec empty for the core).
   """
-  alone = compose.compose_reports([core], eps, names=[names[1]])
   both = compose.compose_reports([branch, core], eps, [select_at], names=list(names))
-  return [{"model": names[1], "eps": eps, "nat_acc": alone["nat_acc"],
-           "rob_acc": alone["rob_acc"], "rob_sel": "", "commit_prec": ""},
+  is_acc = compose.model_accuracy(core)
+  _, is_rob = compose.model_robustness(core, eps, certified=False)
+  return [{"model": names[1], "eps": eps, "nat_acc": round(metrics.natural_accuracy(is_acc), 2),
+           "rob_acc": round(metrics.robust_accuracy(is_acc, is_rob), 2), "rob_sel": "",
+           "commit_prec": ""},
           {"model": f"{names[0]} + {names[1]} (select at {select_at})", "eps": eps,
            "nat_acc": both["nat_acc"], "rob_acc": both["rob_acc"], "rob_sel": both["rob_sel"],
            "commit_prec": both["commit_prec"]}]

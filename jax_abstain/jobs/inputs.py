@@ -16,36 +16,37 @@ Later loads are cache hits.
 from jax_abstain import data, models
 from jax_abstain.errors import UserError
 
-def robustbench_model(name: str, dataset: str, threat_model: str, *, progress: bool = True):
+def robustbench_model(name: str, dataset: str, threat_model: str, options=None, *,
+                      progress: bool = True):
   """RobustBench model `name` of leaderboard (`dataset`, `threat_model`), as a model to train.
 
   Args:
     name: the RobustBench name, e.g. ``Carmon2019Unlabeled``.
     dataset: ``cifar10`` or ``cifar100``.
     threat_model: ``Linf`` or ``L2``.
+    options: size overrides of `models.load_robustbench` (``depth``, ``widen_factor``,
+      ``width``; None: the published sizes).
     progress: show download progress bars.
 
   Returns:
-    (eval-mode NNX model, registry architecture, constructor options): what `models.save`
-    needs to save a fine-tuned copy.
+    (eval-mode NNX model, registry architecture, constructor options) -- the architecture and
+    options of the cached port's manifest, what `models.save` needs for a fine-tuned copy.
 
   Raises:
-    UserError: an unknown name, a download or port that fails.
+    UserError: an unknown or unsupported name, a download or port that fails.
   """
-  from jax_abstain.jobs import schema  # pylint: disable=import-outside-toplevel
-  entry = schema.robustbench_entry(name, dataset, threat_model)
   model = models.load_robustbench(name, dataset=dataset, threat_model=threat_model,
-                                  progress=progress)
-  _, options = models.resolve(entry.name)
-  return model, entry.name, options
+                                  progress=progress, **dict(options or {}))
+  manifest = models.robustbench_manifest(name, dataset=dataset, threat_model=threat_model)
+  return model, manifest["architecture"], dict(manifest["options"])
 
 
 def _robustbench_names(job) -> list:
-  """[(config field, RobustBench name)] the job loads."""
-  named = [("config.model.robustbench", job.model.robustbench)]
+  """[(config field, RobustBench name, size options)] the job loads."""
+  named = [("config.model.robustbench", job.model.robustbench, job.model.options)]
   if job.compose is not None:
-    named.append(("config.compose.core", job.compose.core))
-  return [(field, name) for field, name in named if name]
+    named.append(("config.compose.core", job.compose.core, job.compose.options))
+  return [n for n in named if n[1]]
 
 
 def fetch(job, *, progress: bool = True) -> None:
@@ -60,8 +61,9 @@ def fetch(job, *, progress: bool = True) -> None:
       where) or fails its checksum, or a model does not port.
   """
   data.fetch(job.data.name, job.data.path or None, progress=progress)
-  for field, name in _robustbench_names(job):
+  for field, name, options in _robustbench_names(job):
     try:   # the leaderboard is the data set's, so the classes match
-      robustbench_model(name, job.data.name, job.model.threat_model, progress=progress)
+      robustbench_model(name, job.data.name, job.model.threat_model, options,
+                        progress=progress)
     except UserError as e:
       raise UserError(f"{field}: {e}") from None

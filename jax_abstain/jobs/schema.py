@@ -147,7 +147,8 @@ _DATA_CHECKS = {"name": _data_name, "path": _data_path, "split": _split,
 _MODEL_CHECKS = {"name": _text, "num_classes": _num_classes, "options": _options,
                  "init_dir": _model_dir, "dir": _model_dir, "robustbench": _text,
                  "threat_model": _threat_model}
-_COMPOSE_CHECKS = {"core": _text, "core_dir": _model_dir, "select_at": _radius_text}
+_COMPOSE_CHECKS = {"core": _text, "core_dir": _model_dir, "select_at": _radius_text,
+                   "options": _options}
 
 
 def _section(cls, values: dict, checks: dict, name: str, problems: list):
@@ -164,24 +165,24 @@ def _section(cls, values: dict, checks: dict, name: str, problems: list):
   return cls(**checked) if len(problems) == before else None
 
 
-def robustbench_entry(name: str, dataset: str, threat_model: str):
-  """The registry entry of RobustBench model `name` on the leaderboard (dataset, threat_model).
+def robustbench_architecture(name: str, dataset: str, threat_model: str) -> str:
+  """The registry architecture of RobustBench model `name` on the leaderboard (dataset,
+  threat_model), checked without the network (`porting.robustbench.entry`).
 
   Raises:
-    UserError: the name is not on that leaderboard, or its architecture is not built here.
+    UserError: the name is not on that leaderboard (closest names), or its architecture is not
+      built here.
   """
-  key = name if (dataset, threat_model) == ("cifar10", "Linf") else \
-      f"{dataset}/{threat_model}/{name}"   # the rule of models.zoo.robustbench_key (branch i18m)
-  try:
-    return models.get(key)
-  except UserError:
-    raise UserError(f"{name!r} is not a RobustBench {dataset} {threat_model} model that "
-                    "jax-abstain builds (python -m jax_abstain.port --list shows them)") from None
+  from jax_abstain.porting import robustbench  # pylint: disable=import-outside-toplevel
+  row = robustbench.entry(name, dataset, threat_model)
+  if robustbench.status(row) != "native":
+    raise UserError(robustbench.refusal(row))
+  return models.zoo.robustbench_key(row["name"], row["dataset"], row["threat_model"])
 
 
 def _robustbench_field(field, *args):
   try:
-    return robustbench_entry(*args)
+    return robustbench_architecture(*args)
   except UserError as e:
     raise UserError(f"{field}: {e}") from None
 

@@ -41,7 +41,9 @@ class ModelConfig:
   Attributes:
     name: a registry architecture (`models.names()`) built from scratch ("": none).
     num_classes: its outputs (0: the saved model's, for ``init_dir`` and ``dir``).
-    options: its constructor options (`models.resolve`).
+    options: its constructor options (`models.resolve`); for ``robustbench`` the size
+      overrides of `models.load_robustbench` (``depth``, ``widen_factor``, ``width``: small
+      test checkpoints).
     init_dir: a saved or ported model directory to fine-tune.
     dir: the model directory the evaluate job evaluates.
     robustbench: a RobustBench model name to fine-tune, on the leaderboard of the job's data
@@ -66,10 +68,12 @@ class ComposeConfig:
     core_dir: or the core's model directory.
     select_at: the selector's radius (text; "" = 2 eps, the sound choice, docs/design.md,
       appendix A6); the threat radius is the job's ``eps``.
+    options: size overrides of the RobustBench core (as `ModelConfig.options`).
   """
   core: str = ""
   core_dir: str = ""
   select_at: str = ""
+  options: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ def _model(job):
   """(model in train mode, architecture, constructor options) of ``job.model``."""
   m = job.model
   if m.robustbench:
-    return inputs.robustbench_model(m.robustbench, job.data.name, m.threat_model)
+    return inputs.robustbench_model(m.robustbench, job.data.name, m.threat_model, m.options)
   if m.init_dir:
     manifest = models.read_manifest(m.init_dir)
     return (models.load(m.init_dir, eval_mode=False), manifest["architecture"],
