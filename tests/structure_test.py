@@ -19,7 +19,7 @@ PACKAGE = ROOT / "jax_abstain"
 LAYERS = {
     0: ("errors", "radii", "validation", "files", "download", "xla_cpu"),
     1: ("losses", "attacks", "smoothing", "models", "porting", "data", "metrics", "soundness",
-        "reports"),
+        "reports", "ibp"),
     2: ("selectors", "compose", "cascades"),
     3: ("evaluation", "training", "analysis"),
     4: ("jobs", "configs"),
