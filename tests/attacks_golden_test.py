@@ -4,8 +4,8 @@ The official classes are driven directly: DLR and targeted DLR on fixed logits; 
 APGD-T iterates from the same start point (``attack_single_run(x_init=...)`` there, the
 random start replaced here); FAB-T, which has no randomness in its first restart, point by
 point; Square, whose random stream differs, by its query counts on a linear model whose
-minimal perturbation is known. Every official iterate is read off the inputs its model is
-called with. The tolerances are float32 rounding: a momentum of 0.3 instead of 0.75, or a
+minimal perturbation is known; the standard ensemble by its per-sample result on a small CNN
+trained here. Every official iterate is read off the inputs its model is called with. The tolerances are float32 rounding: a momentum of 0.3 instead of 0.75, or a
 DLR denominator built from other sorted logits, fails here.
 """
 import sys
