@@ -204,7 +204,7 @@ class _Run:
     for s in range(self.start, p.total):
       batch = next(self.iterator)
       xb, yb, ib = (distributed.global_batch(mesh, batch[k]) for k in ("image", "label", "index"))
-      scale = np.float32(step_lib.beta_scale(self.cfg, s // p.steps_per_epoch))
+      scale = np.float32(step_lib.loss_scale(self.cfg, s, p.steps_per_epoch))
       self.prm, self.rst, self.opt, m = step_fn(self.prm, self.rst, self.opt, xb, yb,
                                                 example_keys(self.rng, s, ib), scale)
       self.sums = m if self.sums is None else jax.tree.map(lambda a, b: a + b, self.sums, m)
