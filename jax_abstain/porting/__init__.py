@@ -33,12 +33,13 @@ def convert(arch: str, checkpoint_path, **options):
   """
   from jax_abstain import models  # pylint: disable=import-outside-toplevel
   entry, options = models.resolve(arch, **options)   # unknown names fail before any reading
-  state_dict, digest = checkpoint.read(checkpoint_path)
+  state_dict, digest, unwrapped = checkpoint.read_noted(checkpoint_path)
   model = models.io.instantiate(entry.constructor, options)
   checked = mapping.assign(model, state_dict, arch)
   model.eval()
   source = {"file": pathlib.Path(checkpoint_path).name, "sha256": digest,
             "format": "pytorch-state_dict", "tensors": len(state_dict),
+            "unwrapped": unwrapped or ["none (a raw state_dict)"],
             "normalization": ("registry, checked against the file's " + ", ".join(checked)
                               if checked else "registry (the file holds none)")}
   return model, options, source
