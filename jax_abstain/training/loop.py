@@ -230,7 +230,7 @@ class _Run:
     mesh, p = self.p.mesh, self.p
     batch = next(self.iterator)
     xb, yb, ib = (distributed.global_batch(mesh, batch[k]) for k in ("image", "label", "index"))
-    scale = np.float32(step_lib.beta_scale(self.cfg, s // p.steps_per_epoch))
+    scale = np.float32(step_lib.loss_scale(self.cfg, s, p.steps_per_epoch))
     self.prm, self.rst, self.opt, m = step_fn(self.prm, self.rst, self.opt, xb, yb,
                                               example_keys(self.rng, s, ib), scale)
     jax.block_until_ready(m)
