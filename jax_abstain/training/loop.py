@@ -134,8 +134,8 @@ def train(model: nnx.Module, x, y, cfg, *, workdir, name: str, seed: int = 0,
     evaluator = selection.Evaluator(graphdef, cfg, p.mesh, *validation, seed=seed)
   loader = pipeline.train_loader(x, y, batch_size=p.per_host, seed=seed, augment=augment,
                                  shard=(jax.process_index(), jax.process_count()))
-  initial = {"params": params.to_pure_dict(), "rest": rest.to_pure_dict(),
-             "opt": tx.init(params.to_pure_dict()),
+  initial = {"params": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest),
+             "opt": tx.init(nnx.to_pure_dict(params)),
              "rng": np.asarray(jax.random.key_data(jax.random.key(seed))),
              "best": np.asarray(np.nan, np.float32), "best_step": np.asarray(-1, np.int32)}
   run = _Run(pathlib.Path(workdir), name, cfg, p, evaluator)

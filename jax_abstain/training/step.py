@@ -84,7 +84,7 @@ def forward(graphdef, params: dict, rest: dict, x, mode: str):
   model = nnx.merge(graphdef, params, rest)
   model.train() if mode == "train" else model.eval()
   logits = model(x)
-  return logits, nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
+  return logits, nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
 
 
 def make_loss_fn(graphdef, cfg: TrainConfig):
