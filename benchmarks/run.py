@@ -24,7 +24,8 @@ from benchmarks import timing
 # Before any JAX computation, as the command lines do (jax_abstain/xla_cpu.py).
 XLA_CPU_SETUP = jax_abstain.use_eigen_convolutions()
 
-SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "train", "scaling", "profile")
+SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "train", "scaling", "profile",
+            "devices")
 TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `certify`)",
           "certify": "2. Certification throughput: JAX vs PyTorch CERTIFY",
           "forward": "3. Forward throughput: ported WRN-28-10 and ResNet-18",
@@ -32,7 +33,8 @@ TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `ce
           "apgd": "5. APGD / AutoAttack: parity with torchattacks and speed",
           "train": "6. Training steps: TRADES and ERA, ours vs PyTorch",
           "scaling": "7. Scaling: batch size, attack steps, noise samples, model width",
-          "profile": "8. Profile: where the time goes (XLA operations)"}
+          "profile": "8. Profile: where the time goes (XLA operations)",
+          "devices": "9. Scaling over devices and processes: evaluation and CERTIFY"}
 MODULES = {"train": "train_step"}   # section name -> benchmarks module, where they differ
 OUT = pathlib.Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
