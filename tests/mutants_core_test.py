@@ -121,3 +121,45 @@ def test_apgd_momentum_step_by_hand():
   got = apgd._step(x, jnp.array([[0.45, 0.5]]), jnp.array([[3.0, 4.0]]), x, 1.0,
                    jnp.array([[0.5]]), 0.75, "l2")
   np.testing.assert_allclose(np.asarray(got), [[0.7375, 0.8]], rtol=1e-6)
+
+
+# --- losses.py: every loss on a batch of rows that differ, against NumPy written here ---------
+# The hand-computed tests of tests/losses_test.py use one row, where an axis or index mutant
+# (softmax over the whole batch, a gather along the batch axis) cannot show.
+
+def _np_log_softmax(z):
+  z = np.asarray(z, float)
+  m = z.max(-1, keepdims=True)
+  return z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
+
+
+def _np_best_other(z, excluded):
+  z = np.array(z, float)
+  z[np.arange(len(z)), excluded] = -np.inf
+  return z.argmax(-1)
+
+
+RNG = np.random.default_rng(17)
+NAT3 = RNG.normal(size=(3, 4)) * 2.0
+ADV3 = RNG.normal(size=(3, 4)) * 2.0
+Y3 = np.array([2, 0, 3])
+
+
+def _np_kl(p_logits, q_logits):
+  lp, lq = _np_log_softmax(p_logits), _np_log_softmax(q_logits)
+  return (np.exp(lp) * (lp - lq)).sum(-1)
+
+
+def _np_ce(z, y):
+  return -_np_log_softmax(z)[np.arange(len(z)), y]
+
+
+def test_mart_on_a_batch():
+  from jax_abstain import losses
+  p_adv = np.exp(_np_log_softmax(ADV3))
+  other = _np_best_other(ADV3, Y3)
+  bce = _np_ce(ADV3, Y3) - np.log(1.0 - p_adv[np.arange(3), other])
+  p_y = np.exp(_np_log_softmax(NAT3))[np.arange(3), Y3]
+  want = bce + 6.0 * _np_kl(NAT3, ADV3) * (1.0 - p_y)
+  got = losses.mart(jnp.asarray(NAT3), jnp.asarray(ADV3), jnp.asarray(Y3))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
