@@ -30,7 +30,7 @@ import numpy as np
 
 from jax_abstain import compose, configs, files, metrics, radii, reports
 from jax_abstain.errors import UserError
-from jax_abstain.jobs import schema, train, workdir as workdir_lib
+from jax_abstain.jobs import inputs, schema, train, workdir as workdir_lib
 
 # TRADES with the budget of one ERA fine-tuning (configs/mnist_era.py: era defaults).
 TRADES_FT = {"epochs": 1, "lr": 0.01}
@@ -84,6 +84,7 @@ def train_all(out: pathlib.Path, run_configs, *, train_missing: bool = True) -> 
     else:
       print(f"[sweep] {name}: {config.train.loss} -> {workdir}", flush=True)
       job = schema.check(config)
+      inputs.fetch(job)
       results = train.run(job, workdir_lib.prepare(workdir, job))
     found[name] = workdir / results[config.name]["report"]
   return found
