@@ -12,7 +12,11 @@ of Carmon2019Unlabeled) and its input normalization; port the weights with
 each entry: ``family``, ``dataset``, ``num_classes`` (in the defaults), ``normalization``
 (human-readable; the exact values live in the model), ``threat_model`` and ``source``.
 """
-from jax_abstain.models import layers, robustbench_table
+import functools
+import json
+import pathlib
+
+from jax_abstain.models import layers
 from jax_abstain.models.cifar_resnet import CifarResNet
 from jax_abstain.models.dm_wide_resnet import DMWideResNet
 from jax_abstain.models.registry import register
@@ -75,10 +79,26 @@ def robustbench_key(name: str, dataset: str = "cifar10", threat_model: str = "Li
   return f"{dataset}/{threat_model}/{name}"
 
 
+def _tuples(value):
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return value
+
+
+@functools.cache
+def robustbench_table() -> dict:
+  """The shipped RobustBench table (``robustbench_table.json`` beside this file, generated
+  from RobustBench's zoo files by `jax_abstain.porting.robustbench_zoo`)."""
+  return json.loads((pathlib.Path(__file__).parent / "robustbench_table.json").read_text())
+
+
 def robustbench_rows() -> list[dict]:
-  """The shipped RobustBench table (`robustbench_table`, generated from RobustBench's zoo
-  files by `jax_abstain.porting.robustbench_zoo`), one dict per leaderboard entry."""
-  return [dict(zip(robustbench_table.FIELDS, row)) for row in robustbench_table.ROWS]
+  """The table's leaderboard entries, one dict each (the fields of
+  `jax_abstain.porting.robustbench_zoo.Row`; lists read back as tuples)."""
+  table = robustbench_table()
+  return [dict(zip(table["fields"], _tuples(row))) for row in table["rows"]]
 
 
 def _register_robustbench():
