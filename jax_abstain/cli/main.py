@@ -96,6 +96,7 @@ def main(argv=None):
   if any(a in ("-h", "--help", "--helpshort", "-?") for a in argv[1:]):
     return _help()
   xla_cpu.prefer_eigen_convolutions()   # before JAX starts: Eigen convolutions on CPUs
+  cli.quiet_backend_probe()
   argv = [_resolved(a) for a in argv]
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(lambda args: cli.run_with_clean_errors(_job, args), argv=argv,

@@ -17,7 +17,7 @@ from jax_abstain.models.cifar_resnet import CifarResNet
 from jax_abstain.models.dm_wide_resnet import DMWideResNet
 from jax_abstain.models.registry import register
 from jax_abstain.models.resnet import ImageNetResNet, PreActResNet, ResNet
-from jax_abstain.models.small_cnn import SmallCNN
+from jax_abstain.models.small_cnn import GowalSmallCNN, SmallCNN
 from jax_abstain.models.wide_resnet import WideResNet
 
 _C10 = dict(dataset="cifar10", input_shape=(32, 32, 3))
@@ -58,6 +58,9 @@ def _register_architectures():
   register("small-cnn", SmallCNN, defaults=dict(num_classes=10, in_channels=1),
            family="small_cnn", normalization="none (inputs in [0,1])", dataset="mnist",
            input_shape=(28, 28, 1), source="yaodongyu/TRADES models/small_cnn.py")
+  register("gowal-small", GowalSmallCNN, defaults=dict(num_classes=10, in_channels=1),
+           family="small_cnn", normalization="none (inputs in [0,1])", dataset="mnist",
+           input_shape=(28, 28, 1), source="Gowal et al. 2018, table 1 (small)")
 
 
 FAMILIES = {"wide_resnet": WideResNet, "dm_wide_resnet": DMWideResNet, "resnet": ResNet,
