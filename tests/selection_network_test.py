@@ -10,6 +10,7 @@ from jax_abstain import attacks, compose, data, ibp, models, selectors, training
 from jax_abstain.analysis import tables
 from jax_abstain.errors import UserError
 from jax_abstain.evaluation import selection
+from jax_abstain.jobs import sweep
 
 
 def _report(**extra):
@@ -99,3 +100,11 @@ def test_ibp_trained_cnn_is_certified_and_no_attack_flips_its_certified_selectio
   assert flipped.any()                                     # the attack works where it can
   assert not (flipped & cert).any()                        # never on a certified point
   assert bool(jnp.all(ibp.certified(net, xt[cert], 0.15)))
+
+
+def test_sweep_plans_mma_from_trades_and_ibp_from_scratch(tmp_path):
+  runs = dict(sweep.planned_runs(tmp_path, [0.5], mma=True, ace=True))
+  assert runs["mma"] == {"loss": "mma", "init": str(tmp_path / "trades" / "model"),
+                         "train_eps": "0.45"}
+  assert runs["ibp"] == {"loss": "ibp", "arch": "gowal-small", "train_eps": "0.2"}
+  assert "mma" not in dict(sweep.planned_runs(tmp_path, [0.5]))
