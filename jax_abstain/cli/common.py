@@ -9,6 +9,7 @@ the traceback is shown. `errors.SoundnessError` (a broken attack or certificate 
 bug, never bad input, so it always shows its traceback.
 """
 import argparse
+import logging
 import os
 import sys
 
@@ -50,10 +51,37 @@ def run_with_clean_errors(fn, argv):
     fail(str(e) if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}")
 
 
+class _BackendProbeFilter(logging.Filter):
+  """Drops JAX's INFO record ``Unable to initialize backend 'tpu': ...``.
+
+  JAX tries every platform it knows when ``JAX_PLATFORMS`` is unset and logs each one that is
+  absent at INFO (`jax._src.xla_bridge.backends`); under absl's INFO verbosity that is a line
+  on every run of a CPU or GPU machine. A platform the user asks for (``JAX_PLATFORMS=tpu``)
+  that fails still raises, and every other record of the logger passes.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno <= logging.INFO
+                and str(record.msg).startswith("Unable to initialize backend"))
+
+
+BACKEND_LOGGER = "jax._src.xla_bridge"
+
+
+def quiet_backend_probe() -> None:
+  """Adds `_BackendProbeFilter` to JAX's backend logger (once; the standard
+  `logging.Logger.addFilter`)."""
+  logger = logging.getLogger(BACKEND_LOGGER)
+  if not any(isinstance(f, _BackendProbeFilter) for f in logger.filters):
+    logger.addFilter(_BackendProbeFilter())
+
+
 def entry(fn, argv=None) -> int:
   """What each console script's ``main(argv=None)`` does: the XLA:CPU setting first (before
-  JAX starts, `xla_cpu`), argv from the process when None, then fn(argv) with one-line errors.
-  Returns fn's exit status if it returns an int, else 0."""
+  JAX starts, `xla_cpu`), JAX's platform probe kept quiet (`quiet_backend_probe`), argv from
+  the process when None, then fn(argv) with one-line errors. Returns fn's exit status if it
+  returns an int, else 0."""
   xla_cpu.prefer_eigen_convolutions()
+  quiet_backend_probe()
   result = run_with_clean_errors(fn, sys.argv[1:] if argv is None else [str(a) for a in argv])
   return result if isinstance(result, int) and not isinstance(result, bool) else 0
