@@ -192,6 +192,9 @@ def test_cross_entropy_kl_trades_on_a_batch():
                              rtol=1e-5)
   np.testing.assert_allclose(_call(losses.trades, NAT3, ADV3, Y3, beta=2.5, kl_reduction="mean"),
                              _np_ce(NAT3, Y3) + 2.5 * kl / 4, rtol=1e-5)
+  # The TRADES paper's default weight 6 on the summed KL.
+  np.testing.assert_allclose(_call(losses.trades, NAT3, ADV3, Y3), _np_ce(NAT3, Y3) + 6.0 * kl,
+                             rtol=1e-5)
 
 
 def test_era_penalty_and_qualifiers_on_a_batch():
