@@ -23,6 +23,9 @@ BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
 
 def _same(stride: int):
+  """DeepMind's explicit padding before a padding-0 3x3 conv (TensorFlow ``SAME``)."""
+  if stride not in (1, 2):
+    raise ValueError(f"unsupported stride {stride}")
   return ((1, 1), (1, 1)) if stride == 1 else ((0, 1), (0, 1))
 
 
@@ -31,17 +34,16 @@ class PreActBlock(nnx.Module):
 
   def __init__(self, in_planes: int, out_planes: int, stride: int, activation: str, *,
                rngs: nnx.Rngs):
-    if stride not in (1, 2):
-      raise ValueError(f"unsupported stride {stride}")
+    pad = _same(stride)
     self.activation = activation
     self.batchnorm_0 = layers.batch_norm(in_planes, rngs=rngs)
-    self.conv_2d_1 = layers.conv2d(in_planes, out_planes, 3, stride=stride,
-                                   padding=_same(stride), rngs=rngs)
+    self.conv_2d_1 = layers.conv2d(in_planes, out_planes, 3, stride=stride, padding=pad,
+                                   rngs=rngs)
     self.batchnorm_1 = layers.batch_norm(out_planes, rngs=rngs)
     self.conv_2d_2 = layers.conv2d(out_planes, out_planes, 3, stride=1, padding=1, rngs=rngs)
     self.has_shortcut = stride != 1 or in_planes != out_planes
-    self.shortcut = (layers.conv2d(in_planes, out_planes, 3, stride=stride,
-                                   padding=_same(stride), rngs=rngs)
+    self.shortcut = (layers.conv2d(in_planes, out_planes, 3, stride=stride, padding=pad,
+                                   rngs=rngs)
                      if self.has_shortcut else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
