@@ -108,7 +108,11 @@ def test_default_job_reproduces_figure1(tmp_path):
 
 @pytest.mark.parametrize("args,env,message", [
     (["--config=configs/cifar10_era.py:loss=nope"], {}, "train.loss"),
-    (["--config=configs/cifar10_era.py:arch=nope"], {}, "unknown model 'nope'"),
+    (["--config=configs/cifar10_era.py:start=nope"], {}, "config.model.robustbench: unknown RobustBench"),
+    (["--config=configs/cifar10_era.py:start="], {}, "config.model: no start model"),
+    (["--config=configs/cifar10_era.py"],   # offline: the data is fetched before the workdir
+     {"JAX_ABSTAIN_CIFAR_URL": "http://127.0.0.1:9/", "JAX_ABSTAIN_DATA": "/nonexistent/jad"},
+     "download it by hand and put it at /nonexistent/jad/cifar-10-python.tar.gz"),
     (["--config=configs/cifar10_era.py:init=/nonexistent/model"], {}, "config.model.init_dir"),
     (["--config=configs/cifar10_era.py:batch=5"],
      {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, "multiple of the 2 devices"),

@@ -134,31 +134,53 @@ def alone_and_composed_table(alone: list, composed: list, names=None) -> str:
   return text
 
 
-def _cascade_row(label: str, found, floor: float) -> dict:
+def _cascade_row(label: str, found, floor: float, shown=None) -> dict:
+  """One row of `cascade_table`: `found` names the chain; `shown` (default `found`) holds the
+  numbers, ``(prefix, result)`` pairs for each column set."""
   if found is None:
     return {"": label, "cascade": f"none keeps nat_acc >= {floor:.2f}"}
   chain = " -> ".join(f"{n}@{a}" for n, a in zip(found["order"], found["select_at"]))
-  return {"": label, "nat_acc": found["nat_acc"], "rob_acc": found["rob_acc"],
-          "cascade": chain + " -> core"}
+  row = {"": label, "cascade": chain + " -> core"}
+  for prefix, r in shown or [("", found)]:
+    row.update({prefix + "nat_acc": r["nat_acc"], prefix + "rob_acc": r["rob_acc"]})
+  return row
 
 
 def cascade_table(result: dict) -> str:
   """The result of `cascades.optimise`: a title line, the core alone, the best 2-composition
-  and the best cascade (nat_acc, rob_acc in percent), the robustness each model contributed,
-  and the gain in robust accuracy."""
-  floor = result["min_nat_acc"]
-  rows = [{"": "core alone", **result["core"], "cascade": "core"},
-          _cascade_row("best 2-comp.", result["best_2"], floor),
-          _cascade_row("best cascade", result["best"], floor)]
+  and the best cascade (nat_acc, rob_acc in percent; on the selection set the search chose on
+  and on the held-out samples, or once when chosen in-sample), the robustness each model
+  contributed, and the gain in robust accuracy (held out, then on the selection set)."""
+  floor, sel, split = result["min_nat_acc"], result.get("selection"), result.get("split")
+  held = bool(split and split["held_out_samples"])
+  cols = ["", "nat_acc", "rob_acc", "cascade"]
+  if held:
+    cols = ["", "sel. nat_acc", "sel. rob_acc", "held-out nat_acc", "held-out rob_acc",
+            "cascade"]
+  sets = [("sel. ", sel), ("held-out ", result)] if held else [("", result)]
+  rows = [{"": "core alone", "cascade": "core",
+           **{p + k: r["core"][k] for p, r in sets for k in ("nat_acc", "rob_acc")}}]
+  for label, key in (("best 2-comp.", "best_2"), ("best cascade", "best")):
+    found = sets[0][1][key]
+    rows.append(_cascade_row(label, found, floor,
+                             [(p, r[key]) for p, r in sets] if found else None))
   title = (f"cascades at eps={result['eps']} (nat_acc >= {floor:.2f}; {result['evaluated']} of "
            f"{result['search_space']} cascades scored in {result['seconds']:.2f} s)")
-  text = title + "\n\n" + table(rows, ["", "nat_acc", "rob_acc", "cascade"])
+  if held:
+    title += (f"\nchosen on a selection set of {split['selection_samples']} samples (val_fraction "
+              f"{split['val_fraction']:g}, seed {split['seed']}), measured on the "
+              f"{split['held_out_samples']} held-out samples")
+  elif split:
+    title += f"\nin-sample: chosen and measured on the same {split['selection_samples']} samples"
+  text = title + "\n\n" + table(rows, cols)
   if "robustness" in result["core"]:
     text += (f"\n\nrobustness counted at eps={result['eps']}: abstain models empirical, core "
              f"{result['core']['robustness']}")
   if result["gain_rob_acc"] is not None:
     text += (f"\n\ngain over the best 2-composition: {result['gain_rob_acc']:+.2f} points "
-             "robust accuracy")
+             "robust accuracy" + (" on the held-out samples" if held else ""))
+    if held and sel["gain_rob_acc"] is not None:
+      text += f" ({sel['gain_rob_acc']:+.2f} on the selection set)"
   return text
 
 

@@ -269,6 +269,10 @@ def _selector_tag(row) -> str:
   return "RI" if row["selector"] == "robustness" else "SR"
 
 
+# Series tags of the threshold selectors: softmax response, selection network (eq. 15).
+_TAU_TAGS = {"softmax": "SR", "sn-certified": "SN cert", "sn-empirical": "SN emp"}
+
+
 def figure_points(named: dict, core, eps, *, radius=None, taus=None, series=None) -> dict:
   """The points of Fig. 2-4 from per-sample reports (rows of `analysis.tables`).
 
@@ -295,7 +299,7 @@ def figure_points(named: dict, core, eps, *, radius=None, taus=None, series=None
   fig2 = [{**r, "series": of(r["model"]), "label": r["model"]}
           for r in tables.model_rows(tables.selecting_models(named, core, radius), radius)]
   fig3 = [{**r, "series": (f"{of(r['model'])} (RI)" if r["selector"] == "robustness"
-                           else f"{r['model']} (SR)"),
+                           else f"{r['model']} ({_TAU_TAGS[r['selector']]})"),
            "label": r["model"] if r["selector"] == "robustness" else ""}
           for r in tables.abstain_rows(tables.abstain_models(named, core), eps, taus=taus)
           if r["rob_sel"] > 0]
@@ -305,7 +309,7 @@ def figure_points(named: dict, core, eps, *, radius=None, taus=None, series=None
     fig4 = [{**rows[0], "series": f"core {core} alone", "label": core}]
     fig4 += [{**r, "series": (f"{of(r['branch'])} + {core} ({_selector_tag(r)})"
                               if r["selector"] == "robustness"
-                              else f"{r['branch']} + {core} (SR)"),
+                              else f"{r['branch']} + {core} ({_TAU_TAGS[r['selector']]})"),
               "label": f"{r['branch']} + {core}" if r["selector"] == "robustness" else ""}
              for r in rows[1:]]
     fig4 += [{**r, "series": "models alone", "label": r["model"]}

@@ -6,14 +6,19 @@
 Each query changes one square window of the current perturbation (Linf: every pixel of the
 window to a vertex +-eps per channel; L2: mass moved between two windows with a pseudo-Gaussian
 profile) and keeps the change if the margin ``z_y - max_{i != y} z_i`` decreases. The window
-side follows AutoAttack's schedule (``p_init = 0.8`` halved at query 10, 50, 200, 500, 1000,
-2000, 4000, 6000, 8000 of a schedule rescaled to 10,000 queries). All queries run in one
+side follows AutoAttack's standard schedule (``p_init = 0.8`` halved after query 10, 50, 200,
+500, 1000, 2000, 4000, 6000 and 8000, counted on the raw query index as AutoAttack builds
+Square with ``resc_schedule=False``); ``rescale_schedule=True`` stretches the same schedule
+over ``n_queries`` as if it were 10,000 (the original Square code's option). All queries run in one
 `lax.while_loop` that stops when every sample is broken: windows are masks over the whole
 image (their side is a traced value read from the schedule table), so changing the side
 needs no new shapes and no recompilation. Window positions and signs come from
 ``fold_in(example_key, query)``, so a sample's search does not depend on its batch (AutoAttack
 draws one window position for the whole batch; per-example draws are what the original Square
-code does).
+code does). A window's corner is uniform in 0 .. h - s (every pixel can be chosen); AutoAttack's
+``random_int(0, h - s)`` truncates a uniform draw to 0 .. h - s - 1, so its windows never reach
+the last row and column of the image, which keep their initial values
+(tests/attacks_golden_test.py compares the two on a model that ignores them).
 
 Inputs are NHWC images [B, H, W, C]; feature vectors [B, D] are searched as a 1 x D image.
 """
@@ -33,9 +38,15 @@ class SquareResult(NamedTuple):
   n_queries: jax.Array  # [B] int32 model queries spent per sample
 
 
-def p_selection(it: int, n_queries: int, p_init: float) -> float:
-  """Fraction of pixels changed at query ``it`` (AutoAttack's schedule, rescaled)."""
-  it = int(it / n_queries * 10000)
+def p_selection(it: int, n_queries: int, p_init: float, rescale: bool = False) -> float:
+  """Fraction of pixels changed at query ``it`` (0-based), AutoAttack's ``p_selection``.
+
+  p_init is halved after query 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of the raw
+  index (AutoAttack's standard version, ``resc_schedule=False``); with ``rescale`` the index
+  is first mapped to ``int(it / n_queries * 10000)`` (``resc_schedule=True``).
+  """
+  if rescale:
+    it = int(it / n_queries * 10000)
   for bound, div in ((8000, 512), (6000, 256), (4000, 128), (2000, 64), (1000, 32), (500, 16),
                      (200, 8), (50, 4), (10, 2)):
     if it > bound:
@@ -43,12 +54,13 @@ def p_selection(it: int, n_queries: int, p_init: float) -> float:
   return p_init
 
 
-def window_schedule(n_queries: int, p_init: float, h: int, w: int, c: int, norm: str):
+def window_schedule(n_queries: int, p_init: float, h: int, w: int, c: int, norm: str,
+                    rescale: bool = False):
   """[(start, stop, (sh, sw))]: runs of queries with the same static window shape."""
   n_features = h * w * c
   phases = []
   for it in range(n_queries):
-    p = p_selection(it, n_queries, p_init)
+    p = p_selection(it, n_queries, p_init, rescale)
     if h == 1:  # a feature vector: a window of p * D coordinates
       side = (1, min(max(int(round(p * n_features / c)), 1 if norm == "linf" else 2), w))
     else:
@@ -94,13 +106,14 @@ def _margin(logits_fn, x, y):
   return z_y - jnp.max(other, axis=-1)
 
 
-def _tables(n_queries, p_init, h, w, c, norm):
+def _tables(n_queries, p_init, h, w, c, norm, rescale):
   """Per-query window sides [n_queries, 2] and, per query, an index into L2 profile canvases
   [P, h, w] (each profile in the top-left corner; its transpose in a second table)."""
   sides = np.zeros((n_queries, 2), np.int32)
   index = np.zeros(n_queries, np.int32)
   canvases, canvases_t = [], []
-  for p_i, (start, stop, (sh, sw)) in enumerate(window_schedule(n_queries, p_init, h, w, c, norm)):
+  for p_i, (start, stop, (sh, sw)) in enumerate(
+      window_schedule(n_queries, p_init, h, w, c, norm, rescale)):
     sides[start:stop] = (sh, sw)
     index[start:stop] = p_i
     canvas = np.zeros((h, w), np.float32)
@@ -180,7 +193,7 @@ def _l2_proposal(key, xb, x0, eps, sh, sw, canvas, canvas_t):
 
 
 def square_run(logits_fn, x, y, *, key, eps, norm="linf", n_queries=5000, p_init=0.8,
-               active=None) -> SquareResult:
+               rescale_schedule=False, active=None) -> SquareResult:
   """Square Attack; returns a SquareResult. See `square` for the arguments.
 
   ``active`` [B] bool restricts the search to those samples (the others are left at their
@@ -216,7 +229,8 @@ def square_run(logits_fn, x, y, *, key, eps, norm="linf", n_queries=5000, p_init
     margin = jnp.where(active, margin, -1.0)
   state = (x_best, margin, margin, jnp.ones((batch,), jnp.int32))
 
-  sides, index, canvases, canvases_t = _tables(n_queries, p_init, h, w, c, norm)
+  sides, index, canvases, canvases_t = _tables(n_queries, p_init, h, w, c, norm,
+                                                bool(rescale_schedule))
 
   def cond(carry):
     i, (_, margin_min, _, _) = carry
@@ -246,7 +260,7 @@ def square_run(logits_fn, x, y, *, key, eps, norm="linf", n_queries=5000, p_init
 
 
 def square(logits_fn, x, y, *, key, eps, norm: str = "linf", n_queries: int = 5000,
-           p_init: float = 0.8) -> jax.Array:
+           p_init: float = 0.8, rescale_schedule: bool = False) -> jax.Array:
   """Square Attack (untargeted, margin loss); returns x_adv in the eps-ball and [0, 1].
 
   Args:
@@ -261,6 +275,9 @@ def square(logits_fn, x, y, *, key, eps, norm: str = "linf", n_queries: int = 50
     n_queries: query budget per sample (5000 in AutoAttack); the search stops per sample at
       the first misclassified point and for the batch once all samples are broken.
     p_init: initial fraction of pixels in the window (0.8 in AutoAttack).
+    rescale_schedule: False (default, AutoAttack's standard version): the window shrinks after
+      query 10, 50, 200, ... 8000 whatever ``n_queries``; True: that schedule is stretched
+      over ``n_queries`` as if it were 10,000 (``resc_schedule=True`` in AutoAttack's Square).
 
   Returns:
     x_adv [B, ...] with ``||x_adv - x|| <= eps`` (up to float rounding) and values in [0, 1].
@@ -270,4 +287,4 @@ def square(logits_fn, x, y, *, key, eps, norm: str = "linf", n_queries: int = 50
       logits with C >= 2, or a forward pass that changes state.
   """
   return square_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_queries=n_queries,
-                    p_init=p_init).x_adv
+                    p_init=p_init, rescale_schedule=rescale_schedule).x_adv
