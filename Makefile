@@ -16,7 +16,7 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: run test test-slow test-install bench clean
+.PHONY: run test test-slow test-install bench mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,5 +61,13 @@ test-install: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.run
 
+# Mutation testing of the numerical core (docs/mutation.md; not part of `make test`): mutmut,
+# module by module under `nice -n 10`, then the kill rate per module. MUTANT_MODULES selects
+# modules (names as in tests/mutation_rates.py), e.g. MUTANT_MODULES="losses metrics".
+MUTANT_MODULES ?=
+mutants: $(VENV)/.installed-test
+	$(BIN)/python -m pip install -q "mutmut==3.8.1"
+	$(BIN)/python tests/mutation_rates.py --survivors $(if $(MUTANT_MODULES),--only $(MUTANT_MODULES))
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants

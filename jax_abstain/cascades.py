@@ -11,6 +11,11 @@ selection, section 5), and returns the one with the highest robust accuracy amon
 natural accuracy is no lower than the core's (ties: higher natural accuracy, then shorter).
 It also reports the best 2-composition under the same constraint and the gain.
 
+The choice is made on a selection set of the samples and measured on the held-out rest
+(`split_samples`, ``val_fraction=0.5`` by default): scoring thousands of cascades and reporting
+the best score on the same samples overstates the gain (the winner's score is a maximum over
+noisy estimates). ``val_fraction=0`` is the in-sample search (choose and measure on all).
+
 The counts are computed with bit masks along a depth-first search over cascade prefixes, each
 prefix extending its parent's (remaining samples, natural and robust hits) in O(N/8), and a
 branch whose optimistic robust count (every remaining sample answered robustly and accurately
@@ -160,9 +165,99 @@ def _core(core_columns, eps_text):
     raise UserError(f"core: {e}") from None
 
 
+def split_samples(sample_idx, val_fraction: float, seed: int = 0) -> np.ndarray:
+  """The selection set of a seeded split of the samples (True = selection, False = held out).
+
+  The samples are ordered by ``sample_idx``, shuffled by ``numpy.random.default_rng(seed)``, and
+  the first ``round(val_fraction * N)`` go to the selection set, so a split depends only on the
+  set of sample indices, the fraction and the seed (not on the order of the report rows).
+
+  Args:
+    sample_idx: [N] int sample indices of the reports.
+    val_fraction: share of the samples the search may see, in (0, 1).
+    seed: seed of the shuffle.
+
+  Raises:
+    UserError: a fraction outside (0, 1), or one that leaves either part empty.
+  """
+  idx = np.asarray(sample_idx)
+  f = float(val_fraction)
+  k = int(round(f * idx.size))
+  if not 0.0 < f < 1.0 or not 0 < k < idx.size:
+    raise UserError(f"val_fraction: must leave both the selection and the held-out set "
+                    f"non-empty, a fraction in (0, 1) of {idx.size} samples; got {val_fraction}"
+                    " (0 chooses and reports on the same samples: in-sample)")
+  order = np.argsort(idx, kind="stable")
+  mask = np.zeros(idx.size, bool)
+  mask[order[np.random.default_rng(seed).permutation(idx.size)[:k]]] = True
+  return mask
+
+
+def _subset(columns: dict, mask) -> dict:
+  return {k: np.asarray(v)[mask] for k, v in columns.items()}
+
+
+def _numbers(found, names, per_model, abstain_columns, core_columns, eps_text) -> dict:
+  """Core alone, best 2-composition and best cascade (`found`) scored on the given reports."""
+  core_acc, (core_kind, core_rob) = _core(core_columns, eps_text)
+  best, best2 = (_describe(f, names, per_model, abstain_columns, core_columns, eps_text)
+                 for f in found)
+  return {"samples": int(core_acc.size),
+          "core": {"nat_acc": round(100.0 * core_acc.mean(), 2),
+                   "rob_acc": round(100.0 * (core_acc & core_rob).mean(), 2),
+                   "robustness": core_kind},
+          "best": best, "best_2": best2,
+          "gain_rob_acc": round(best["rob_acc"] - best2["rob_acc"], 2) if best and best2 else None}
+
+
+def _check(abstain_columns, core_columns, eps, names, select_radii, min_select_at):
+  """`optimise`'s checks of its arguments: (names, eps text, selector radii per model)."""
+  if not abstain_columns:
+    raise UserError("--abstain: give at least one abstain model report")
+  names = list(names) if names else [f"A{i + 1}" for i in range(len(abstain_columns))]
+  if len(names) != len(abstain_columns):
+    raise UserError(f"names: expected {len(abstain_columns)} names, got {len(names)}")
+  eps_text = radii.format_radius(eps)
+  compose.check_aligned(list(abstain_columns) + [core_columns])
+  per_model = _selector_radii(names, abstain_columns, eps_text, select_radii, min_select_at)
+  _core(core_columns, eps_text)
+  return names, eps_text, per_model
+
+
+def _choose(abstain_columns, core_columns, names, per_model, eps_text, min_nat_acc,
+            max_length, val_fraction, seed):
+  """The search on the selection set; (selection mask, search, selection-set numbers,
+  reported numbers: held out, or the selection-set ones when `val_fraction` is 0)."""
+  in_sample = float(val_fraction) == 0.0
+  mask = (np.ones(len(core_columns["sample_idx"]), bool) if in_sample
+          else split_samples(core_columns["sample_idx"], val_fraction, seed))
+  sel_abstain = [_subset(c, mask) for c in abstain_columns]
+  sel_core = _subset(core_columns, mask)
+  core_acc, (_, core_rob) = _core(sel_core, eps_text)
+  n = len(core_acc)
+  min_nat = (int(core_acc.sum()) if min_nat_acc is None
+             else int(math.ceil(float(min_nat_acc) / 100.0 * n - 1e-9)))
+  search = _search(sel_abstain, names, core_acc, core_rob, per_model, eps_text, min_nat,
+                   max_length)
+  found = (search.best, search.best2)
+  selection = {**_numbers(found, names, per_model, sel_abstain, sel_core, eps_text),
+               "min_nat_acc": round(100.0 * min_nat / n, 2)}
+  reported = (selection if in_sample else
+              _numbers(found, names, per_model, [_subset(c, ~mask) for c in abstain_columns],
+                       _subset(core_columns, ~mask), eps_text))
+  return mask, search, selection, reported
+
+
 def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_radii=None,
-             min_select_at=None, max_length=None, min_nat_acc=None) -> dict:
+             min_select_at=None, max_length=None, min_nat_acc=None, val_fraction: float = 0.5,
+             seed: int = 0) -> dict:
   """Best cascade of abstain models before a core model (robustness-indicator selectors).
+
+  The search chooses the order and selector radii on a selection set of the samples
+  (`split_samples`: ``val_fraction`` of them, seeded) and the numbers it returns are measured on
+  the other, held-out samples, so the gain over the best 2-composition is not inflated by the
+  choice (choosing among thousands of cascades on the reported samples overfits them).
+  ``val_fraction=0`` chooses and reports on all samples (in-sample, as before).
 
   Args:
     abstain_columns: K per-sample report dicts (`reports.read_report`) of abstain models.
@@ -175,43 +270,39 @@ def optimise(abstain_columns, core_columns: dict, eps, *, names=None, select_rad
     min_select_at: smallest admissible selector radius (default 2 eps; eps is the authors'
       unsound code default).
     max_length: longest cascade (default K).
-    min_nat_acc: natural accuracy floor in percent (default: the core's).
+    min_nat_acc: natural accuracy floor in percent on the selection set (default: the core's
+      on the selection set).
+    val_fraction: share of the samples the search chooses on, in (0, 1); 0 = in-sample.
+    seed: seed of the split (`split_samples`).
 
   Returns:
     dict with ``core`` (nat_acc, rob_acc and ``robustness``: ``empirical`` or ``certified``),
     ``best`` and ``best_2`` (``compose_reports`` results, with the ``robustness`` each model
-    contributed, plus ``order``),
-    ``gain_rob_acc`` (percentage points of best over best_2; None if either is infeasible),
-    ``evaluated`` (cascades scored), ``search_space`` and ``seconds``.
+    contributed, plus ``order``), ``gain_rob_acc`` (percentage points of best over best_2; None
+    if either is infeasible) and ``samples``: all measured on the held-out samples (on all
+    samples when in-sample); ``selection``: the same keys measured on the selection set the
+    choice was made on, plus ``min_nat_acc``; ``split`` (``val_fraction``, ``seed``,
+    ``selection_samples``, ``held_out_samples``; 0 held out when in-sample); ``min_nat_acc``
+    (the floor, percent of the selection set), ``evaluated`` (cascades scored),
+    ``search_space`` and ``seconds``.
 
   Raises:
     UserError: no abstain report, names of the wrong count, reports of different samples, a
-      certified abstain report, or a report without a column its role needs.
+      certified abstain report, a report without a column its role needs, or a `val_fraction`
+      that leaves the selection or the held-out set empty.
   """
   start = time.perf_counter()
-  if not abstain_columns:
-    raise UserError("--abstain: give at least one abstain model report")
-  names = list(names) if names else [f"A{i + 1}" for i in range(len(abstain_columns))]
-  if len(names) != len(abstain_columns):
-    raise UserError(f"names: expected {len(abstain_columns)} names, got {len(names)}")
-  eps_text = radii.format_radius(eps)
-  compose.check_aligned(list(abstain_columns) + [core_columns])
-  per_model = _selector_radii(names, abstain_columns, eps_text, select_radii, min_select_at)
-  core_acc, (core_kind, core_rob) = _core(core_columns, eps_text)
-  n = len(core_acc)
-  min_nat = (int(core_acc.sum()) if min_nat_acc is None
-             else int(math.ceil(float(min_nat_acc) / 100.0 * n - 1e-9)))
-  search = _search(abstain_columns, names, core_acc, core_rob, per_model, eps_text, min_nat,
-                   max_length or len(abstain_columns))
-  best, best2 = (_describe(found, names, per_model, abstain_columns, core_columns, eps_text)
-                 for found in (search.best, search.best2))
-  gain = round(best["rob_acc"] - best2["rob_acc"], 2) if best and best2 else None
+  names, eps_text, per_model = _check(abstain_columns, core_columns, eps, names, select_radii,
+                                      min_select_at)
+  mask, search, selection, reported = _choose(
+      abstain_columns, core_columns, names, per_model, eps_text, min_nat_acc,
+      max_length or len(abstain_columns), val_fraction, seed)
   return {"eps": eps_text,
-          "core": {"nat_acc": round(100.0 * core_acc.mean(), 2),
-                   "rob_acc": round(100.0 * (core_acc & core_rob).mean(), 2),
-                   "robustness": core_kind},
-          "min_nat_acc": round(100.0 * min_nat / n, 2),
-          "candidate_radii": dict(zip(names, per_model)), "best": best, "best_2": best2,
-          "gain_rob_acc": gain, "evaluated": search.visited,
+          **{k: reported[k] for k in ("samples", "core", "best", "best_2", "gain_rob_acc")},
+          "selection": selection, "min_nat_acc": selection["min_nat_acc"],
+          "split": {"val_fraction": float(val_fraction), "seed": int(seed),
+                    "selection_samples": int(mask.sum()),
+                    "held_out_samples": int((~mask).sum())},
+          "candidate_radii": dict(zip(names, per_model)), "evaluated": search.visited,
           "search_space": search_space_size(len(names), max(len(r) for r in per_model), max_length),
           "seconds": round(time.perf_counter() - start, 3)}

@@ -47,7 +47,7 @@ def test_optimiser_equals_brute_force(seed):
   n = 60
   abstain = [_random_report(rng, n, 0.8, p) for p in (0.9, 0.7, 0.5)]
   core = _random_report(rng, n, 0.85, 0.3)
-  result = cascades.optimise(abstain, core, "1/255")
+  result = cascades.optimise(abstain, core, "1/255", val_fraction=0)
   best, best2 = _brute_force(abstain, core)
   assert result["candidate_radii"] == {"A1": ["2/255", "3/255"], "A2": ["2/255", "3/255"],
                                        "A3": ["2/255", "3/255"]}
@@ -79,12 +79,13 @@ def test_cascade_beats_every_2_composition_and_keeps_the_floor():
   b = _hand_report([1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 0, 0])
   c = _hand_report([1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1])
   core = _hand_report([1] * 6, [0] * 6, [0] * 6)
-  result = cascades.optimise([a, b, c], core, "0.1", names=["a", "b", "c"])
+  result = cascades.optimise([a, b, c], core, "0.1", names=["a", "b", "c"], val_fraction=0)
   assert result["best"]["order"] in (["a", "b"], ["b", "a"])
   assert (result["best"]["nat_acc"], result["best"]["rob_acc"]) == (100.0, round(400 / 6, 2))
   assert result["best_2"]["rob_acc"] == round(200 / 6, 2)
   assert result["gain_rob_acc"] == round(round(400 / 6, 2) - round(200 / 6, 2), 2)
-  relaxed = cascades.optimise([a, b, c], core, "0.1", names=["a", "b", "c"], min_nat_acc=60)
+  relaxed = cascades.optimise([a, b, c], core, "0.1", names=["a", "b", "c"], min_nat_acc=60,
+                              val_fraction=0)
   assert relaxed["best"]["order"] == ["c"] and relaxed["best"]["rob_acc"] == round(500 / 6, 2)
 
 
@@ -108,14 +109,16 @@ def test_cli_table_and_json(tmp_path, capsys):
     paths.append(str(tmp_path / f"{name}.csv"))
   out = tmp_path / "c.json"
   proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.cascades", "--abstain", paths[0],
-                         "--core", paths[1], "--eps", "0.1", "--json", str(out)],
+                         "--core", paths[1], "--eps", "0.1", "--json", str(out),
+                         "--val-fraction", "0"],
                         capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
   result = json.loads(out.read_text())
   assert result["best"] is None                       # a would cost natural accuracy
   table = proc.stdout.splitlines()
   assert table[0].startswith("cascades at eps=0.1 (nat_acc >= 100.00; ")
-  assert table[2:] == ["|  | nat_acc | rob_acc | cascade |", "|---|---:|---:|---|",
+  assert table[1] == "in-sample: chosen and measured on the same 3 samples"
+  assert table[3:] == ["|  | nat_acc | rob_acc | cascade |", "|---|---:|---:|---|",
                        "| core alone | 100.00 | 33.33 | core |",
                        "| best 2-comp. |  |  | none keeps nat_acc >= 100.00 |",
                        "| best cascade |  |  | none keeps nat_acc >= 100.00 |", "",
@@ -134,7 +137,7 @@ def test_core_needs_only_its_robustness_at_eps():
   a = _hand_report([1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0])
   core = {"sample_idx": np.arange(4), "label": np.zeros(4, int), "is_acc": np.ones(4, int),
           "is_rob@0.1": np.array([0, 0, 1, 0])}
-  result = cascades.optimise([a], core, "0.1", names=["a"])
+  result = cascades.optimise([a], core, "0.1", names=["a"], val_fraction=0)
   # a selects sample 0 (robust at 0.2) and answers it robustly; the core is robust on 2.
   assert (result["best"]["nat_acc"], result["best"]["rob_acc"]) == (100.0, 50.0)
   assert result["core"] == {"nat_acc": 100.0, "rob_acc": 25.0, "robustness": "empirical"}
@@ -142,7 +145,7 @@ def test_core_needs_only_its_robustness_at_eps():
   # A certified core counts its certified robustness (radius >= eps, abstentions never).
   cert_core = {"sample_idx": np.arange(4), "label": np.zeros(4, int), "is_acc": np.ones(4, int),
                "cert_pred": np.array([0, 0, 0, -1]), "radius": np.array([0.05, 0.1, 0.3, 0.0])}
-  result = cascades.optimise([a], cert_core, "0.1", names=["a"])
+  result = cascades.optimise([a], cert_core, "0.1", names=["a"], val_fraction=0)
   assert result["core"] == {"nat_acc": 75.0, "rob_acc": 50.0, "robustness": "certified"}
   # 0 -> a (robust); 1 -> core (certified at 0.1); 2 -> core (certified); 3 -> core abstains.
   assert (result["best"]["nat_acc"], result["best"]["rob_acc"]) == (75.0, 75.0)

@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from jax_abstain import configs, data, models
+from jax_abstain import configs, data, models, radii
 from jax_abstain.configs import common, evaluate, evaluate_certified, mnist5k
 from jax_abstain.errors import UserError
 from jax_abstain.jobs import schema, train
@@ -18,6 +18,8 @@ from tiny_digits_model import train_and_save
 # The paper's configs and the side of their images.
 PAPER = {"cifar10_era": 32, "cifar10_trades": 32, "cifar100_era": 32, "cifar10_cra": 32,
          "mtsd_era": 64}
+# Paper configs whose start model is on no RobustBench leaderboard: init= is required.
+NO_START = ("cifar10_cra", "mtsd_era")
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +57,58 @@ def test_docstring_starts_with_the_run_command_and_the_job_checks(name, model_di
   assert first.startswith(f"python -m jax_abstain.main --config=configs/{name}.py"), first
   assert "--workdir=" in first
   arg = {"model": str(model_dir), "data": "digits"} if name.startswith("evaluate") else None
+  if name in NO_START:
+    arg = {"init": str(model_dir)}
   job = schema.check(configs.build(name, arg))
-  assert job.mode == {"synth": "toy2d"}.get(name, "evaluate" if arg else "train")
+  assert job.mode == {"synth": "toy2d"}.get(name, "evaluate" if name.startswith("evaluate")
+                                             else "train")
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
-def test_paper_configs_follow_the_recipe(name):
-  job = schema.check(configs.build(name))
+def test_paper_configs_follow_the_recipe(name, model_dir):
+  job = schema.check(configs.build(name, {"init": str(model_dir)} if name in NO_START else None))
   assert job.train.epochs == 50 and job.train.lr > 0 and job.train.loss in LOSSES
-  _, options = models.resolve(job.model.name, num_classes=job.model.num_classes)
-  assert options["num_classes"] == job.model.num_classes
+  if name in NO_START:
+    assert (job.model.name, job.model.robustbench, job.compose) == ("", "", None)
+  else:   # from nothing: a RobustBench start and core of the data set's leaderboard
+    arch = schema.robustbench_architecture(job.model.robustbench, job.data.name, "Linf")
+    assert models.resolve(arch)[1]["num_classes"] == job.model.num_classes
+    assert job.compose.core and job.data.path == "" and job.model.init_dir == ""
+    assert job.compose.select_at == "" and radii.parse_radius(job.eps) * 2 == pytest.approx(
+        radii.parse_radius(job.train.eps))   # the branch is trained at 2 eps
   # The certified losses are evaluated by CERTIFY at the L2 radius, the others by APGD-CE.
   assert job.eval.kind == ("certified" if job.train.loss in ("cra", "noise") else "empirical")
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("start=,core=", "config.model: no start model: give model.robustbench=NAME"),
+    ("start=Carmon2019Unlabeld", "config.model.robustbench: unknown RobustBench cifar10 Linf "
+                                 "model 'Carmon2019Unlabeld'; did you mean Carmon2019Unlabeled"),
+    ("core=Chen2020Adversarial", "config.compose.core: RobustBench's cifar10 Linf "
+                                 "Chen2020Adversarial is not supported"),
+    ("threat_model=L1", "config.model.threat_model: expected one of Linf, L2"),
+])
+def test_fine_tuning_without_a_usable_start_or_core_is_refused(arg, message):
+  with pytest.raises(UserError, match=message):
+    schema.check(configs.build("cifar10_era", arg))
+
+
+def test_one_start_model_and_a_core_with_a_threat_radius(model_dir):
+  config = configs.build("cifar10_era", {"init": str(model_dir)})
+  job = schema.check(config)   # init wins over the default RobustBench start
+  assert (job.model.init_dir, job.model.robustbench) == (str(model_dir), "")
+  config.model.robustbench = "Carmon2019Unlabeled"
+  with pytest.raises(UserError, match="give one start model, got model.init_dir and "
+                                      "model.robustbench"):
+    schema.check(config)
+  config = configs.build("cifar10_era")
+  config.compose.core_dir = str(model_dir)
+  with pytest.raises(UserError, match="compose.core=<RobustBench name> or compose.core_dir"):
+    schema.check(config)
+  config = configs.build("cifar10_era").to_dict()
+  del config["eps"]
+  with pytest.raises(UserError, match="config.eps: a train job that composes needs"):
+    schema.check(config)
 
 
 def test_explicit_arguments_win_over_the_loss_defaults():
@@ -107,10 +149,10 @@ def test_certified_evaluation_is_the_evaluate_job_with_kind_certified(model_dir)
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_tiny_run_on_generated_images(name, tmp_path):
   size = PAPER[name]
-  config = configs.build(name, "epochs=1,batch=4,select_size=4,select_every=1,eval_limit=4")
+  config = configs.build(name, "epochs=1,batch=4,select_size=4,select_every=1,eval_limit=4,"
+                               "start=,core=,arch=mlp")
   data.register(f"generated{size}", _generated(size, config.model.num_classes))
   config.data.name = f"generated{size}"
-  config.model.name = "mlp"
   config.model.options = {"in_features": size * size * 3, "hidden": (8,)}
   config.train.update(attack_steps=1, select_steps=1, num_noise=2, checkpoint_every=2)
   config.eval.batch_size = 4

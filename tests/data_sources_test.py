@@ -2,7 +2,6 @@
 the official format) and tfds (mock data), mnist5k/digits, image folders, and bad inputs."""
 import os
 import pickle
-import tarfile
 
 import numpy as np
 import pytest
@@ -11,38 +10,7 @@ from PIL import Image
 from jax_abstain import data
 from jax_abstain.data import cifar, folder, offline
 from jax_abstain.errors import UserError
-
-
-def _batch_bytes(n, label_key, classes, seed, rgb=None):
-  rng = np.random.default_rng(seed)
-  pixels = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-  if rgb is not None:  # channel-major rows: 1024 R, then 1024 G, then 1024 B
-    pixels[0] = np.repeat(np.asarray(rgb, np.uint8), 1024)
-  batch = {b"batch_label": b"testing", b"data": pixels,
-           label_key: rng.integers(0, classes, n).tolist(),
-           b"filenames": [b"f%d.png" % i for i in range(n)]}
-  # The official files were pickled under numpy 1.x, which names its module numpy.core.
-  return pickle.dumps(batch, protocol=2).replace(b"numpy._core.multiarray",
-                                                 b"numpy.core.multiarray")
-
-
-def write_cifar(root, name, n=6):
-  """Writes cifar-10/100-python.tar.gz and the extracted folder; returns (archive, folder)."""
-  if name == "cifar10":
-    folder_name, key, classes = "cifar-10-batches-py", b"labels", 10
-    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-  else:
-    folder_name, key, classes = "cifar-100-python", b"fine_labels", 100
-    files = ["train", "test"]
-  extracted = os.path.join(root, folder_name)
-  os.makedirs(extracted)
-  for i, f in enumerate(files):
-    with open(os.path.join(extracted, f), "wb") as fh:
-      fh.write(_batch_bytes(n, key, classes, i, rgb=(10, 20, 30) if i == 0 else None))
-  archive = os.path.join(root, f"{name.replace('cifar', 'cifar-')}-python.tar.gz")
-  with tarfile.open(archive, "w:gz") as tar:
-    tar.add(extracted, arcname=folder_name)
-  return archive, extracted
+from tiny_cifar import write_cifar
 
 
 @pytest.mark.parametrize("name,classes,train_n", [("cifar10", 10, 30), ("cifar100", 100, 6)])

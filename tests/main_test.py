@@ -44,7 +44,14 @@ def test_tiny_run_writes_every_output(tiny_run):
   assert recorded["eps"] == "0.1" and recorded["mode"] == "toy2d"
   assert recorded["toy2d"]["models"]["era_branch"]["eps"] == 0.2
   assert "jax" in json.loads((workdir / "environment.json").read_text())
-  assert "composition H" in proc.stdout
+  # The printed table has both compositions of results.json, with its numbers.
+  c, alt = results["composition"], results["composition_branch_trained_at_eps"]
+  for label, r in ((f"H = (era_branch, S@0.2) + std", c),
+                   ("H with era trained at 0.1 (S@0.2) + std", alt)):
+    row = next(l for l in proc.stdout.splitlines() if l.startswith(label))
+    assert row.split()[-3:] == [f"{r[k]:.2f}" for k in ("nat_acc", "rob_acc", "rob_sel")]
+  # JAX's probe of absent platforms is not printed (cli.common.quiet_backend_probe).
+  assert "Unable to initialize backend" not in proc.stderr
 
 
 def test_rerun_resumes_with_identical_results(tiny_run):
@@ -101,7 +108,11 @@ def test_default_job_reproduces_figure1(tmp_path):
 
 @pytest.mark.parametrize("args,env,message", [
     (["--config=configs/cifar10_era.py:loss=nope"], {}, "train.loss"),
-    (["--config=configs/cifar10_era.py:arch=nope"], {}, "unknown model 'nope'"),
+    (["--config=configs/cifar10_era.py:start=nope"], {}, "config.model.robustbench: unknown RobustBench"),
+    (["--config=configs/cifar10_era.py:start="], {}, "config.model: no start model"),
+    (["--config=configs/cifar10_era.py"],   # offline: the data is fetched before the workdir
+     {"JAX_ABSTAIN_CIFAR_URL": "http://127.0.0.1:9/", "JAX_ABSTAIN_DATA": "/nonexistent/jad"},
+     "download it by hand and put it at /nonexistent/jad/cifar-10-python.tar.gz"),
     (["--config=configs/cifar10_era.py:init=/nonexistent/model"], {}, "config.model.init_dir"),
     (["--config=configs/cifar10_era.py:batch=5"],
      {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, "multiple of the 2 devices"),

@@ -36,7 +36,7 @@ def test_full_size_counts_match_torch_references():
       "Zhang2019Theoretically": lambda: T.WideResNet(34, 10, 10, sub_block1=True),
       "Ding2020MMA": lambda: T.WideResNet(28, 4, 10),
       "Gowal2020Uncovering_28_10_extra": lambda: T.DMWideResNet(10, 28, 10),
-      "Rebuffi2021Fixing_28_10_cutmix_ddpm": lambda: T.DMWideResNet(100, 28, 10),
+      "cifar100/Linf/Rebuffi2021Fixing_28_10_cutmix_ddpm": lambda: T.DMWideResNet(100, 28, 10),
       "Sehwag2021Proxy_R18": lambda: T.ResNet(),
       "preact-resnet18": lambda: T.PreActResNet(),
       "resnet50": lambda: T.ResNet((3, 4, 6, 3), bottleneck=True),
@@ -51,16 +51,16 @@ def test_full_size_counts_match_torch_references():
 def test_registry_names_and_metadata():
   names = models.names()
   for n in ("Carmon2019Unlabeled", "Wang2020Improving", "Zhang2019Theoretically",
-            "Gowal2020Uncovering_28_10_extra", "Rebuffi2021Fixing_28_10_cutmix_ddpm",
+            "Gowal2020Uncovering_28_10_extra", "cifar100/Linf/Rebuffi2021Fixing_28_10_cutmix_ddpm",
             "Sehwag2021Proxy_R18", "Ding2020MMA", "wrn-28-10", "cifar-resnet110", "small-cnn",
             "preact-resnet18", "resnet50-imagenet", "mlp"):
     assert n in names
-  meta = models.get("Rebuffi2021Fixing_28_10_cutmix_ddpm").metadata
+  meta = models.get("cifar100/Linf/Rebuffi2021Fixing_28_10_cutmix_ddpm").metadata
   assert meta["dataset"] == "cifar100" and meta["threat_model"] == "Linf"
-  assert models.get("Rebuffi2021Fixing_28_10_cutmix_ddpm").defaults["num_classes"] == 100
+  assert models.get("cifar100/Linf/Rebuffi2021Fixing_28_10_cutmix_ddpm").defaults["num_classes"] == 100
   assert models.get("Carmon2019Unlabeled").defaults["sub_block1"] is True
   assert models.get("Ding2020MMA").defaults["normalization"] == "per_image"
-  with pytest.raises(UserError, match="known models: Carmon2019Unlabeled"):
+  with pytest.raises(UserError, match=r"unknown model .Nope2020.; .*port --list. lists the \d+ known"):
     models.get("Nope2020")
 
 

@@ -56,7 +56,7 @@ C100 = (layers.CIFAR100_MEAN, layers.CIFAR100_STD)
 CASES = {
     "gowal_dm_c10": ("Gowal2020Uncovering_28_10_extra", dict(depth=10, width=1),
                      lambda: _dm(10, 10, 1, C10), (32, 32, 3)),
-    "rebuffi_dm_c100": ("Rebuffi2021Fixing_28_10_cutmix_ddpm", dict(depth=10, width=2),
+    "rebuffi_dm_c100": ("cifar100/Linf/Rebuffi2021Fixing_28_10_cutmix_ddpm", dict(depth=10, width=2),
                         lambda: _dm(100, 10, 2, C100), (32, 32, 3)),
     "carmon_wrn": ("Carmon2019Unlabeled", dict(depth=10, widen_factor=1),
                    lambda: _rb_arch("wide_resnet", "WideResNet")(depth=10, widen_factor=1,

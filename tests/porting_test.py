@@ -40,7 +40,7 @@ CASES = {
                            "model"),
     "dm_wrn_swish": ("dm-wrn-10-1", {}, lambda: T.DMWideResNet(10, 10, 1), None, (32, 32, 3),
                      "module"),
-    "dm_wrn_cifar100": ("Rebuffi2021Fixing_28_10_cutmix_ddpm", dict(depth=10, width=2),
+    "dm_wrn_cifar100": ("cifar100/Linf/Rebuffi2021Fixing_28_10_cutmix_ddpm", dict(depth=10, width=2),
                         lambda: T.DMWideResNet(100, 10, 2, layers.CIFAR100_MEAN, layers.CIFAR100_STD),
                         None, (32, 32, 3), "model_state_dict"),
     "resnet18": ("resnet18", dict(base_width=16), lambda: T.ResNet(base_width=16), None,
@@ -224,7 +224,7 @@ def _port_in_process(argv, capsys):
 def test_bad_inputs_cli_one_line_and_no_output(cohen_ckpt, tmp_path, capsys):
   files = _bad_files(tmp_path, cohen_ckpt[0])
   cases = [("cifar-resnet20", path, EXPECTED[name]) for name, path in files.items()]
-  cases.append(("NoSuchModel2099", cohen_ckpt[1], "known models: Carmon2019Unlabeled"))
+  cases.append(("NoSuchModel2099", cohen_ckpt[1], "unknown model 'NoSuchModel2099'"))
   for arch, ckpt, expected in cases:
     out = tmp_path / f"out_{ckpt.stem}_{arch}"
     code, err = _port_in_process(["--arch", arch, "--checkpoint", ckpt, "--out", out], capsys)

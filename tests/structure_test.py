@@ -17,9 +17,9 @@ PACKAGE = ROOT / "jax_abstain"
 # docs/design.md, "Layers": the layer of each top-level module or subpackage of jax_abstain.
 # A module may import its own layer and the layers below it, never a layer above.
 LAYERS = {
-    0: ("errors", "radii", "validation", "files", "xla_cpu"),
+    0: ("errors", "radii", "validation", "files", "download", "xla_cpu", "devices", "preemption"),
     1: ("losses", "attacks", "smoothing", "models", "porting", "data", "metrics", "soundness",
-        "reports"),
+        "reports", "ibp"),
     2: ("selectors", "compose", "cascades"),
     3: ("evaluation", "training", "analysis"),
     4: ("jobs", "configs"),

@@ -16,7 +16,8 @@ DESIGN_FIELDS = (
     "loss beta trades_beta eps norm variant epochs batch_size lr momentum weight_decay schedule "
     "attack_steps attack_rel_step bn_mode_attack bn_mode_loss sigma num_noise gamma "
     "beta_decay_every beta_decay checkpoint_every keep_checkpoints log_every selection_split "
-    "select_size select_every select_steps select_rel_step select_batch_size select_eps").split()
+    "select_size select_every select_steps select_rel_step select_batch_size select_eps "
+    "ibp_kappa ibp_warmup ibp_ramp").split()
 
 
 def test_fields_are_the_design_contract():

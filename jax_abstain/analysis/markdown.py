@@ -2,6 +2,7 @@
 
     print(markdown.table(rows, ["model", ("nat_acc", "natural accuracy")]))
     print(markdown.composition_table(compose.compose_reports(cols, "1/255")))
+    print(markdown.alone_and_composed_table(alone, [composition_with_gain]))   # cli.compose
     print(markdown.cascade_table(cascades.optimise(abstain, core, "1/255")))
 
 `table` writes one row per dict: floats with two decimals (the results themselves stay
@@ -10,6 +11,7 @@ cell, numeric columns right-aligned. The split tables (`analysis.tables.splits_m
 report job, the sweep summary and the compose and cascades command lines all build on it.
 """
 import numbers
+import re
 
 from jax_abstain.errors import UserError
 
@@ -23,8 +25,10 @@ def _cell(value, digits: int) -> str:
 
 
 def _numeric(values) -> bool:
+  """Whether a column holds numbers (or signed numbers as text, e.g. a gain ``+9.30``)."""
   shown = [v for v in values if v is not None and v != "–"]
-  return bool(shown) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+  return bool(shown) and all((isinstance(v, numbers.Real) and not isinstance(v, bool))
+                             or (isinstance(v, str) and re.fullmatch(r"[+-]\d+(\.\d+)?", v))
                              for v in shown)
 
 
@@ -93,31 +97,90 @@ def composition_table(results, names=None) -> str:
   return text
 
 
-def _cascade_row(label: str, found, floor: float) -> dict:
+def alone_and_composed_table(alone: list, composed: list, names=None) -> str:
+  """Each model alone, then the composition (or a tau grid of them) with its gain over the
+  core alone: what the compose command line prints.
+
+  Args:
+    alone: per model (abstain models, then the core) ``model``, ``role``, ``robustness``
+      (what it was read from; named in the row unless empirical), ``nat_acc``, ``rob_acc``,
+      ``rob_inacc`` (percent; `cli.compose.models_alone`).
+    composed: composition results (`compose.compose_reports`; several for a tau grid), each
+      with ``gain`` = {nat_acc, rob_acc}: the composition minus the core alone, in points.
+    names: display names of the models for the robustness line (default: ``model``).
+
+  Returns:
+    A title line, the table (percent, two decimals; gains signed) and, when the results say
+    it, the robustness each model contributed (`robustness_line`).
+  """
+  first, core = composed[0], alone[-1]["model"]
+  eps = first["eps"]
+  rows = [{"": f"{a['model']} alone ({a['role']}"
+                + (f", robustness {a['robustness']})" if a["robustness"] != "empirical" else ")"),
+           **a} for a in alone]
+  for c in composed:
+    tau = f" tau={c['tau']:g}" if "tau" in c else ""
+    rows.append({**c, "": f"composition{tau}",
+                 **{f"gain_{k}": f"{v:+.2f}" for k, v in c["gain"].items()}})
+  title = (f"composition at eps={eps} ({first.get('selector', 'robustness')} selectors at "
+           f"{', '.join(first['select_at'])}); gain = composition - {core} alone, in points")
+  text = title + "\n\n" + table(rows, [
+      "", "nat_acc", ("rob_acc", f"rob_acc @{eps}"), ("rob_inacc", f"rob_inacc @{eps}"),
+      "rob_sel", "commit_prec", ("gain_nat_acc", "gain nat_acc"),
+      ("gain_rob_acc", "gain rob_acc")])
+  if first.get("robustness"):
+    text += "\n\n" + robustness_line(first["robustness"], names or [a["model"] for a in alone],
+                                       eps)
+  return text
+
+
+def _cascade_row(label: str, found, floor: float, shown=None) -> dict:
+  """One row of `cascade_table`: `found` names the chain; `shown` (default `found`) holds the
+  numbers, ``(prefix, result)`` pairs for each column set."""
   if found is None:
     return {"": label, "cascade": f"none keeps nat_acc >= {floor:.2f}"}
   chain = " -> ".join(f"{n}@{a}" for n, a in zip(found["order"], found["select_at"]))
-  return {"": label, "nat_acc": found["nat_acc"], "rob_acc": found["rob_acc"],
-          "cascade": chain + " -> core"}
+  row = {"": label, "cascade": chain + " -> core"}
+  for prefix, r in shown or [("", found)]:
+    row.update({prefix + "nat_acc": r["nat_acc"], prefix + "rob_acc": r["rob_acc"]})
+  return row
 
 
 def cascade_table(result: dict) -> str:
   """The result of `cascades.optimise`: a title line, the core alone, the best 2-composition
-  and the best cascade (nat_acc, rob_acc in percent), the robustness each model contributed,
-  and the gain in robust accuracy."""
-  floor = result["min_nat_acc"]
-  rows = [{"": "core alone", **result["core"], "cascade": "core"},
-          _cascade_row("best 2-comp.", result["best_2"], floor),
-          _cascade_row("best cascade", result["best"], floor)]
+  and the best cascade (nat_acc, rob_acc in percent; on the selection set the search chose on
+  and on the held-out samples, or once when chosen in-sample), the robustness each model
+  contributed, and the gain in robust accuracy (held out, then on the selection set)."""
+  floor, sel, split = result["min_nat_acc"], result.get("selection"), result.get("split")
+  held = bool(split and split["held_out_samples"])
+  cols = ["", "nat_acc", "rob_acc", "cascade"]
+  if held:
+    cols = ["", "sel. nat_acc", "sel. rob_acc", "held-out nat_acc", "held-out rob_acc",
+            "cascade"]
+  sets = [("sel. ", sel), ("held-out ", result)] if held else [("", result)]
+  rows = [{"": "core alone", "cascade": "core",
+           **{p + k: r["core"][k] for p, r in sets for k in ("nat_acc", "rob_acc")}}]
+  for label, key in (("best 2-comp.", "best_2"), ("best cascade", "best")):
+    found = sets[0][1][key]
+    rows.append(_cascade_row(label, found, floor,
+                             [(p, r[key]) for p, r in sets] if found else None))
   title = (f"cascades at eps={result['eps']} (nat_acc >= {floor:.2f}; {result['evaluated']} of "
            f"{result['search_space']} cascades scored in {result['seconds']:.2f} s)")
-  text = title + "\n\n" + table(rows, ["", "nat_acc", "rob_acc", "cascade"])
+  if held:
+    title += (f"\nchosen on a selection set of {split['selection_samples']} samples (val_fraction "
+              f"{split['val_fraction']:g}, seed {split['seed']}), measured on the "
+              f"{split['held_out_samples']} held-out samples")
+  elif split:
+    title += f"\nin-sample: chosen and measured on the same {split['selection_samples']} samples"
+  text = title + "\n\n" + table(rows, cols)
   if "robustness" in result["core"]:
     text += (f"\n\nrobustness counted at eps={result['eps']}: abstain models empirical, core "
              f"{result['core']['robustness']}")
   if result["gain_rob_acc"] is not None:
     text += (f"\n\ngain over the best 2-composition: {result['gain_rob_acc']:+.2f} points "
-             "robust accuracy")
+             "robust accuracy" + (" on the held-out samples" if held else ""))
+    if held and sel["gain_rob_acc"] is not None:
+      text += f" ({sel['gain_rob_acc']:+.2f} on the selection set)"
   return text
 
 

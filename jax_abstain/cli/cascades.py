@@ -3,8 +3,11 @@
     jax-abstain-cascades --abstain ERA_b0.1.csv ERA_b1.csv TRADES.csv --core STD.csv \
         --eps 1/255 --json cascade.json
 
-(``python -m jax_abstain.cli.cascades`` is the same.) Prints the core alone, the best
-2-composition and the best cascade as a markdown table (`analysis.markdown.cascade_table`);
+(``python -m jax_abstain.cli.cascades`` is the same.) The search chooses on a seeded selection
+set of the samples (``--val-fraction``, default half, ``--seed``) and the numbers it reports are
+measured on the held-out rest (``--val-fraction 0``: chosen and measured on all samples,
+in-sample). Prints the core alone, the best 2-composition and the best cascade, selection-set
+and held-out columns, as a markdown table (`analysis.markdown.cascade_table`);
 ``--json`` writes the result of `cascades.optimise`. The core report needs only ``is_acc`` and
 ``is_rob@<eps>`` (or certified columns, counted as certified robustness); the output says which
 robustness each model contributed. Report names are the file stems. Bad
@@ -28,6 +31,10 @@ def _parser():
   p.add_argument("--min-select-at", default=None,
                  help="smallest selector radius considered (default 2*eps)")
   p.add_argument("--max-length", type=int, default=None, help="longest cascade")
+  p.add_argument("--val-fraction", type=float, default=0.5,
+                 help="share of the samples the search chooses on; the numbers are measured "
+                      "on the rest (default 0.5; 0 = in-sample: choose and measure on all)")
+  p.add_argument("--seed", type=int, default=0, help="seed of the selection/held-out split")
   p.add_argument("--json", default=None, help="write the result here")
   p.add_argument("--debug", action="store_true", help="show tracebacks")
   return p
@@ -39,6 +46,7 @@ def _search(argv) -> dict:
     validation.check_int(args.max_length, "--max-length", minimum=1)
   validation.check_radius(args.eps, "--eps")
   validation.check_radii(args.select_radii or [], "--select-radii", allow_empty=True)
+  validation.check_float(args.val_fraction, "--val-fraction", low=0.0, high=1.0, high_open=True)
   if args.min_select_at is not None:
     validation.check_radius(args.min_select_at, "--min-select-at")
   for path in [*args.abstain, args.core]:
@@ -51,7 +59,8 @@ def _search(argv) -> dict:
     names = [str(p) for p in args.abstain]
   result = cascades.optimise(columns, reports.read_report(args.core), args.eps, names=names,
                              select_radii=args.select_radii, min_select_at=args.min_select_at,
-                             max_length=args.max_length)
+                             max_length=args.max_length, val_fraction=args.val_fraction,
+                             seed=args.seed)
   result["reports"] = {"abstain": list(args.abstain), "core": args.core}
   if args.json:
     files.write_json(args.json, result)

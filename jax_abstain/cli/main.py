@@ -7,7 +7,8 @@
         --coordinator_address=host0:1234 --num_processes=4 --process_id=$RANK
 
 The config's ``mode`` picks the job (`jobs.MODES`). The config is checked once
-(`jobs.schema.check`) before the workdir receives ``config.json`` and ``environment.json``
+(`jobs.schema.check`) and what it reads is downloaded (`jobs.inputs.fetch`: data, RobustBench
+models) before the workdir receives ``config.json`` and ``environment.json``
 (`jobs.workdir.prepare`); running again with the same workdir and config resumes. Bad flags or
 config values print one line per problem and exit 2 (``--debug`` shows the traceback).
 """
@@ -19,7 +20,7 @@ from ml_collections import config_flags
 from jax_abstain import configs, jobs, xla_cpu
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
-from jax_abstain.jobs import schema, workdir as workdir_lib
+from jax_abstain.jobs import inputs, schema, workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config name or file [:args].",
                                           lock_config=True)
@@ -43,6 +44,7 @@ def _job(argv) -> None:
   from jax_abstain.training import distributed  # imports jax: after the flags
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   job = schema.check(config)   # after initialize: the batch check counts every host's devices
+  inputs.fetch(job)            # downloads (data, RobustBench models): before the workdir
   jobs.MODES[job.mode](job, workdir_lib.prepare(_WORKDIR.value, job))
 
 
@@ -94,6 +96,8 @@ def main(argv=None):
   if any(a in ("-h", "--help", "--helpshort", "-?") for a in argv[1:]):
     return _help()
   xla_cpu.prefer_eigen_convolutions()   # before JAX starts: Eigen convolutions on CPUs
+  cli.quiet_backend_probe()
+  argv = cli.enable_compile_cache(argv)   # persistent compilation cache (opt-out flag/env)
   argv = [_resolved(a) for a in argv]
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(lambda args: cli.run_with_clean_errors(_job, args), argv=argv,

@@ -30,6 +30,10 @@ def _parser():
   p.add_argument("--tau-grid", nargs="+", type=float, default=None,
                  help="softmax-response thresholds (default linspace(0, 0.99, 20))")
   p.add_argument("--title", default="", help="figure and report title")
+  p.add_argument("--cascade-val-fraction", type=float, default=0.5,
+                 help="share of the samples the cascade search chooses on; its numbers are "
+                      "measured on the rest (default 0.5; 0 = in-sample)")
+  p.add_argument("--cascade-seed", type=int, default=0, help="seed of that split")
   p.add_argument("--debug", action="store_true", help="show tracebacks")
   return p
 
@@ -39,11 +43,15 @@ def _report(argv) -> dict:
   for name, value in (("--eps", args.eps), ("--fig2-radius", args.fig2_radius)):
     if value is not None:
       validation.check_radius(value, name)
+  validation.check_float(args.cascade_val_fraction, "--cascade-val-fraction", low=0.0, high=1.0,
+                         high_open=True)
   for path in args.reports:
     files.check_file(path, "report", "--reports")
   files.check_output(args.out, "--out", folder=True)
   result = report.run(args.reports, args.out, eps=args.eps, core=args.core, names=args.names,
-                      taus=args.tau_grid, radius=args.fig2_radius, title=args.title)
+                      taus=args.tau_grid, radius=args.fig2_radius, title=args.title,
+                      cascade_val_fraction=args.cascade_val_fraction,
+                      cascade_seed=args.cascade_seed)
   print(result["markdown"], end="")
   return result
 

@@ -6,8 +6,8 @@ ERA fine-tuning on the Mapillary Traffic Sign Dataset (paper Table 1, ResNet-50 
 configs/cifar10_era.py with crop + rotation (15 degrees) augmentation (``augment=stdaug``
 adds colour jitter and affine moves), trained at 2 eps = 4/255 for robust selection at 2 eps.
 The paper says lr 1e-3; the authors' script uses 5e-3 (``lr=5e-3``) and sweeps beta over
-5.0, 1.0, 0.5, 0.1. The base model is a ResNet-50 trained (e.g. with TRADES, ``loss=trades``
-and ``init=``, ``schedule=trades_scratch``) on the same crops.
+5.0, 1.0, 0.5, 0.1. The base model (``init``, required) is a ResNet-50 trained on the same crops,
+e.g. from scratch with TRADES: ``loss=trades,arch=resnet50,schedule=trades_scratch``.
 Runtime: a GPU job (ResNet-50 at 64x64, ~30 passes per step).
 """
 from jax_abstain.configs import common
@@ -16,6 +16,6 @@ from jax_abstain.configs import recipe
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, **recipe.arguments(
-      loss="era", data="mtsd", num_classes=400, arch="resnet50", eps="4/255",
+      loss="era", data="mtsd", num_classes=400, eps="4/255",
       threat="2/255", augment="crop_rotate"))
   return recipe.finetune(arg)

@@ -11,13 +11,22 @@ PGD (step 0.1 eps) on 2,000 validation images; evaluation at the threat radius, 
 the training radius. The config files only change what differs
 (loss, data, model, radius, and the authors' deviations, which their docstrings name).
 Every field stays overridable: ``--config.train.beta=0.5``, ``--config.data.augment=none``.
+
+The start model is ``init`` (a model directory) or else ``start`` (a RobustBench name of the
+data set's ``threat_model`` leaderboard, downloaded and ported on first use, `jobs.inputs`);
+``arch`` (training from scratch) only when both are empty, and with none of the three the job
+check refuses the config: fine-tuning never starts from random weights. ``core`` (a RobustBench
+name) or ``core_dir`` adds the composition with that core at the threat radius, selected at
+2 eps (`jobs.composition`: Table 1 row, reports, Fig. 2-4). ``path`` "" downloads the
+official CIFAR archive into the data cache (`data.fetch`).
 """
 import ml_collections
 
 from jax_abstain import radii
 
 _DEFAULTS = dict(
-    loss="era", data="cifar10", path="", num_classes=10, arch="wrn-28-10", init="", eps="2/255",
+    loss="era", data="cifar10", path="", num_classes=10, arch="", init="", start="",
+    threat_model="Linf", core="", core_dir="", eps="2/255",
     threat="", norm="linf", beta=1.0, trades_beta=6.0, variant="paper", epochs=50, batch=200,
     lr=1e-3, schedule="trades", augment="crop_flip", selection="train_holdout", select_size=2000,
     select_every=5, eval_limit=0, train_limit=0, name="", checkpoint_every=500, seed=0,
@@ -41,7 +50,10 @@ def finetune(arg) -> ml_collections.ConfigDict:
   config.seed = arg.seed
   config.data = dict(name=arg.data, path=arg.path, split="test", eval_limit=arg.eval_limit,
                      train_limit=arg.train_limit, augment=arg.augment)
-  config.model = dict(name=arg.arch, num_classes=arg.num_classes, options={}, init_dir=arg.init)
+  start = "" if arg.init else arg.start
+  config.model = dict(name="" if arg.init or start else arg.arch, num_classes=arg.num_classes,
+                      options={}, init_dir=arg.init, robustbench=start,
+                      threat_model=arg.threat_model)
   config.train = dict(
       loss=arg.loss, beta=arg.beta, trades_beta=arg.trades_beta, eps=arg.eps, norm=arg.norm,
       variant=arg.variant, epochs=arg.epochs, batch_size=arg.batch, lr=arg.lr, momentum=0.9,
@@ -58,6 +70,9 @@ def finetune(arg) -> ml_collections.ConfigDict:
   # Evaluated at the threat radius and twice it (the 2-eps column drives robust selection,
   # paper section 5), plus the training radius when that is another one.
   threat = arg.threat or arg.eps
+  if arg.core or arg.core_dir:
+    config.eps = threat
+    config.compose = dict(core=arg.core, core_dir=arg.core_dir, select_at="")
   radius_set = {threat, radii.double_radius(threat), arg.eps}
   eval_radii = tuple(sorted(radius_set, key=radii.parse_radius))
   if arg.loss in ("cra", "noise"):

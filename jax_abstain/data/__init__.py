@@ -3,6 +3,7 @@
     x, y = data.load("synthetic", "train")                      # Figure 1 Gaussians, x [1000, 2]
     x, y = data.load("mnist5k", "test")                         # x [1000, 28, 28, 1]
     x, y = data.load("cifar10", "train", path="cifar-10-python.tar.gz")
+    x, y = data.load("cifar10", "test")      # the official archive, downloaded into the cache
     x, y = data.load("cifar10", "test", path="~/tensorflow_datasets", source="tfds")
     x, y = data.load("mtsd", "test", path="mtsd_cls")           # output of `python -m ...mtsd`
     x, y = data.load("folder", "val", path="rail_defects")      # root/<class>/*.png|jpg
@@ -87,7 +88,41 @@ def load(name: str, split: str, path=None, **opts):
   return np.asarray(x, np.float32), np.asarray(y, np.int32)
 
 
-__all__ = ["SPLITS", "load", "load_from_config", "names", "register"]
+def _fetch_cifar(name):
+  def fetch_archive(progress=True):
+    from jax_abstain.data import cifar  # pylint: disable=import-outside-toplevel
+    return cifar.fetch_archive(name, progress=progress)
+  return fetch_archive
+
+
+# Data sets that `load` downloads when no path is given: name -> fetch(progress) -> path.
+_DOWNLOADS = {"cifar10": _fetch_cifar("cifar10"), "cifar100": _fetch_cifar("cifar100")}
+
+
+def fetch(name: str, path=None, *, progress: bool = True):
+  """Downloads now what ``load(name, split, path)`` would download (a job calls it before
+  it writes anything, so that a missing file or no network stops it first).
+
+  Args:
+    name: one of `names()`.
+    path: the data's path ("" or None: the set's default: downloaded, or built in).
+    progress: show a download progress bar.
+
+  Returns:
+    The path `load` will read (`path`, the downloaded file), or None for built-in sets.
+
+  Raises:
+    UserError: an unknown set, or a download that fails (offline: one line naming the file
+      and where to put it, nothing written).
+  """
+  if name not in _LOADERS:
+    raise UserError(f"unknown data set {name!r}; known: {', '.join(names())}")
+  if path:
+    return path
+  return _DOWNLOADS[name](progress=progress) if name in _DOWNLOADS else None
+
+
+__all__ = ["SPLITS", "fetch", "load", "load_from_config", "names", "register"]
 
 
 def load_from_config(data_config, split: str, limit: int = 0):

@@ -1,5 +1,7 @@
-"""CIFAR-10/100 from the official python archives, or from tfds, without TensorFlow.
+"""CIFAR-10/100 from the official python archives (downloaded when no path is given), or from
+tfds, without TensorFlow.
 
+    x, y = data.load("cifar10", "test")     # the official archive, downloaded into the cache
     x, y = cifar.load_archive("cifar10", "train", "cifar-10-python.tar.gz")  # [50000,32,32,3]
     x, y = cifar.load_archive("cifar100", "test", "data/cifar-100-python")   # extracted folder
     x, y = cifar.load_tfds("cifar10", "test", data_dir="~/tensorflow_datasets")
@@ -11,6 +13,14 @@ it extracts to (``cifar-10-batches-py``/``cifar-100-python``, or a folder holdin
 ``test``; there is no val split. The batches are pickles -- the official format -- read by a
 restricted unpickler that builds only dicts, lists, bytes and numpy arrays, so a hostile file
 cannot run code.
+
+Without a path, `fetch_archive` downloads the official archive once into
+``download.cache_dir("data")`` (``$JAX_ABSTAIN_DATA``, else the user cache folder) with
+`download.fetch`: resumable, checked against the archive's published md5 (the values
+torchvision's ``CIFAR10.tgz_md5``/``CIFAR100.tgz_md5`` hold), atomic, with a progress bar; the
+next call reads the cached file without the network. ``$JAX_ABSTAIN_CIFAR_URL`` replaces the
+base URL (a mirror, or the tests' loopback server). Offline, one line names the file to
+download and where to put it, and nothing is written.
 
 The tfds source uses `tfds.data_source` (ArrayRecord random access, no TensorFlow); the data
 must have been prepared once, by someone with TensorFlow, with
@@ -24,7 +34,14 @@ import zlib
 
 import numpy as np
 
+from jax_abstain import download
 from jax_abstain.errors import UserError
+
+ENV_URL = "JAX_ABSTAIN_CIFAR_URL"
+BASE_URL = "https://www.cs.toronto.edu/~kriz/"
+# name: (official archive, its md5 as published with the data set; torchvision checks the same)
+ARCHIVES = {"cifar10": ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+            "cifar100": ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")}
 
 _SPECS = {
     # name: (folder inside the archive, train files, test files, label key, classes)
@@ -160,6 +177,37 @@ def load_tfds(name: str, split: str, data_dir=None):
   return x, y
 
 
+def archive_url(name: str) -> str:
+  """The download URL of `name`'s official archive (``$JAX_ABSTAIN_CIFAR_URL`` + file name, or
+  the Toronto page's)."""
+  base = os.environ.get(ENV_URL) or BASE_URL
+  return base.rstrip("/") + "/" + ARCHIVES[name][0]
+
+
+def cached_archive(name: str):
+  """Where `fetch_archive` keeps `name`'s archive: ``download.cache_dir("data")/<file>``."""
+  return download.cache_dir("data") / ARCHIVES[name][0]
+
+
+def fetch_archive(name: str, *, progress: bool = True):
+  """The official archive of `name` in the cache, downloaded first if it is not there.
+
+  Args:
+    name: ``cifar10`` or ``cifar100``.
+    progress: show a download progress bar.
+
+  Returns:
+    The archive's path (``cached_archive(name)``).
+
+  Raises:
+    UserError: offline or an HTTP error (one line naming the file and where to put it;
+      nothing written), a cut connection (run again to resume), a wrong md5 (nothing cached).
+  """
+  filename, md5 = ARCHIVES[name]
+  return download.fetch(archive_url(name), cached_archive(name), md5=md5, progress=progress,
+                        what=f"the {name} archive {filename}")
+
+
 def _is_archive(path) -> bool:
   p = os.path.expanduser(str(path))
   if os.path.isfile(p):
@@ -174,15 +222,19 @@ def loader(name: str):
 
   ``source="archive"`` reads `path` as the official archive/folder, ``"tfds"`` as a tfds
   data_dir, ``"auto"`` picks the archive when `path` is a file or an extracted CIFAR folder.
+  Without a path, ``"auto"`` and ``"archive"`` read the official archive from the cache,
+  downloading it first (`fetch_archive`); ``progress=False`` hides the download bar.
   """
-  def load(split, path=None, source="auto"):
+  def load(split, path=None, source="auto", progress=True):
     if source not in ("auto", "archive", "tfds"):
       raise UserError(f"source: expected auto, archive or tfds, got {source!r}")
     if path is not None and not os.path.exists(os.path.expanduser(str(path))):
       raise UserError(f"{name}: path {str(path)!r} does not exist")
-    if source == "archive" or (source == "auto" and path is not None and _is_archive(path)):
-      if path is None:
-        raise UserError(f"{name}: pass path= the official archive or its extracted folder")
+    if split not in ("train", "test"):   # before any download
+      raise UserError(f"split: {name} has train and test only, got {split!r}")
+    if path is None and source != "tfds":
+      path = fetch_archive(name, progress=progress)
+    if source == "archive" or (source == "auto" and _is_archive(path)):
       x, y = load_archive(name, split, path)
     else:
       x, y = load_tfds(name, split, path)

@@ -8,7 +8,10 @@ before a workdir is written (docs/design.md, "Data flow of a job"). Every proble
 collected into one `UserError`, one line per problem, each naming its field
 (``config.train.lr: ...``): unknown fields or names (mode, data set, augmentation, model),
 bad values, missing model directories or data paths, a batch that does not split over the
-devices. The jobs read the typed fields; nothing downstream re-checks or falls back. A
+devices, a model with no start (``model.name`` "" and neither ``model.init_dir`` nor
+``model.robustbench``: fine-tuning configs never start from random weights), an unknown
+RobustBench name. Downloads (the data, RobustBench models) are not done here but by
+`jobs.inputs.fetch`, which the command line calls next, still before the workdir is written. The jobs read the typed fields; nothing downstream re-checks or falls back. A
 radius that covers the whole input box (Linf >= 1; L2 >= sqrt(2), L1 >= 2 on the 2-D
 synthetic set) is not a problem but a warning (`validation.check_radius_in_box`).
 
@@ -17,7 +20,7 @@ A config holds ``mode``, ``name`` (the report name; default: the mode), ``seed``
 
   toy2d     data, model, train (shared), models (per-model overrides of train, plus
             eps_factor), eval, compose (branch, core, select_at), plot (grid)
-  train     data, model, train, eval
+  train     data, model, train, eval, compose (optional: evaluate a core too and compose)
   evaluate  data, model (dir), eval
 """
 import dataclasses
@@ -27,98 +30,14 @@ from jax_abstain import data, files, jobs, models, radii, validation
 from jax_abstain.errors import UserError
 from jax_abstain.evaluation.config import EvalConfig
 from jax_abstain.training.config import TrainConfig
+from jax_abstain.jobs.settings import (ComposeConfig, DataConfig, Job, ModelConfig,  # noqa: F401
+                                       Toy2dConfig)
 
 MODES = tuple(jobs.MODES)
 _SECTIONS = {"toy2d": ("data", "model", "train", "models", "eval", "compose", "plot"),
-             "train": ("data", "model", "train", "eval"),
+             "train": ("data", "model", "train", "eval", "compose"),
              "evaluate": ("data", "model", "eval")}
 _TOP = ("mode", "name", "seed", "eps", "norm")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """Where the data comes from (`data.load_from_config`).
-
-  Attributes:
-    name: a data set of `data.names()`.
-    path: its archive or folder ("" for the built-in sets).
-    split: the evaluated split of the train and evaluate jobs (``train``, ``val``, ``test``).
-    eval_limit, train_limit: evenly spaced samples kept (0 = all).
-    augment: training augmentation (`data.augment.AUGMENTATIONS`).
-    n, data_seed, eval_split: points per draw, draw seed and evaluated draw of the toy2d job.
-  """
-  name: str
-  path: str = ""
-  split: str = "test"
-  eval_limit: int = 0
-  train_limit: int = 0
-  augment: str = "none"
-  n: int = 1000
-  data_seed: int = 1
-  eval_split: str = "test"
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """The model of a job.
-
-  Attributes:
-    name: a registry architecture (`models.names()`) built from scratch.
-    num_classes: its outputs (0: the saved model's, for ``init_dir`` and ``dir``).
-    options: its constructor options (`models.resolve`).
-    init_dir: a saved or ported model directory to fine-tune ("" trains from scratch).
-    dir: the model directory the evaluate job evaluates.
-  """
-  name: str = ""
-  num_classes: int = 0
-  options: dict = dataclasses.field(default_factory=dict)
-  init_dir: str = ""
-  dir: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Toy2dConfig:
-  """The Figure 1 study (`jobs.toy2d`).
-
-  Attributes:
-    models: model name -> its `TrainConfig` (the shared ``train`` section overridden by
-      ``models.<name>``, at ``eps_factor`` times eps), in training order.
-    branch, core: the models of the composition H = ((branch, S), core) (eq. 12).
-    select_at: the selector's radius (text; 2 eps unless the config names one).
-    grid: points per axis of the decision-region plot.
-  """
-  models: dict
-  branch: str
-  core: str
-  select_at: str
-  grid: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-  """A checked job config (docs/design.md, Contracts); `check` builds it."""
-  mode: str
-  name: str
-  seed: int
-  eps: str
-  norm: str
-  data: DataConfig
-  model: ModelConfig
-  train: TrainConfig | None = None
-  eval: EvalConfig | None = None
-  toy2d: Toy2dConfig | None = None
-
-  def to_dict(self) -> dict:
-    """Every setting as plain JSON data (what ``config.json`` records)."""
-    return _plain(dataclasses.asdict(self))
-
-
-def _plain(value):
-  if isinstance(value, dict):
-    return {str(k): _plain(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_plain(v) for v in value]
-  return value
 
 
 def _collect(problems: list, fn, *args, **kwargs):
@@ -210,11 +129,26 @@ def _split(value, name):
   return validation.check_choice(value, name, data.SPLITS)
 
 
+def _radius_text(value, name):
+  value = _text(value, name)
+  return radii.format_radius(radii.parse_radius(value, name=name)) if value else ""
+
+
+def _threat_model(value, name):
+  return validation.check_choice(value, name, THREAT_MODELS)
+
+
+THREAT_MODELS = ("Linf", "L2")
+
+
 _DATA_CHECKS = {"name": _data_name, "path": _data_path, "split": _split,
                 "eval_limit": _int(0), "train_limit": _int(0), "augment": _augment,
                 "n": _int(1), "data_seed": _int(0), "eval_split": _split}
 _MODEL_CHECKS = {"name": _text, "num_classes": _num_classes, "options": _options,
-                 "init_dir": _model_dir, "dir": _model_dir}
+                 "init_dir": _model_dir, "dir": _model_dir, "robustbench": _text,
+                 "threat_model": _threat_model}
+_COMPOSE_CHECKS = {"core": _text, "core_dir": _model_dir, "select_at": _radius_text,
+                   "options": _options}
 
 
 def _section(cls, values: dict, checks: dict, name: str, problems: list):
@@ -231,18 +165,72 @@ def _section(cls, values: dict, checks: dict, name: str, problems: list):
   return cls(**checked) if len(problems) == before else None
 
 
-def _check_model(model: ModelConfig, mode: str, problems: list) -> None:
-  """The model a job builds or loads exists: a model directory (evaluate), or a registry
-  architecture with its options (train from scratch, toy2d)."""
+def robustbench_architecture(name: str, dataset: str, threat_model: str) -> str:
+  """The registry architecture of RobustBench model `name` on the leaderboard (dataset,
+  threat_model), checked without the network (`porting.robustbench.entry`).
+
+  Raises:
+    UserError: the name is not on that leaderboard (closest names), or its architecture is not
+      built here.
+  """
+  from jax_abstain.porting import robustbench  # pylint: disable=import-outside-toplevel
+  row = robustbench.entry(name, dataset, threat_model)
+  if robustbench.status(row) != "native":
+    raise UserError(robustbench.refusal(row))
+  return models.zoo.robustbench_key(row["name"], row["dataset"], row["threat_model"])
+
+
+def _robustbench_field(field, *args):
+  try:
+    return robustbench_architecture(*args)
+  except UserError as e:
+    raise UserError(f"{field}: {e}") from None
+
+
+def _check_model(model: ModelConfig, mode: str, dataset, problems: list) -> None:
+  """The model a job builds or loads exists: a model directory (evaluate), a RobustBench name
+  or model directory to fine-tune, or a registry architecture with its options (train from
+  scratch, toy2d)."""
   if mode == "evaluate":
     if not model.dir:
       problems.append("config.model.dir: give the model directory, e.g. "
                       "--config=configs/evaluate.py:model=runs/mnist_std/model")
+    return
+  if model.init_dir and model.robustbench:   # `name` is only used when neither is given
+    problems.append("config.model: give one start model, got model.init_dir and "
+                    "model.robustbench")
+  elif model.robustbench:
+    if dataset is not None:
+      _collect(problems, _robustbench_field, "config.model.robustbench", model.robustbench,
+               dataset, model.threat_model)
+  elif not model.init_dir and not model.name:
+    problems.append("config.model: no start model: give model.robustbench=NAME (a RobustBench "
+                    "model, downloaded) or model.init_dir=DIR (config argument start= or init=);"
+                    " fine-tuning never starts from random weights")
   elif not model.init_dir:
     try:
       models.resolve(model.name, num_classes=model.num_classes or None, **model.options)
     except UserError as e:
       problems.append(f"config.model.name: {e}")
+
+
+def _compose(values: dict, top: dict, model, dataset, problems: list):
+  """The train job's optional composition: a core and the threat radius ``config.eps``."""
+  if values.get("compose") is None:
+    return None
+  section = _as_dict(values.get("compose"), "config.compose", problems)
+  compose = _section(ComposeConfig, section, _COMPOSE_CHECKS, "config.compose", problems)
+  if compose is None:
+    return None
+  if bool(compose.core) == bool(compose.core_dir):
+    problems.append("config.compose: give the core as compose.core=<RobustBench name> or "
+                    "compose.core_dir=DIR (one of them)")
+  elif compose.core and model is not None and dataset is not None:
+    _collect(problems, _robustbench_field, "config.compose.core", compose.core, dataset,
+             model.threat_model)
+  if not top["eps"]:
+    problems.append("config.eps: a train job that composes needs the threat radius, e.g. 1/255")
+  return compose
 
 
 def _toy2d(values: dict, eps: str, problems: list):
@@ -359,8 +347,10 @@ def check(config) -> Job:
                       _DATA_CHECKS, "config.data", problems)
   model = _section(ModelConfig, _as_dict(values.get("model"), "config.model", problems),
                    _MODEL_CHECKS, "config.model", problems)
+  dataset = job_data.name if job_data is not None else None
   if model is not None:
-    _check_model(model, mode, problems)
+    _check_model(model, mode, dataset, problems)
+  compose = _compose(values, top, model, dataset, problems) if mode == "train" else None
   train = toy2d = None
   if mode == "train":
     train = _collect(problems, TrainConfig.from_config,
@@ -376,4 +366,4 @@ def check(config) -> Job:
     raise UserError.from_problems(problems)
   _warn_box_radii(top, train, toy2d, evaluation, job_data)
   return Job(**top, data=job_data, model=model, train=train if mode == "train" else None,
-             eval=evaluation, toy2d=toy2d)
+             eval=evaluation, toy2d=toy2d, compose=compose)

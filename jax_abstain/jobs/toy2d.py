@@ -10,7 +10,8 @@ report (`evaluation.evaluate`), composes H = ((branch, S_ERI at 2 eps), core) fr
 
   results.json            per model nat_acc, rob_acc, rob_inacc (percent, unrounded), the four
                           splits, the same at 2 eps; ``composition`` with nat_acc, rob_acc,
-                          rob_sel
+                          rob_sel; ``composition_branch_trained_at_eps`` (H with the ERA
+                          model trained at eps as branch), also in the printed table
   reports/<model>.csv     per-sample reports (docs/design.md, Contracts)
   decision_regions.png    decision regions of std, TRADES, ERA and H with the points marked
   checkpoints/<model>/    orbax checkpoints (a rerun resumes and skips finished work)
@@ -105,7 +106,13 @@ def format_table(results: dict) -> str:
     m = results["models"][name]
     lines.append(f"{name:<12}{m['nat_acc']:>9.2f}{m['rob_acc']:>9.2f}{m['rob_inacc']:>11.2f}"
                  f"{m['at_2eps']['rob_acc']:>14.2f}")
-  c = results["composition"]
-  lines.append(f"composition H = ({c['branch']}, S@{c['select_at']}) + {c['core']}: "
-               f"nat_acc {c['nat_acc']:.2f}  rob_acc {c['rob_acc']:.2f}  rob_sel {c['rob_sel']:.2f}")
+  c, alt = results["composition"], results.get("composition_branch_trained_at_eps")
+  rows = [(f"H = ({c['branch']}, S@{c['select_at']}) + {c['core']}", c)]
+  if alt:   # H with the ERA model trained at eps itself as the branch
+    rows.append((f"H with {alt['branch']} trained at {results['eps']} "
+                 f"(S@{alt['select_at'][0]}) + {alt['core']}", alt))
+  width = max(len(label) for label, _ in rows) + 2
+  lines.append(f"{'composition':<{width}}{'nat_acc':>9}{'rob_acc':>9}{'rob_sel':>9}")
+  lines += [f"{label:<{width}}{r['nat_acc']:>9.2f}{r['rob_acc']:>9.2f}{r['rob_sel']:>9.2f}"
+            for label, r in rows]
   return "\n".join(lines)

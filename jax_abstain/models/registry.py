@@ -8,6 +8,7 @@ Every constructor takes ``num_classes`` and ``rngs`` (a ``flax.nnx.Rngs``) plus 
 arguments, and returns an NNX module mapping inputs in [0,1] to logits.
 """
 import dataclasses
+import difflib
 from typing import Any, Callable
 
 from flax import nnx
@@ -42,7 +43,10 @@ def get(name: str) -> Entry:
   try:
     return _REGISTRY[name]
   except KeyError:
-    raise UserError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
+    close = difflib.get_close_matches(name, names(), n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UserError(f"unknown model {name!r}; {hint}`python -m jax_abstain.cli.port --list` "
+                    f"lists the {len(_REGISTRY)} known models") from None
 
 
 def resolve(name: str, *, num_classes: int | None = None, **kwargs: Any) -> tuple[Entry, dict]:
@@ -50,6 +54,14 @@ def resolve(name: str, *, num_classes: int | None = None, **kwargs: Any) -> tupl
   entry = get(name)
   options = {**entry.defaults, **kwargs}
   if num_classes is not None:
+    fixed = entry.defaults.get("num_classes")
+    if entry.metadata.get("robustbench") and num_classes != fixed:
+      # The same RobustBench name may be a CIFAR-10 and a CIFAR-100 model with different
+      # normalisations: a class count that is not the entry's is the other data set's model.
+      raise UserError(f"model {name!r} is RobustBench's {entry.metadata['dataset']} "
+                      f"{entry.metadata['threat_model']} model with {fixed} classes, not "
+                      f"{num_classes}; `python -m jax_abstain.cli.port --list` names each "
+                      "data set's entries")
     options["num_classes"] = num_classes
   if "num_classes" not in options:
     raise UserError(f"model {name!r}: num_classes is required")

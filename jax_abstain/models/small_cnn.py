@@ -70,3 +70,24 @@ class SmallCNN(nnx.Module):
     features = self.feature_extractor(self.normalize(x))
     features = jnp.transpose(features, (0, 3, 1, 2)).reshape(x.shape[0], -1)
     return self.classifier(features)
+
+
+class GowalSmallCNN(nnx.Module):
+  """The "small" network of Gowal et al. 2018 (IBP), table 1: conv 16 4x4 stride 2, conv 32
+  4x4 stride 1 (valid padding), dense 100, dense classes, ReLU; 28x28 inputs in [0, 1].
+
+  Shallow and narrow, so interval bounds stay tight (IBP training, `jax_abstain.ibp`); the
+  selection network of the MNIST sweep (`jax_abstain.jobs.sweep`) is one with 2 classes.
+  """
+
+  def __init__(self, num_classes: int = 10, *, in_channels: int = 1, rngs: nnx.Rngs):
+    self.normalize = layers.Normalize((0.0,) * in_channels, (1.0,) * in_channels)
+    self.conv1 = layers.conv2d(in_channels, 16, 4, stride=2, bias=True, rngs=rngs)
+    self.conv2 = layers.conv2d(16, 32, 4, bias=True, rngs=rngs)
+    self.fc1 = layers.linear(32 * 10 * 10, 100, rngs=rngs)
+    self.fc2 = layers.linear(100, num_classes, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps x [B,28,28,C] in [0,1] to logits [B,num_classes]."""
+    h = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(self.normalize(x)))))
+    return self.fc2(jax.nn.relu(self.fc1(h.reshape(x.shape[0], -1))))

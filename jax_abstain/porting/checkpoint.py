@@ -20,7 +20,9 @@ from jax_abstain import files
 from jax_abstain.errors import UserError
 from jax_abstain.models.io import sha256
 
-STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+# "last": RobustBench's Andriushchenko2020Understanding and Kireev2021Effectiveness files hold
+# {"last": ..., "best": ...}, of which its load_model takes "last" (robustbench/utils.py).
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "last")
 # Whole-network wrappers: (prefix of the network's keys, keys of the wrapper itself).
 WRAPPERS = (("1.", ()), ("model.", ("normalize.mean", "normalize.std")))
 
@@ -65,13 +67,14 @@ def _is_tensor_dict(obj) -> bool:
       isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _unwrap(obj, path):
+def _unwrap(obj, path) -> tuple:
+  """(the state_dict, the key it was found under or None)."""
   if _is_tensor_dict(obj):
-    return obj
+    return obj, None
   if isinstance(obj, dict):
     for key in STATE_DICT_KEYS:
       if key in obj and _is_tensor_dict(obj[key]):
-        return obj[key]
+        return obj[key], key
     top = ", ".join(sorted(str(k) for k in obj)[:10])
     raise UserError(f"{path}: no state_dict found (top-level keys: {top}); expected a dict of "
                     f"tensors, raw or under one of {', '.join(STATE_DICT_KEYS)}")
@@ -80,14 +83,22 @@ def _unwrap(obj, path):
 
 def strip_wrappers(state_dict: dict) -> dict:
   """Removes ``module.`` segments and a whole-network ``1.``/``model.`` prefix (`WRAPPERS`)."""
-  out = {}
+  return _strip(state_dict)[0]
+
+
+def _strip(state_dict: dict) -> tuple:
+  """(`strip_wrappers`'s result, one note per wrapper removed)."""
+  out, notes = {}, []
   for k, v in state_dict.items():
     out[".".join(p for p in k.split(".") if p != "module")] = v
+  if any("module" in k.split(".") for k in state_dict):
+    notes.append("'module.' (nn.DataParallel) removed from the keys")
   for prefix, own in WRAPPERS:
     body = [k for k in out if k not in own]
     if body and all(k.startswith(prefix) for k in body):
-      return {(k[len(prefix):] if k not in own else k): v for k, v in out.items()}
-  return out
+      notes.append(f"whole-network prefix {prefix!r} removed")
+      return {(k[len(prefix):] if k not in own else k): v for k, v in out.items()}, notes
+  return out, notes
 
 
 def to_numpy(tensor) -> np.ndarray:
@@ -100,7 +111,16 @@ def to_numpy(tensor) -> np.ndarray:
 
 
 def read(path) -> tuple[dict, str]:
-  """Reads a checkpoint file into (state_dict of numpy arrays, sha256 of the file).
+  """Reads a checkpoint file into (state_dict of numpy arrays, sha256 of the file)
+  (`read_noted` without the notes)."""
+  return read_noted(path)[:2]
+
+
+def read_noted(path) -> tuple[dict, str, list]:
+  """Reads a checkpoint file into (state_dict of numpy arrays, sha256 of the file, notes).
+
+  The notes say how the state_dict was unwrapped (the dict key it was under, ``module.``
+  segments and whole-network prefixes removed), for the model directory's manifest.
 
   Args:
     path: a ``.pt``/``.pth`` file saved with ``torch.save``, or a ``.safetensors`` file.
@@ -110,6 +130,7 @@ def read(path) -> tuple[dict, str]:
       holds no state_dict.
   """
   path = files.check_file(path, "checkpoint", "checkpoint")
+  notes = []
   if path.suffix == ".safetensors":
     from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
     try:
@@ -117,5 +138,9 @@ def read(path) -> tuple[dict, str]:
     except Exception as e:  # safetensors raises its own SafetensorError type
       raise UserError(f"{path}: not a readable safetensors file ({e})") from None
   else:
-    sd = {k: to_numpy(v) for k, v in _unwrap(_load(path), path).items()}
-  return strip_wrappers(sd), sha256(path)
+    found, key = _unwrap(_load(path), path)
+    sd = {k: to_numpy(v) for k, v in found.items()}
+    if key is not None:
+      notes = [f"state_dict taken from the checkpoint's {key!r} entry"]
+  sd, stripped = _strip(sd)
+  return sd, sha256(path), notes + stripped

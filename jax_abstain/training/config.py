@@ -27,16 +27,19 @@ import dataclasses
 from jax_abstain import radii, validation
 from jax_abstain.errors import UserError
 
-LOSSES = ("std", "trades", "era", "dga", "mart", "noise", "cra")
+LOSSES = ("std", "trades", "era", "dga", "mart", "noise", "cra", "ibp", "mma")
 # Losses that train on PGD points (they read eps, attack_steps, attack_rel_step).
-ADVERSARIAL = ("trades", "era", "dga", "mart")
+ADVERSARIAL = ("trades", "era", "dga", "mart", "mma")
 # Losses on Gaussian copies x + eta (they read sigma, num_noise, gamma).
 CERTIFIED = ("noise", "cra")
+# Losses on interval bounds over the eps-ball (they read eps, ibp_kappa, ibp_warmup, ibp_ramp).
+INTERVAL = ("ibp",)
 # The BN mode of a loss's forwards when ``bn_mode_loss`` is "": the authors freeze BN
 # statistics during ERA/DGA (every forward in eval mode, docs/design.md, appendix A1) and use
 # train mode else.
 LOSS_DEFAULT_BN = {"std": "train", "trades": "train", "era": "eval", "dga": "eval",
-                   "mart": "train", "noise": "train", "cra": "train"}
+                   "mart": "train", "noise": "train", "cra": "train", "ibp": "eval",
+                   "mma": "train"}
 # The BN mode of the training attack when ``bn_mode_attack`` is "": as the loss, except that
 # the authors' TRADES fine-tuning runs its KL-PGD in eval mode (appendix A1).
 ATTACK_DEFAULT_BN = {**LOSS_DEFAULT_BN, "trades": "eval"}
@@ -88,7 +91,8 @@ _CHECKS = {
     "selection_split": _choice(VALIDATION_SOURCES), "select_size": _int(1),
     "select_every": _int(0), "select_steps": _int(1),
     "select_rel_step": _float(0.0, low_open=True), "select_batch_size": _int(1),
-    "select_eps": _optional_radius,
+    "select_eps": _optional_radius, "ibp_kappa": _float(0.0, high=1.0),
+    "ibp_warmup": _float(0.0, high=1.0), "ibp_ramp": _float(0.0, high=1.0),
 }
 
 
@@ -100,7 +104,8 @@ class TrainConfig:
     loss: one of `LOSSES` (paper eq. 4-9; `training.objectives`).
     beta: weight of the ERA/DGA/CRA term (>= 0).
     trades_beta: TRADES KL weight inside TRADES, ERA, DGA, MART (>= 0).
-    eps: training radius in input units (> 0; "2/255" accepted), for the PGD losses.
+    eps: training radius in input units (> 0; "2/255" accepted), for the PGD losses; for
+      ``mma`` the hinge d_max of the margin (the authors' MNIST Linf default 0.45).
     norm: "linf" or "l2" (training and selection attacks).
     variant: "paper" (the equations) or "code" (the authors' code; docs/design.md, appendix
       A1 and A2).
@@ -125,6 +130,10 @@ class TrainConfig:
     select_size: validation rows (>= 1); select_every: epochs between validations (0: none).
     select_steps, select_rel_step, select_batch_size: the validation PGD and its batch.
     select_eps: the validation radius (None: ``eps``; read `selection_eps`).
+    ibp_kappa, ibp_warmup, ibp_ramp: IBP training (``loss="ibp"``, Gowal et al. 2018): the
+      final weight kappa of the natural CE (0.5), and the fractions of all steps spent with
+      eps 0 and kappa 1 (1/30) and ramping both linearly to eps and kappa (1/6), Gowal et
+      al.'s MNIST schedule (2k and 10k of 60k steps); `step.loss_scale`.
   """
   # Grouped a line per theme, in the order of docs/design.md (Contracts).
   loss: str = "era"; beta: float = 1.0; trades_beta: float = 6.0
@@ -139,9 +148,13 @@ class TrainConfig:
   selection_split: str = "none"; select_size: int = 2000; select_every: int = 5
   select_steps: int = 40; select_rel_step: float = 0.1; select_batch_size: int = 200
   select_eps: float | None = None
+  ibp_kappa: float = 0.5; ibp_warmup: float = 1 / 30; ibp_ramp: float = 1 / 6
 
   def __post_init__(self):
     values, problems = _checked(dataclasses.asdict(self), "train")
+    if values.get("loss") in INTERVAL and self.bn_mode_loss == "train":
+      problems.append("train.bn_mode_loss: the interval bounds of loss ibp need eval mode "
+                      "(fixed BatchNorm statistics), got train")
     if problems:
       raise UserError.from_problems(problems)
     for key, value in values.items():

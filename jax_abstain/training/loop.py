@@ -10,7 +10,8 @@ the best validation score so far, and the grain iterator position of every host.
 the same workdir restores the latest complete checkpoint and continues; because batches come
 from the restored iterator and the attack keys are ``fold_in(fold_in(key, step), sample)``, a
 run killed at any point (even SIGKILL inside a save) ends with the same parameters as an
-uninterrupted one.
+uninterrupted one. SIGTERM (a scheduler's notice before preemption, `preemption`) saves a
+checkpoint at the next step and raises `preemption.Preempted`.
 
 The global batch ``cfg.batch_size`` is split over the JAX processes (each reads its own shard
 through `pipeline.train_loader`) and then over all devices (``("data",)`` mesh);
@@ -28,6 +29,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from jax_abstain import preemption
 from jax_abstain.data import pipeline
 from jax_abstain.errors import UserError
 from jax_abstain.training import checkpointing, distributed, selection
@@ -134,8 +136,8 @@ def train(model: nnx.Module, x, y, cfg, *, workdir, name: str, seed: int = 0,
     evaluator = selection.Evaluator(graphdef, cfg, p.mesh, *validation, seed=seed)
   loader = pipeline.train_loader(x, y, batch_size=p.per_host, seed=seed, augment=augment,
                                  shard=(jax.process_index(), jax.process_count()))
-  initial = {"params": params.to_pure_dict(), "rest": rest.to_pure_dict(),
-             "opt": tx.init(params.to_pure_dict()),
+  initial = {"params": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest),
+             "opt": tx.init(nnx.to_pure_dict(params)),
              "rng": np.asarray(jax.random.key_data(jax.random.key(seed))),
              "best": np.asarray(np.nan, np.float32), "best_step": np.asarray(-1, np.int32)}
   run = _Run(pathlib.Path(workdir), name, cfg, p, evaluator)
@@ -196,24 +198,59 @@ class _Run:
     return state, start
 
   def steps(self, step_fn, progress: bool) -> None:
-    """Runs the steps from `start` to the end: log, validate and checkpoint on schedule."""
-    p, mesh = self.p, self.p.mesh
-    self.bar = writer_lib.progress_bar(p.total, initial=self.start, desc=f"train {self.name}",
-                                       enabled=progress)
-    self.sums, self.count, self.t0 = None, 0, time.time()
-    for s in range(self.start, p.total):
-      batch = next(self.iterator)
-      xb, yb, ib = (distributed.global_batch(mesh, batch[k]) for k in ("image", "label", "index"))
-      scale = np.float32(step_lib.beta_scale(self.cfg, s // p.steps_per_epoch))
-      self.prm, self.rst, self.opt, m = step_fn(self.prm, self.rst, self.opt, xb, yb,
-                                                example_keys(self.rng, s, ib), scale)
-      self.sums = m if self.sums is None else jax.tree.map(lambda a, b: a + b, self.sums, m)
-      self.count += 1
-      self.bar.update(1)
-      self._after_step(s + 1)
+    """Runs the steps from `start` to the end: log, validate and checkpoint on schedule.
+
+    The first step compiles the training step: it is announced and runs before the progress
+    bar starts, so the bar's rate and ETA leave compilation out; the bar counts a step once it
+    has finished (JAX dispatches asynchronously). Log lines print above the bar.
+    """
+    self.sums, self.count = None, 0
+    with writer_lib.logs_above_bars(), preemption.Watch() as watch:
+      for s in range(self.start, self.p.total):
+        if s == self.start:
+          self._first_step(step_fn, progress)
+        else:
+          self._step(step_fn, s)
+          self.bar.update(1)
+          self.timed += 1
+        saved = self._after_step(s + 1)
+        if watch.requested(s + 1) and s + 1 < self.p.total:   # SIGTERM: save here, then stop
+          self._stop(s + 1, saved)
     self.metrics.flush()
 
-  def _after_step(self, done: int) -> None:
+  def _stop(self, done: int, saved: bool) -> None:
+    """Saves step `done` (unless just saved) and raises `preemption.Preempted`."""
+    if not saved:
+      self._save(done)
+    self.metrics.flush()
+    raise preemption.Preempted(f"{self.name}: stopped on SIGTERM after step {done} of "
+                               f"{self.p.total}, checkpoint saved; run again to resume")
+
+  def _first_step(self, step_fn, progress: bool) -> None:
+    """The step that compiles (announced, timed), then the bar and the rate clock start."""
+    writer_lib.announce(f"{self.name}: compiling the training step ...")
+    t = time.time()
+    self._step(step_fn, self.start)
+    writer_lib.announce(f"{self.name}: compiled and ran step {self.start + 1} in "
+                        f"{time.time() - t:.1f} s")
+    self.bar = writer_lib.progress_bar(self.p.total, initial=self.start + 1,
+                                       desc=f"train {self.name}", enabled=progress)
+    self.t0, self.timed, self.validated = time.time(), 0, False
+
+  def _step(self, step_fn, s: int) -> None:
+    """Runs step s (0-based) and waits for it; adds its metrics to the running sums."""
+    mesh, p = self.p.mesh, self.p
+    batch = next(self.iterator)
+    xb, yb, ib = (distributed.global_batch(mesh, batch[k]) for k in ("image", "label", "index"))
+    scale = np.float32(step_lib.loss_scale(self.cfg, s, p.steps_per_epoch))
+    self.prm, self.rst, self.opt, m = step_fn(self.prm, self.rst, self.opt, xb, yb,
+                                              example_keys(self.rng, s, ib), scale)
+    jax.block_until_ready(m)
+    self.sums = m if self.sums is None else jax.tree.map(lambda a, b: a + b, self.sums, m)
+    self.count += 1
+
+  def _after_step(self, done: int) -> bool:
+    """Logs, validates and checkpoints on schedule; True if it saved a checkpoint."""
     p = self.p
     epoch_end = done % p.steps_per_epoch == 0
     validate = (self.evaluator is not None and epoch_end
@@ -224,23 +261,35 @@ class _Run:
       means = {k: float(v) / self.count for k, v in self.sums.items()}
       _check_finite(means, done, self.name)     # before any checkpoint can hold NaNs
     if log:
-      rate = self.count / max(time.time() - self.t0, 1e-9)
-      self.metrics.write_scalars(done, means, epoch=done / p.steps_per_epoch, steps_per_s=rate)
+      # Steps per second since the last log line, without the compiling first step.
+      rate = self.timed / max(time.time() - self.t0, 1e-9) if self.timed else None
+      self.metrics.write_scalars(done, means, epoch=done / p.steps_per_epoch,
+                                 **({"steps_per_s": rate} if rate else {}))
       writer_lib.log_progress(self.name, done, p.total, rate, means)
       self.bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['acc']:.3f}")
-      self.sums, self.count, self.t0 = None, 0, time.time()
+      self.sums, self.count, self.t0, self.timed = None, 0, time.time(), 0
     if validate:
       self._validate(done)
     if save:
-      self.ckpt.save(done, {"params": self.prm, "rest": self.rst, "opt": self.opt,
-                            "rng": self.rng,
-                            "best": np.asarray(np.nan if self.best is None else self.best,
-                                               np.float32),
-                            "best_step": np.asarray(self.best_step, np.int32)},
-                     data_state=pipeline.get_state(self.iterator))
+      self._save(done)
+    return save
+
+  def _save(self, done: int) -> None:
+    self.ckpt.save(done, {"params": self.prm, "rest": self.rst, "opt": self.opt,
+                          "rng": self.rng,
+                          "best": np.asarray(np.nan if self.best is None else self.best,
+                                             np.float32),
+                          "best_step": np.asarray(self.best_step, np.int32)},
+                   data_state=pipeline.get_state(self.iterator))
 
   def _validate(self, done: int) -> None:
+    if not self.validated:   # its attack compiles now: announced, and kept out of the ETA
+      writer_lib.announce(f"{self.name}: compiling the validation attack (model selection) ...")
+    t = time.time()
     scores = self.evaluator(self.prm, self.rst)
+    if not self.validated:
+      self.bar.unpause()   # tqdm: the time since its last print is left out of rate and ETA
+      self.t0, self.validated = self.t0 + time.time() - t, True
     self.metrics.write_scalars(done, scores, kind="val", epoch=done / self.p.steps_per_epoch)
     if selection.improved(scores[self.metric], self.best, self.mode):
       self.best, self.best_step = scores[self.metric], done

@@ -31,7 +31,7 @@ from flax import nnx
 
 from jax_abstain.attacks import common
 from jax_abstain.training import objectives
-from jax_abstain.training.config import TrainConfig
+from jax_abstain.training.config import INTERVAL, TrainConfig
 
 
 def lr_boundaries(schedule: str, epochs: int, steps_per_epoch: int) -> dict:
@@ -55,6 +55,18 @@ def beta_scale(cfg: TrainConfig, epoch: int) -> float:
   return cfg.beta_decay ** (epoch // every) if every > 0 else 1.0
 
 
+def loss_scale(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+  """The schedule factor the step passes to the loss at 0-based `step`: `beta_scale` of the
+  epoch, or for the interval losses (``ibp``) Gowal et al.'s ramp (2018, section 4): 0 for
+  the first ``ibp_warmup`` of all steps, then linear up to 1 over ``ibp_ramp`` of them."""
+  if cfg.loss not in INTERVAL:
+    return beta_scale(cfg, step // steps_per_epoch)
+  done = step / max(cfg.epochs * steps_per_epoch, 1)
+  if cfg.ibp_ramp == 0:
+    return float(done >= cfg.ibp_warmup)
+  return float(min(max((done - cfg.ibp_warmup) / cfg.ibp_ramp, 0.0), 1.0))
+
+
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
   """SGD with momentum and coupled weight decay (PyTorch's SGD) and the `lr_boundaries`
   schedule ``cfg.schedule``; the step counter lives in the optimizer state."""
@@ -72,7 +84,7 @@ def forward(graphdef, params: dict, rest: dict, x, mode: str):
   model = nnx.merge(graphdef, params, rest)
   model.train() if mode == "train" else model.eval()
   logits = model(x)
-  return logits, nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
+  return logits, nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
 
 
 def make_loss_fn(graphdef, cfg: TrainConfig):
@@ -91,7 +103,7 @@ def make_loss_fn(graphdef, cfg: TrainConfig):
     keys = common.example_keys(key, x.shape[0])
     streams = tuple(jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i) for i in (1, 2))
     batch = objectives.Batch(
-        cfg=cfg, x=x, y=y, keys=streams, beta=cfg.beta * beta_scale, rest=rest,
+        cfg=cfg, x=x, y=y, keys=streams, beta=cfg.beta * beta_scale, scale=beta_scale, rest=rest,
         forward=lambda xa, r: forward(graphdef, params, r, xa, cfg.bn_loss),
         attack_logits=lambda xa: forward(graphdef, *frozen, xa, cfg.bn_attack)[0])
     per_example, nat, new_rest = objective(batch)
