@@ -313,3 +313,14 @@ def test_model_columns_are_boolean_masks():
   assert acc.dtype == bool and list(~acc) == [False, True, False]
   kind, rob = compose.model_robustness(cols, "0.1", certified=True)
   assert kind == compose.NONE and rob.dtype == bool and list(~rob) == [True] * 3
+
+
+# --- smoothing.py ----------------------------------------------------------------------------
+
+
+def test_look_schedule_default_first_look_and_its_check():
+  from jax_abstain import smoothing
+  # Looks at 100, 200, 400, 800 draws, then n (docs/design.md, appendix A5: n0 = 100).
+  assert smoothing.look_schedule(1000) == (100, 200, 400, 800, 1000)
+  with pytest.raises(UserError, match="^first_look: "):
+    smoothing.look_schedule(1000, first=0)
