@@ -25,7 +25,7 @@ from benchmarks import timing
 XLA_CPU_SETUP = jax_abstain.use_eigen_convolutions()
 
 SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "train", "scaling", "profile",
-            "compile")
+            "compile", "devices")
 TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `certify`)",
           "certify": "2. Certification throughput: JAX vs PyTorch CERTIFY",
           "forward": "3. Forward throughput: ported WRN-28-10 and ResNet-18",
@@ -34,7 +34,8 @@ TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `ce
           "train": "6. Training steps: TRADES and ERA, ours vs PyTorch",
           "scaling": "7. Scaling: batch size, attack steps, noise samples, model width",
           "profile": "8. Profile: where the time goes (XLA operations)",
-          "compile": "9. Compilation: compile time of the jitted entry points"}
+          "compile": "9. Compilation: compile time of the jitted entry points",
+          "devices": "10. Scaling over devices and processes: evaluation and CERTIFY"}
 MODULES = {"train": "train_step"}   # section name -> benchmarks module, where they differ
 OUT = pathlib.Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 

@@ -192,6 +192,9 @@ def test_cross_entropy_kl_trades_on_a_batch():
                              rtol=1e-5)
   np.testing.assert_allclose(_call(losses.trades, NAT3, ADV3, Y3, beta=2.5, kl_reduction="mean"),
                              _np_ce(NAT3, Y3) + 2.5 * kl / 4, rtol=1e-5)
+  # The TRADES paper's default weight 6 on the summed KL.
+  np.testing.assert_allclose(_call(losses.trades, NAT3, ADV3, Y3), _np_ce(NAT3, Y3) + 6.0 * kl,
+                             rtol=1e-5)
 
 
 def test_era_penalty_and_qualifiers_on_a_batch():
@@ -267,3 +270,57 @@ def test_radius_where_the_smoothed_probabilities_saturate():
   want = 0.25 * (_np_ppf(1 - 1e-6) - _np_ppf(1e-6))
   np.testing.assert_allclose(_call(losses.certified_radius, noisy, np.array([0]), sigma=0.5),
                              [want], rtol=1e-2)
+
+
+def test_dga_default_trades_weight_is_six():
+  from jax_abstain import losses
+  want = 1.0 * (_np_ce(NAT3, Y3) + 6.0 * _np_kl(NAT3, ADV3)) - np.log(
+      _np_p_y(NAT3, Y3) + np.exp(_np_log_softmax(ADV3))[np.arange(3),
+                                                        _np_best_other(ADV3, NAT3.argmax(-1))])
+  np.testing.assert_allclose(_call(losses.dga, NAT3, ADV3, Y3, beta=1.0), want, rtol=1e-5)
+
+
+# --- compose.py ------------------------------------------------------------------------------
+
+
+def test_compose_indicators_counts_and_the_core_alone():
+  from jax_abstain import compose
+  acc, rob = [1, 0, 1, 1], [1, 1, 0, 0]
+  # One model and no selector: the core answers everything.
+  alone = compose.compose_indicators([], [acc], [rob])
+  assert alone.summary()["nat_acc"] == 75.0 and alone.summary()["rob_acc"] == 25.0
+  # One selector per abstain model: two selectors for two models is refused, as is an
+  # accuracy list without its robustness.
+  with pytest.raises(UserError, match="^compose: need one selector per abstain model"):
+    compose.compose_indicators([[1, 0, 0, 0], [0, 1, 0, 0]], [acc, acc], [rob, rob])
+  with pytest.raises(UserError, match="^compose: need one selector per abstain model"):
+    compose.compose_indicators([[1, 0, 0, 0]], [acc, acc], [rob])
+
+
+def test_default_tau_grid_by_hand():
+  from jax_abstain import compose
+  grid = compose.default_tau_grid()
+  assert len(grid) == 20 and grid[0] == 0.0 and grid[-1] == 0.99
+  assert grid[1] == round(0.99 / 19, 4) == 0.0521 and grid[10] == round(9.9 / 19, 4)
+
+
+def test_model_columns_are_boolean_masks():
+  from jax_abstain import compose
+  cols = {"sample_idx": np.arange(3), "label": np.zeros(3, int), "is_acc": np.array([1, 0, 1]),
+          "is_rob@0.1": np.array([0, 1, 1])}
+  acc = compose.model_accuracy(cols)
+  # ~ of the mask is the set of inaccurate samples (on integers it would give -2, -1, -2).
+  assert acc.dtype == bool and list(~acc) == [False, True, False]
+  kind, rob = compose.model_robustness(cols, "0.1", certified=True)
+  assert kind == compose.NONE and rob.dtype == bool and list(~rob) == [True] * 3
+
+
+# --- smoothing.py ----------------------------------------------------------------------------
+
+
+def test_look_schedule_default_first_look_and_its_check():
+  from jax_abstain import smoothing
+  # Looks at 100, 200, 400, 800 draws, then n (docs/design.md, appendix A5: n0 = 100).
+  assert smoothing.look_schedule(1000) == (100, 200, 400, 800, 1000)
+  with pytest.raises(UserError, match="^first_look: "):
+    smoothing.look_schedule(1000, first=0)

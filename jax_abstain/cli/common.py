@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 
-from jax_abstain import xla_cpu
+from jax_abstain import preemption, xla_cpu
 from jax_abstain.errors import UserError
 
 EXIT_USAGE = 2
@@ -69,9 +69,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_with_clean_errors(fn, argv):
-  """Calls fn(argv); a UserError or a missing file becomes a one-line message and exit 2."""
+  """Calls fn(argv); a UserError or a missing file becomes a one-line message and exit 2; a
+  run stopped on SIGTERM with its state saved (`preemption.Preempted`) one line and exit 143."""
   try:
     return fn(argv)
+  except preemption.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_STATUS)
   except (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
           PermissionError) as e:
     if debug_requested(argv):

@@ -70,7 +70,9 @@ def planned_runs(out: pathlib.Path, betas, *, trades_ft: bool = False, trades_mo
   if trades_kl:
     runs.append(("trades_warm", {"loss": "trades", "init": str(trades_init), **epochs}))
     trades_init = out / "trades_warm" / "model"
-  runs.append(("trades", {"loss": "trades", **kl, "init": str(trades_init), **epochs}))
+  # With ace, the TRADES branch is also evaluated with APGDconf at 2 eps: TRADES_SR of Fig. 3/4.
+  conf = {"conf": True} if ace else {}
+  runs.append(("trades", {"loss": "trades", **kl, "init": str(trades_init), **epochs, **conf}))
   branch = str(out / "trades" / "model")
   if trades_ft:
     runs.append(("trades_ft", {"loss": "trades", **kl, "init": branch, **TRADES_FT}))
