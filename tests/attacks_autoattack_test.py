@@ -97,7 +97,7 @@ def test_progress_counts_all_samples_and_ends_at_the_result(capsys):
   y = y.at[0].set((y[0] + 1) % 10)   # one label the model gets wrong
   active = jnp.arange(12) != 1       # and one sample left out
   events = []
-  res = attacks.autoattack_run(f, x, y, key=jax.random.key(0), eps=0.15, active=active,
+  res = attacks.autoattack_run(f, x, y, key=jax.random.key(0), eps=0.06, active=active,
                                attacks_to_run=["apgd-ce", "apgd-t"], progress=events.append,
                                **SMALL)
   clean = int(((jnp.argmax(f(x), -1) == y) & active).sum())
@@ -105,10 +105,10 @@ def test_progress_counts_all_samples_and_ends_at_the_result(capsys):
   assert all(e.total == 12 for e in events)
   assert events[-1].robust == int(res.robust.sum())
   targets = [e.target for e in events if e.attack == "apgd-t"]
-  assert targets == list(range(len(targets))) and 1 <= len(targets) <= SMALL["n_target_classes"]
+  assert targets == list(range(SMALL["n_target_classes"]))   # survivors of APGD-CE at eps 0.06
   counts = [e.robust for e in events]
   assert counts == sorted(counts, reverse=True)
-  attacks.autoattack_run(f, x, y, key=jax.random.key(0), eps=0.15, active=active,
+  attacks.autoattack_run(f, x, y, key=jax.random.key(0), eps=0.06, active=active,
                          attacks_to_run=["apgd-ce"], progress=True, **SMALL)
   err = capsys.readouterr().err
   assert f"initial accuracy (argmax == y): {100 * clean / 12:.2f}% ({clean}/12)" in err
