@@ -17,7 +17,8 @@ the robustness indicator (appendix A.3 of the paper). Longer cascades apply this
 the first model whose selector fires answers. A sample robust at the selector radius but not
 at eps (possible when the two columns come from different attacks) is selected and not
 robust. ``selector="softmax"`` selects by the APGDconf confidence ``adv_conf@<2 eps>`` >= tau
-instead (section 7.2); branch accuracy and robustness still come from ``is_acc`` and
+instead (section 7.2), ``"sn-certified"``/``"sn-empirical"`` by a selection network's lowest
+score over the eps-ball, ``sn_cert@<eps>``/``sn_adv@<eps>`` >= tau (eq. 15); branch accuracy and robustness still come from ``is_acc`` and
 ``is_rob@<eps>``. Result dicts hold percentages rounded to 2 decimals.
 
 Each model is asked only for what its role uses: an abstain model for its selection column at
@@ -272,7 +273,8 @@ def compose_reports_per_sample(report_columns: Sequence[dict], eps,
   kinds, is_rob = zip(*[_named(role, model_robustness, c, eps_text, certified=certified)
                         for c, role in zip(report_columns, roles)])
   shown = [(r if r is not None else
-            (eps_text if is_certified_report(c) or selector == "certified" else
+            (eps_text if is_certified_report(c) or selector == "certified"
+             or selector in selectors.SN_SELECTORS else
              "clean" if selector == "softmax-natural" else radii.double_radius(eps_text)))
            for c, r in zip(report_columns[:-1], select_at)]
   comp = dataclasses.replace(compose_indicators(selected, is_acc, is_rob), robustness=kinds)

@@ -50,7 +50,7 @@ def _is_int(text: str) -> bool:
 
 
 def _parse_column(name, values):
-  if name in ("sample_idx", "label", "pred", "cert_pred") or name.startswith(("is_acc", "is_rob")):
+  if name in ("sample_idx", "label", "pred", "cert_pred") or name.startswith(("is_acc", "is_rob", "is_cert")):
     return np.asarray([int(v) for v in values], np.int64)
   return np.asarray([float(v) for v in values], np.float64)
 

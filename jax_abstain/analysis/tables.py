@@ -60,6 +60,12 @@ def selecting_models(named: dict, core, radius) -> dict:
           if n != core or column in c or compose.is_certified_report(c)}
 
 
+def abstain_models(named: dict, core) -> dict:
+  """`named` without the core, which never abstains: the models of the abstain views (Fig. 3,
+  the abstain table of the report). Every model when core is None."""
+  return {n: c for n, c in named.items() if n != core}
+
+
 def split_rows(named: dict, radii_=None) -> list:
   """One row per (model, radius): n, nat_acc and the four splits in percent (Tables 7-8).
 
@@ -109,11 +115,26 @@ def model_rows(named: dict, eps) -> list:
   return out
 
 
+def _selector_options(cols: dict, eps: str, taus) -> list:
+  """(selector, tau) pairs a report supports: the robustness indicator; over the tau grid the
+  robust softmax response (``adv_conf@<2 eps>``) and the selection network, certified and
+  attacked (``sn_cert@<eps>``, ``sn_adv@<eps>``, paper eq. 15)."""
+  grid = taus or compose.default_tau_grid()
+  options = [("robustness", None)]
+  if selectors.conf_column(radii.double_radius(eps)) in cols:
+    options += [("softmax", t) for t in grid]
+  for kind in selectors.SN_SELECTORS:
+    if selectors.sn_column(kind, eps) in cols:
+      options += [(kind, t) for t in grid]
+  return options
+
+
 def abstain_rows(named: dict, eps, *, taus=None) -> list:
   """Fig. 3 points: robust selection and abstain-model robust accuracy per selector.
 
   Robustness indicator at 2 eps for every report; robust softmax response for each tau (default
-  `compose.default_tau_grid`) when the report has ``adv_conf@<2 eps>``. ``commit_prec`` is the
+  `compose.default_tau_grid`) when the report has ``adv_conf@<2 eps>``, and the selection
+  network's (``sn_cert@<eps>``, ``sn_adv@<eps>``, checked at eps). ``commit_prec`` is the
   share of selected samples that are accurate and robust at eps.
   """
   eps = radii.format_radius(eps)
@@ -121,12 +142,10 @@ def abstain_rows(named: dict, eps, *, taus=None) -> list:
   out = []
   for name, cols in named.items():
     acc, rob = _indicators(cols, eps)
-    options = [("robustness", None)]
-    if selectors.conf_column(at) in cols:
-      options += [("softmax", t) for t in (taus or compose.default_tau_grid())]
-    for kind, tau in options:
+    for kind, tau in _selector_options(cols, eps, taus):
       sel = selectors.select(cols, kind, eps, tau=tau)
-      out.append({"model": name, "selector": kind, "tau": tau, "eps": eps, "select_at": at,
+      out.append({"model": name, "selector": kind, "tau": tau, "eps": eps,
+                  "select_at": eps if kind in selectors.SN_SELECTORS else at,
                   "rob_sel": round(metrics.robust_selection(sel), 2),
                   "commit_prec": round(metrics.commit_precision(acc, rob, sel), 2)})
   return out
@@ -153,10 +172,7 @@ def composition_rows(named: dict, core: str, eps, *, taus=None) -> list:
   for name, cols in named.items():
     if name == core:
       continue
-    options = [("robustness", None)]
-    if selectors.conf_column(radii.double_radius(eps)) in cols:
-      options += [("softmax", t) for t in (taus or compose.default_tau_grid())]
-    for kind, tau in options:
+    for kind, tau in _selector_options(cols, eps, taus):
       r = compose.compose_reports([cols, named[core]], eps, selector=kind, tau=tau,
                                   names=[name, core])
       out.append({"branch": name, "core": core, "selector": kind, "tau": tau, "eps": eps,

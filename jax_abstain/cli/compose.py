@@ -63,9 +63,10 @@ def _check(args) -> None:
   if args.json:
     files.check_output(args.json, "--json", overwrite=True)
   validation.check_choice(args.selector, "--selector", selectors.SELECTORS)
-  softmax = args.selector.startswith("softmax")
+  softmax = args.selector in selectors.TAU_SELECTORS
   if (args.tau is not None or args.tau_grid is not None) and not softmax:
-    raise UserError("--tau/--tau-grid: only with --selector softmax or softmax-natural")
+    raise UserError("--tau/--tau-grid: only with --selector softmax, softmax-natural, "
+                    "sn-certified or sn-empirical")
   if softmax and args.tau is None and args.tau_grid is None:
     raise UserError(f"--selector {args.selector}: give --tau T or --tau-grid [T ...]")
 

@@ -38,6 +38,10 @@ def _parser():
                       help="TRADES epochs (default: the config's, 1)")
   parser.add_argument("--trades-kl", type=float, default=0.0,
                       help="TRADES KL weight, reached through a KL-1 warm-up run (trades_warm)")
+  parser.add_argument("--mma", action="store_true",
+                      help="also fine-tune MMA (Ding et al.) from the TRADES branch")
+  parser.add_argument("--ace", action="store_true",
+                      help="also train an IBP classifier and its ACE selection network")
   parser.add_argument("--summary-only", action="store_true", help="skip training; summarise")
   return parser
 
@@ -53,7 +57,7 @@ def _sweep(argv) -> dict:
                     f"got {args.trades_kl:g}")
   runs = sweep.planned_runs(args.out, args.betas, trades_ft=args.trades_ft,
                             trades_more=args.trades_more, trades_epochs=args.trades_epochs,
-                            trades_kl=args.trades_kl)
+                            trades_kl=args.trades_kl, mma=args.mma, ace=args.ace)
   return sweep.run_sweep(args.out, runs, eps=args.eps, config=args.config,
                          extra=config_args.parse_items(args.extra),
                          train_missing=not args.summary_only)

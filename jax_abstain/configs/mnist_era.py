@@ -33,13 +33,18 @@ from jax_abstain.errors import UserError
 # weight 6 at 2 eps (0.2 or 0.3) collapsed to constant predictions (10-13% training accuracy);
 # the sweep reaches weight 6 through a weight-1 warm-up (`jax_abstain.jobs.sweep`, trades_kl).
 # ERA keeps the code's 6 on its class-mean KL (the authors' code variant), i.e. 0.6 x the KL.
-_DEFAULTS = {"std": (6, 0, 0.05, 1.0), "trades": (1, 0, 0.01, 1.0), "era": (1, 0, 0.01, 6.0)}
+# MMA fine-tunes the TRADES model like ERA; IBP trains Gowal et al.'s small CNN from scratch
+# (loss ibp, train_eps 0.2 in the sweep), with a longer warm-up and ramp than Gowal et al.'s
+# 60k steps need: 10% and 50% of the 800 steps (a faster ramp collapsed to constant output).
+_DEFAULTS = {"std": (6, 0, 0.05, 1.0), "trades": (1, 0, 0.01, 1.0), "era": (1, 0, 0.01, 6.0),
+             "mma": (1, 0, 0.01, 1.0), "ibp": (10, 0, 0.05, 1.0)}
+_LOSS_EXTRA = {"ibp": {"ibp_warmup": 0.1, "ibp_ramp": 0.5}}
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, loss="std", init="", eps="0.1", train_eps="", epochs=0,
                          train_limit=-1, eval_limit=500, eval_batch=250, beta=1.0,
-                         trades_beta=0.0, lr=0.0, seed=0)
+                         trades_beta=0.0, lr=0.0, seed=0, arch="small-cnn", conf=False)
   if arg.loss not in _DEFAULTS:
     raise UserError(f"config argument loss: expected one of {', '.join(_DEFAULTS)}, "
                     f"got {arg.loss!r}")
@@ -50,7 +55,9 @@ def get_config(arg=None):
   return common.small_cnn_job(
       name=arg.loss, seed=arg.seed, init=arg.init, eval_limit=arg.eval_limit,
       train_limit=train_limit if arg.train_limit < 0 else arg.train_limit,
-      eval_radii=(threat, double), eval_batch=arg.eval_batch,
+      eval_radii=(threat, double), eval_batch=arg.eval_batch, arch=arg.arch,
+      conf_radii=(double,) if arg.conf else (),
+      **_LOSS_EXTRA.get(arg.loss, {}),
       loss=arg.loss, beta=arg.beta, trades_beta=arg.trades_beta or trades_beta,
       eps=arg.train_eps or double, epochs=epochs, lr=arg.lr or lr,
       # The x0.1 step at 75% of the epochs would fall on step 0 of a one-epoch fine-tuning.

@@ -26,7 +26,8 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jax_abstain import attacks, devices, preemption, radii as radii_lib, reports, validation
+from jax_abstain import (attacks, devices, preemption, radii as radii_lib, reports, soundness,
+                         validation)
 from jax_abstain.attacks import common
 from jax_abstain.attacks.multi_radius import radius_keys
 from jax_abstain.evaluation import hosts
@@ -156,12 +157,22 @@ class ModelRunner:
     return {t: np.asarray(robust[v]) for t, v in zip(texts, values)}
 
   def adv_conf(self, x, pred, keys, text):
-    """[B] max softmax at the APGDconf point in the ball of radius `text` (eq. 17)."""
+    """[B] max softmax at the APGDconf point in the ball of radius `text` (eq. 17).
+
+    The point goes through the soundness guard like every attack result that feeds a report
+    (`soundness.check_attack_result`: inside its ball and [0, 1]), and the confidence is
+    re-read from the model at the checked point.
+
+    Raises:
+      SoundnessError: an APGDconf point outside its ball or [0, 1] (a bug, not bad input).
+    """
     eps = radii_lib.parse_radius(text)
     conf_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, _CONF_TAG)
-    _, conf = self.attack(np.asarray(x), np.asarray(pred), radius_keys(conf_keys, eps),
-                          np.full((len(x),), eps, np.float32), "conf")
-    return np.asarray(conf)
+    x_adv, _ = self.attack(np.asarray(x), np.asarray(pred), radius_keys(conf_keys, eps),
+                           np.full((len(x),), eps, np.float32), "conf")
+    soundness.check_attack_result(self.logits, x, x_adv, pred, eps=eps, norm=self.norm,
+                                  name=f"apgd-conf at radius {text}")
+    return np.asarray(jax.nn.softmax(self.logits(np.asarray(x_adv)), -1).max(-1))
 
 
 def sample_keys(key, sample_idx) -> jax.Array:

@@ -16,6 +16,15 @@ is skipped, so an interrupted sweep resumes where it stopped. The runs, in order
   trades_ft   with trades_ft: TRADES again with ERA's fine-tuning budget (same-budget baseline)
   trades_more with trades_more: one more TRADES epoch on all digits (a stronger branch)
   era_<beta>  ERA at 2 eps fine-tuned from trades, one per beta
+  mma         with mma: MMA (Ding et al.) fine-tuned from trades with the authors' MNIST
+              hinge d_max 0.45 (> 2 eps, as they advise)
+  ibp         with ace: Gowal et al.'s small CNN trained from scratch with IBP at train_eps
+              0.2 (`training.objectives.ibp`)
+  ace_ibp     with ace: the selection network of ACE (Mueller et al. 2020; paper eq. 15): a
+              2-class small CNN trained with IBP to predict where ibp is certified and
+              accurate at eps (`train_selection_network`); its report is ibp's with the
+              columns sn_cert@eps, sn_adv@eps (`evaluation.selection`); ibp itself is shown
+              through it (its robustness-indicator point is ibp's)
 
 Every branch (trades, trades_ft, era_*) is composed with the std core at eps, selected by its
 robustness at 2 eps (paper eq. 12, section 5). Written to ``<out>``: ``summary.json``,
@@ -26,18 +35,26 @@ Fig. 3) and ``fig4_composition.png`` (natural vs robust accuracy of the composit
 """
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain import compose, configs, files, metrics, radii, reports
+from jax_abstain import compose, configs, data, files, metrics, models, radii, reports
+from jax_abstain.configs import mnist_era
 from jax_abstain.errors import UserError
 from jax_abstain.jobs import inputs, schema, train, workdir as workdir_lib
 
 # TRADES with the budget of one ERA fine-tuning (configs/mnist_era.py: era defaults).
 TRADES_FT = {"epochs": 1, "lr": 0.01}
+# MMA's hinge d_max on MNIST Linf (BorealisAI/mma_training run_mnist_training.sh, MMA-0.45);
+# the training radius of the IBP classifier and selection network (Gowal et al. train above the
+# test radius: 0.2 for the sweep's threat radius 0.15).
+MMA_D_MAX, IBP_TRAIN_EPS = "0.45", "0.2"
 
 
 def planned_runs(out: pathlib.Path, betas, *, trades_ft: bool = False, trades_more: bool = False,
-                 trades_epochs: int = 0, trades_kl: float = 0.0) -> list:
+                 trades_epochs: int = 0, trades_kl: float = 0.0, mma: bool = False,
+                 ace: bool = False) -> list:
   """[(run name, config arguments dict)] in execution order; later runs start from earlier
   models (``init``: ``<out>/<run>/model``).
 
@@ -53,13 +70,19 @@ def planned_runs(out: pathlib.Path, betas, *, trades_ft: bool = False, trades_mo
   if trades_kl:
     runs.append(("trades_warm", {"loss": "trades", "init": str(trades_init), **epochs}))
     trades_init = out / "trades_warm" / "model"
-  runs.append(("trades", {"loss": "trades", **kl, "init": str(trades_init), **epochs}))
+  # With ace, the TRADES branch is also evaluated with APGDconf at 2 eps: TRADES_SR of Fig. 3/4.
+  conf = {"conf": True} if ace else {}
+  runs.append(("trades", {"loss": "trades", **kl, "init": str(trades_init), **epochs, **conf}))
   branch = str(out / "trades" / "model")
   if trades_ft:
     runs.append(("trades_ft", {"loss": "trades", **kl, "init": branch, **TRADES_FT}))
   if trades_more:
     runs.append(("trades_more", {"loss": "trades", **kl, "init": branch}))
   runs += [(f"era_{b:g}", {"loss": "era", "beta": float(b), "init": branch}) for b in betas]
+  if mma:
+    runs.append(("mma", {"loss": "mma", "init": branch, "train_eps": MMA_D_MAX}))
+  if ace:
+    runs.append(("ibp", {"loss": "ibp", "arch": "gowal-small", "train_eps": IBP_TRAIN_EPS}))
   return runs
 
 
@@ -146,6 +169,73 @@ def write_outputs(out: pathlib.Path, summary: dict, cols: dict) -> str:
   return text
 
 
+def _selection_labels(classifier, x, y, eps: str) -> np.ndarray:
+  """ACE's selection targets: 1 where `classifier` is IBP-certified at eps and accurate."""
+  from jax_abstain.evaluation import selection   # jax and the attacks: only when training
+  cert = selection.certified_columns(classifier, x, radii=[eps])[f"is_cert@{eps}"]
+  predict = jax.jit(lambda xb: jnp.argmax(classifier(xb), -1))
+  pred = np.concatenate([np.asarray(predict(x[i:i + 500])) for i in range(0, len(x), 500)])
+  return ((cert == 1) & (pred == np.asarray(y))).astype(np.int32)
+
+
+def _balanced(x, labels):
+  """(x, labels) with the rarer class repeated up to the size of the other (our choice: on the
+  86/14 labels of the sweep, IBP training settled on a constant score, the label prior, which
+  selects everything or nothing)."""
+  rare = int(labels.mean() > 0.5) ^ 1
+  idx = np.flatnonzero(labels == rare)
+  if len(idx) == 0:
+    return x, labels
+  extra = np.resize(idx, max(len(labels) - 2 * len(idx), 0))
+  return np.concatenate([x, x[extra]]), np.concatenate([labels, labels[extra]])
+
+
+def train_selection_network(out, classifier_report, eps: str, *, seed: int = 0,
+                            train_missing: bool = True) -> pathlib.Path:
+  """ACE-IBP's selection network (Mueller et al. 2020; paper eq. 15) for the ``ibp`` run.
+
+  Trains ``gowal-small`` with 2 classes and the ``ibp`` loss (`configs/mnist_era.py`'s IBP
+  settings, train radius `IBP_TRAIN_EPS`) on the training digits labelled by
+  `_selection_labels`, classes balanced (`_balanced`), saves it to ``<out>/ace_ibp/model`` and writes the classifier's report
+  with the selection columns at eps (`evaluation.selection.selection_columns`, APGDconf 20
+  steps) and ``is_cert@<eps>, is_cert@<2 eps>`` to ``<out>/ace_ibp/reports/ace_ibp.csv``
+  (skipped when it exists).
+
+  Returns:
+    The path of that report.
+  """
+  from jax_abstain import training
+  from jax_abstain.evaluation import selection
+  workdir = pathlib.Path(out) / "ace_ibp"
+  report = workdir / "reports" / "ace_ibp.csv"
+  if report.exists():
+    print("[sweep] ace_ibp: done, skipped", flush=True)
+    return report
+  if not train_missing:
+    raise UserError(f"run ace_ibp: no report {report}; run the sweep to train it")
+  classifier = models.load(pathlib.Path(classifier_report).parents[1] / "model")
+  x, y = data.load("mnist5k", "train")
+  labels = _selection_labels(classifier, x, y, eps)
+  print(f"[sweep] ace_ibp: selection network on {labels.mean():.1%} positive labels", flush=True)
+  x, labels = _balanced(np.asarray(x), labels)
+  epochs, _, lr, _ = mnist_era._DEFAULTS["ibp"]
+  net = models.create("gowal-small", num_classes=2, seed=seed)
+  settings = dict(loss="ibp", eps=IBP_TRAIN_EPS, epochs=epochs, lr=lr, batch_size=50,
+                  select_every=0, **mnist_era._LOSS_EXTRA["ibp"])
+  training.fit(net, x, labels, settings, workdir=workdir, name="sn", seed=seed, progress=False)
+  net.eval()
+  models.save(net, workdir / "model", arch="gowal-small", options={"num_classes": 2},
+              source={"loss": "ibp", "labels": "ibp certified and accurate"}, overwrite=True)
+  idx = reports.read_report(classifier_report)["sample_idx"]
+  x_test = data.load("mnist5k", "test")[0][idx]
+  columns = {**selection.selection_columns(net, x_test, radii=[eps], key=jax.random.key(seed),
+                                           sample_idx=idx),
+             **selection.certified_columns(classifier, x_test,
+                                           radii=[eps, radii.double_radius(eps)])}
+  selection.add_columns(classifier_report, columns, report)
+  return report
+
+
 def run_sweep(out, runs, *, eps: str, config: str = "mnist_era", extra=None,
         train_missing: bool = True) -> dict:
   """The sweep: builds every run's config (``configs.build(config, {**arguments, "eps": eps,
@@ -159,6 +249,9 @@ def run_sweep(out, runs, *, eps: str, config: str = "mnist_era", extra=None,
   run_configs = [(name, configs.build(config, {**args, "eps": eps, **dict(extra or {})}))
                  for name, args in runs]
   found = train_all(out, run_configs, train_missing=train_missing)
+  if "ibp" in found:
+    found["ace_ibp"] = train_selection_network(out, found.pop("ibp"), eps,
+                                               train_missing=train_missing)
   cols = {name: reports.read_report(path) for name, path in found.items()}
   summary = summarize(cols, eps)
   print(write_outputs(out, summary, cols))

@@ -20,6 +20,8 @@ def architecture(family: str, o: dict) -> str:
     return f"WRN-{o['depth']}-{o['widen_factor']}" + (" +sub_block1" if o["sub_block1"] else "")
   if family == "dm_wide_resnet":
     return f"DM-WRN-{o['depth']}-{o['width']} {o['activation']}"
+  if family == "dm_preact_resnet":
+    return f"DM-PreAct-ResNet-{o['depth']} {o['activation']}"
   if family == "resnet":
     return _RESNETS.get((tuple(o["blocks"]), o["bottleneck"]), f"ResNet {tuple(o['blocks'])}")
   if family == "preact_resnet":
@@ -42,9 +44,9 @@ def _boards(rows, dataset, threat_model):
 def render(dataset=None, threat_model=None) -> str:
   """The listing, for one data set and/or threat model (None: all)."""
   from jax_abstain import models  # pylint: disable=import-outside-toplevel
-  from jax_abstain.models import robustbench_table, zoo  # pylint: disable=import-outside-toplevel
+  from jax_abstain.models import zoo  # pylint: disable=import-outside-toplevel
   rows = zoo.robustbench_rows()
-  lines = [f"RobustBench {robustbench_table.ROBUSTBENCH_VERSION} models by name "
+  lines = [f"RobustBench {zoo.robustbench_table()['robustbench_version']} models by name "
            "(--robustbench NAME --dataset D --threat-model T). native: ported to a Flax "
            "architecture; generic: through torchax (none: torchax does not import with the "
            "installed PyTorch); not: refused, with the reason."]
