@@ -269,6 +269,11 @@ def test_noise_radius_and_cra_on_a_batch():
   np.testing.assert_allclose(
       _call(losses.cra, NOISY, Y3, sigma=0.5, beta=0.6, gamma=2.0, code_variant=True),
       p_inacc * code + 0.6 * _np_ce(NOISY.mean(0), Y3), rtol=1e-4)
+  # The paper's defaults: beta 1, Gamma 4.
+  q4 = _np_smoothed(NOISY, 4.0)
+  paper4 = 0.25 * (_np_ppf(q4[rows, Y3]) - _np_ppf(q4[rows, _np_best_other(q4, Y3)]))
+  np.testing.assert_allclose(_call(losses.cra, NOISY, Y3, sigma=0.5),
+                             p_inacc * paper4 + ce_copies, rtol=1e-4)
 
 
 def test_radius_where_the_smoothed_probabilities_saturate():
