@@ -128,8 +128,8 @@ def images_per_device(batch_size: int) -> int:
 class _Sampler:
   """Counts for one model: ``counts(x [B, ...], indices, stream, key, start, stop) -> [B, C]``.
 
-  The inputs go through in groups of `group`: ``batch_size // IMAGE_DRAWS`` (at least 1)
-  inputs on each local device, padded by repeating the first input, split over the devices
+  The inputs go through in groups of `group`: ``batch_size // IMAGE_DRAWS`` (at least 1, at
+  most the inputs' share) inputs on each local device, padded by repeating the first input, split over the devices
   (`devices.split_rows`) with the weights replicated; each device's forward pass holds
   ``batch_size`` noisy inputs or fewer (at least one draw per input), the same shape on any
   number of devices.
@@ -140,7 +140,9 @@ class _Sampler:
     self.mesh = devices.local_mesh()
     self.state = None if state is None else devices.replicate(self.mesh, state)
     self.sigma, self.batch_size = float(sigma), int(batch_size)
-    per_device = images_per_device(self.batch_size)
+    # Fewer inputs than that: no padding beyond one per device (a report passes whole groups,
+    # so its shapes are the same on any number of devices, `evaluation.certified`).
+    per_device = min(images_per_device(self.batch_size), -(-len(x) // self.mesh.size))
     self.group = per_device * self.mesh.size
     self.draws = max(1, self.batch_size // per_device)
 

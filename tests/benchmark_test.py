@@ -59,7 +59,7 @@ def test_robust_accuracy_is_the_hand_calculation(tmp_path, capsys):
   assert not np.any((ratio > 0.95) & (ratio < 1.05))                  # none on the edge
   robust = ratio > 1
   result = benchmark(model, "tiny", "Linf", eps="2/255", n_examples=len(x), attack="apgd-ce",
-                     data=(x, y), out_dir=tmp_path / "bench", name="lin", batch_size=10)
+                     data=(x, y), out_dir=tmp_path / "bench", name="lin")
   assert result["clean_acc"] == pytest.approx(100 * np.mean(pred == y))
   assert result["apgd_ce_acc"] == pytest.approx(100 * np.mean((pred == y) & robust))
   entry = json.loads((tmp_path / "bench" / "lin.json").read_text())

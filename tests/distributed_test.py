@@ -185,8 +185,9 @@ def get_config(arg=None):
 
 @pytest.mark.slow
 def test_launcher_runs_the_main_job_as_two_processes(tmp_path):
-  """launch/multihost.py --local=2: two processes train one model together (per-host data
-  shards, joint checkpoints), process 0 selects, saves and evaluates it."""
+  """jax_abstain/cli/multihost.py --local=2: two processes train one model together (per-host
+  data shards, joint checkpoints), process 0 selects and saves it, both evaluate (process 0
+  merges the report)."""
   (tmp_path / "tiny.py").write_text(_TINY_CONFIG)
   workdir = tmp_path / "wd"
   proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.multihost", "--local=2", "--",

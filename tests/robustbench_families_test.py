@@ -7,7 +7,7 @@ expects, apart from the normalisation buffers that the port takes from the regis
 registry entry built from a misread table (another depth, width, block, class count, a
 missing ``sub_block1`` or bias) fails here.
 
-Logits, each WideResNet / DeepMind WRN variant of the table (with and without ``sub_block1``,
+Logits, DeepMind's PreAct ResNet-18 at full size (its only sizes are 18 and 34), and each WideResNet / DeepMind WRN variant of the table (with and without ``sub_block1``,
 Swish and SiLU, the ``mu``/``sigma`` classes, ``2x - 1``, per-image standardisation, CIFAR-100)
 at small depth and width: RobustBench's expression with the size replaced, random weights and
 BatchNorm statistics, loaded into the port; max |logit difference| <= `RTOL` of the largest
@@ -49,7 +49,7 @@ def _our_shapes(key, **sizes):
 def test_every_registered_entry_has_robustbench_topology():
   """About 6 minutes on the loaded 2-core machine (36 distinct Flax topologies traced)."""
   rows = _native()
-  assert len(rows) == 100
+  assert len(rows) == 108
   seen, built = {}, {}
   for row in rows:
     opts = (row["family"], repr(sorted(row["options"].items())))
@@ -108,3 +108,20 @@ def test_small_variant_logits_equal_robustbench_module(row, tmp_path):
   scale = float(np.abs(ref).max())
   print(f"{row['name']}: max|diff| {diff:.2e}, max|logit| {scale:.2f}, relative {diff / scale:.1e}")
   assert diff <= RTOL * scale
+
+
+def test_dm_preact_resnet18_logits_equal_robustbench_module(tmp_path):
+  """Rebuffi2021Fixing_R18_ddpm (CIFAR-100): RobustBench's DMPreActResNet, whose projection
+  shortcut is a 3x3 conv of the padded raw input."""
+  row = next(r for r in zoo.robustbench_rows() if (r["name"], r["dataset"]) ==
+             ("Rebuffi2021Fixing_R18_ddpm", "cifar100"))
+  module = T.randomize(T.robustbench_zoo("cifar100", "linf")[row["name"]](), seed=9)
+  path = tmp_path / "r18.pt"
+  torch.save(module.state_dict(), path)
+  net, _, _ = porting.convert(_key(row), path)
+  x = np.random.default_rng(4).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    ref = module(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  diff = float(np.abs(np.asarray(net(jnp.asarray(x))) - ref).max())
+  print(f"{row['name']}: max|diff| {diff:.2e}, max|logit| {np.abs(ref).max():.2f}")
+  assert diff <= RTOL * float(np.abs(ref).max())

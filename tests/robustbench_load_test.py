@@ -125,8 +125,8 @@ def test_names_that_are_not_built_or_unknown_are_refused(tmp_path):
                      r"\(an ensemble of several checkpoints\)") as e:
     models.load_robustbench("Chen2020Adversarial", model_dir=tmp_path)
   assert "torchax" in str(e.value) and "\n" not in str(e.value)
-  with pytest.raises(UserError, match=r"DMPreActResNet"):
-    models.load_robustbench("Rebuffi2021Fixing_R18_ddpm", "cifar100", model_dir=tmp_path)
+  with pytest.raises(UserError, match=r"PreActResNet\(bn_before_fc=True"):
+    models.load_robustbench("Addepalli2021Towards_PARN18", "cifar100", model_dir=tmp_path)
   with pytest.raises(UserError, match="did you mean Carmon2019Unlabeled"):
     models.load_robustbench("Carmon2019Unlabelled", model_dir=tmp_path)
   with pytest.raises(UserError, match="has one for cifar10 Linf"):

@@ -108,3 +108,11 @@ def test_sweep_plans_mma_from_trades_and_ibp_from_scratch(tmp_path):
                          "train_eps": "0.45"}
   assert runs["ibp"] == {"loss": "ibp", "arch": "gowal-small", "train_eps": "0.2"}
   assert "mma" not in dict(sweep.planned_runs(tmp_path, [0.5]))
+
+
+def test_selection_labels_are_balanced_by_repeating_the_rarer_class():
+  x = np.arange(6, dtype=np.float32).reshape(6, 1)
+  labels = np.array([1, 1, 1, 1, 0, 1], np.int32)
+  xb, lb = sweep._balanced(x, labels)
+  assert (lb == 1).sum() == (lb == 0).sum() == 5
+  np.testing.assert_array_equal(xb[lb == 0].ravel(), [4] * 5)

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "jax_abstain"
 # docs/design.md, "Layers": the layer of each top-level module or subpackage of jax_abstain.
 # A module may import its own layer and the layers below it, never a layer above.
 LAYERS = {
-    0: ("errors", "radii", "validation", "files", "download", "xla_cpu", "devices"),
+    0: ("errors", "radii", "validation", "files", "download", "xla_cpu", "devices", "preemption"),
     1: ("losses", "attacks", "smoothing", "models", "porting", "data", "metrics", "soundness",
         "reports", "ibp"),
     2: ("selectors", "compose", "cascades"),

@@ -37,15 +37,45 @@ def test_resumed_training_matches_uninterrupted(tmp_path):
   assert (tmp_path / "b" / "metrics_m.jsonl").read_text().count("\n") == 2
 
 
-@pytest.mark.parametrize("loss", ["std", "trades", "era", "dga", "mart", "noise", "cra"])
-@pytest.mark.parametrize("variant", ["paper", "code"])
+# The variant changes only ERA, DGA and CRA (docs/design.md, appendix A1-A2); the other
+# losses are trained once.
+@pytest.mark.parametrize("loss,variant", [
+    ("std", "paper"), ("trades", "paper"), ("mart", "paper"), ("noise", "paper"),
+    ("era", "paper"), ("era", "code"), ("dga", "paper"), ("dga", "code"), ("cra", "paper"),
+    ("cra", "code"), ("ibp", "paper"), ("mma", "paper")])
 def test_every_loss_trains_and_lowers_loss(tmp_path, loss, variant):
+  # The mean training loss of the second epoch is at least 10% (of its size) below the
+  # first's; catches an objective whose gradient does not reach the parameters or points
+  # the wrong way (the CRA loss of the paper variant is negative, hence the absolute value).
   model = models.create("mlp", num_classes=3, seed=1)
   training.fit(model, X, Y, _cfg(loss=loss, variant=variant, epochs=2), workdir=tmp_path, name=loss,
             progress=False)
   lines = (tmp_path / f"metrics_{loss}.jsonl").read_text().splitlines()
-  first, last = (json.loads(l) for l in (lines[0], lines[-1]))
-  assert np.isfinite(last["loss"]) and last["loss"] < first["loss"] * 1.05
+  assert len(lines) == 2                       # one line per epoch (log_every 0)
+  first, last = (json.loads(l)["loss"] for l in lines)
+  assert np.isfinite(last) and last < first - 0.1 * abs(first), (first, last)
+
+
+def test_the_noise_objective_forwards_one_copy_per_input_by_default():
+  # The authors' L_noise draws one Gaussian copy per input, their CRA 16 (appendix A2): the
+  # loss's only forward sees 4 or 64 rows for a batch of 4.
+  rows = []
+
+  class Recording(nnx.Module):
+    def __init__(self):
+      self.w = nnx.Param(jax.numpy.ones((2, 3)))
+
+    def __call__(self, x):
+      rows.append(x.shape[0])
+      return x @ self.w[...]
+
+  x, y = np.full((4, 2), 0.5, np.float32), np.zeros(4, np.int32)
+  for loss, draws in (("noise", 1), ("cra", 16)):
+    rows.clear()
+    graphdef, params, rest = nnx.split(Recording(), nnx.Param, ...)
+    step.make_loss_fn(graphdef, config_lib.TrainConfig(loss=loss, sigma=0.1))(
+        nnx.to_pure_dict(params), nnx.to_pure_dict(rest), x, y, jax.random.key(0))
+    assert rows == [4 * draws], (loss, rows)
 
 
 def test_divergence_is_reported(tmp_path):

@@ -81,7 +81,7 @@ def radius_list(text: str) -> tuple:
 
 
 def small_cnn_job(*, name: str, seed: int, init: str, train_limit: int, eval_limit: int,
-                  eval_radii, eval_batch: int, arch: str = "small-cnn",
+                  eval_radii, eval_batch: int, arch: str = "small-cnn", conf_radii=(),
                   **train) -> ml_collections.ConfigDict:
   """A ``train``-mode config: the small CNN of TRADES on the 5,000 MNIST digits.
 
@@ -92,6 +92,7 @@ def small_cnn_job(*, name: str, seed: int, init: str, train_limit: int, eval_lim
     train_limit: training digits (0 = all 4,000); eval_limit: test digits (0 = all 1,000).
     eval_radii: Linf radii of the APGD-CE evaluation (20 steps).
     eval_batch: evaluation batch size.
+    conf_radii: radii of the APGDconf column (softmax response), none by default.
     arch: the 28x28 registry model (``small-cnn``, or ``gowal-small`` for IBP training).
     **train: the loss settings: loss, beta, trades_beta, eps, epochs, lr, schedule.
 
@@ -105,11 +106,12 @@ def small_cnn_job(*, name: str, seed: int, init: str, train_limit: int, eval_lim
   config.seed = seed
   config.data = dict(name="mnist5k", path="", split="test", eval_limit=eval_limit,
                      train_limit=train_limit)
-  config.model = dict(name=arch, num_classes=10, options=dict(in_channels=1),
-                      init_dir=init)
+  # One start model: the architecture from scratch, or the model directory to fine-tune.
+  config.model = dict(name="" if init else arch, num_classes=10,
+                      options={} if init else dict(in_channels=1), init_dir=init)
   config.train = dict(norm="linf", variant="code", batch_size=50, momentum=0.9,
                       weight_decay=1e-4, attack_steps=10, attack_rel_step=0.25,
                       bn_mode_attack="", bn_mode_loss="", **train)
-  config.eval = dict(kind="empirical", radii=tuple(eval_radii), conf_radii=(), norm="linf",
-                     n_iter=20, n_restarts=1, batch_size=eval_batch, seed=0)
+  config.eval = dict(kind="empirical", radii=tuple(eval_radii), conf_radii=tuple(conf_radii),
+                     norm="linf", n_iter=20, n_restarts=1, batch_size=eval_batch, seed=0)
   return config

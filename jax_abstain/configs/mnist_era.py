@@ -44,7 +44,7 @@ _LOSS_EXTRA = {"ibp": {"ibp_warmup": 0.1, "ibp_ramp": 0.5}}
 def get_config(arg=None):
   arg = common.parse_arg(arg, loss="std", init="", eps="0.1", train_eps="", epochs=0,
                          train_limit=-1, eval_limit=500, eval_batch=250, beta=1.0,
-                         trades_beta=0.0, lr=0.0, seed=0, arch="small-cnn")
+                         trades_beta=0.0, lr=0.0, seed=0, arch="small-cnn", conf=False)
   if arg.loss not in _DEFAULTS:
     raise UserError(f"config argument loss: expected one of {', '.join(_DEFAULTS)}, "
                     f"got {arg.loss!r}")
@@ -56,6 +56,7 @@ def get_config(arg=None):
       name=arg.loss, seed=arg.seed, init=arg.init, eval_limit=arg.eval_limit,
       train_limit=train_limit if arg.train_limit < 0 else arg.train_limit,
       eval_radii=(threat, double), eval_batch=arg.eval_batch, arch=arg.arch,
+      conf_radii=(double,) if arg.conf else (),
       **_LOSS_EXTRA.get(arg.loss, {}),
       loss=arg.loss, beta=arg.beta, trades_beta=arg.trades_beta or trades_beta,
       eps=arg.train_eps or double, epochs=epochs, lr=arg.lr or lr,

@@ -93,10 +93,13 @@ def _clean_fn(model):
 
 
 def _certify_chunk(clean, certify, x, y, indices, group, pos) -> dict:
-  """The report columns of the samples at positions `pos` (clean pass on a batch padded to
-  `group` rows, the same shape on every chunk, then CERTIFY)."""
-  pred, conf = (v[:len(pos)] for v in clean(pad_rows(x[pos], group)))
-  cert_pred, radius = soundness.check_certificates(*certify(x[pos], indices=indices[pos]))
+  """The report columns of the samples at positions `pos`: the clean pass and CERTIFY on a
+  batch padded to `group` rows (the same shapes on every chunk and any number of devices)."""
+  m = len(pos)
+  pred, conf = (v[:m] for v in clean(pad_rows(x[pos], group)))
+  # Whole groups: every device certifies the same number of inputs on any number of devices.
+  cert_pred, radius = soundness.check_certificates(
+      *(v[:m] for v in certify(pad_rows(x[pos], group), indices=pad_rows(indices[pos], group))))
   return {"sample_idx": indices[pos], "label": y[pos], "pred": pred, "is_acc": pred == y[pos],
           "conf": conf, "cert_pred": cert_pred, "radius": radius}
 

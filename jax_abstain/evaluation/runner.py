@@ -26,10 +26,11 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jax_abstain import attacks, radii as radii_lib, reports, soundness, validation
+from jax_abstain import (attacks, devices, preemption, radii as radii_lib, reports, soundness,
+                         validation)
 from jax_abstain.attacks import common
 from jax_abstain.attacks.multi_radius import radius_keys
-from jax_abstain import devices as shards
+from jax_abstain.evaluation import hosts
 from jax_abstain.evaluation.config import ATTACKS
 from jax_abstain.errors import UserError
 
@@ -77,7 +78,7 @@ class ModelRunner:
     n_iter, n_restarts: APGD budget (40 and 1 in the paper).
     attack: ``"apgd-ce"`` or ``"autoattack"`` for the ``is_rob`` columns.
     aa_options: `attacks.autoattack` options (``version``, ``n_iter``, ``attacks_to_run``, ...).
-    mesh: the ``("data",)`` mesh the batches are split over (default `shards.local_mesh`: every
+    mesh: the ``("data",)`` mesh the batches are split over (default `devices.local_mesh`: every
       device of this process); the weights are replicated on it. Batches whose rows are a
       multiple of its devices are split, others run unsplit. A chunk of ``batch_size`` rows per
       device (`chunk_rows`) gives every device the same compiled shape whatever the number of
@@ -95,8 +96,8 @@ class ModelRunner:
     # The eval-mode copy (docs/design.md, Contracts): the caller's module is never changed.
     self.model = validation.eval_copy(model)
     graphdef, state = nnx.split(self.model)
-    self.mesh = shards.local_mesh() if mesh is None else mesh
-    self.state = shards.replicate(self.mesh, state)
+    self.mesh = devices.local_mesh() if mesh is None else mesh
+    self.state = devices.replicate(self.mesh, state)
     self.program = _Program(graphdef, common.check_norm(norm), int(n_iter), int(n_restarts))
     self.norm = self.program.norm
     self.attack_name, self.aa_options = attack, dict(aa_options or {})
@@ -110,7 +111,7 @@ class ModelRunner:
     split evenly (they then run on one device)."""
     if len(arrays[0]) % self.mesh.size:
       return tuple(jnp.asarray(a) for a in arrays)
-    return tuple(shards.split_rows(self.mesh, a) for a in arrays)
+    return tuple(devices.split_rows(self.mesh, a) for a in arrays)
 
   def logits(self, x):
     return self.program.logits(self.state, *self._split(x))
@@ -219,8 +220,12 @@ def sample_indices(sample_idx, n: int) -> np.ndarray:
 
 
 def run_into_report(path, settings: dict, columns, sample_idx, chunks, run_chunk, *,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, process=None) -> dict:
   """Writes (or completes, or re-reads) the per-sample report at `path`, chunk by chunk.
+
+  In a job of several processes each process runs the chunks of its own range of samples into
+  its own partial file and process 0 merges them (`hosts`; docs/design.md, "Evaluation on many
+  devices and hosts"); every process returns the finished report.
 
   Args:
     path: CSV path (``<path>.partial`` while unfinished; docs/design.md, Contracts).
@@ -230,7 +235,11 @@ def run_into_report(path, settings: dict, columns, sample_idx, chunks, run_chunk
     sample_idx: [N] sample indices.
     chunks: list of position arrays into ``0..N-1``; one report flush per chunk.
     run_chunk: positions -> {column: [len(positions)] array}.
-    progress: show a tqdm bar.
+    progress: show a tqdm bar (process 0 only).
+    SIGTERM (one process, `preemption`) stops the loop after the chunk it is flushing and
+    raises `preemption.Preempted`; a rerun resumes.
+    process: (index, count) of this process (default ``jax.process_index()``,
+      ``jax.process_count()``).
 
   Returns:
     The finished report's columns (`reports.read_report`), sorted by ``sample_idx``.
@@ -239,19 +248,32 @@ def run_into_report(path, settings: dict, columns, sample_idx, chunks, run_chunk
     UserError: the report was started with other settings.
   """
   path = pathlib.Path(path)
-  reports.check_settings(path, settings)
+  index, count = process or (jax.process_index(), jax.process_count())
+  reports.check_settings(path, settings, started=bool(hosts.partial_files(path)))
   if path.exists():
     return reports.read_report(path)
-  with reports.ReportWriter(path, columns, len(sample_idx)) as writer:
-    todo = [pos for pos in chunks if writer.todo(sample_idx[pos])]
-    done = len(sample_idx) - sum(len(pos) for pos in todo)
-    with tqdm(total=len(sample_idx), initial=done, unit="sample", desc=path.name,
-              disable=not progress) as bar:
-      for pos in todo:
-        row = run_chunk(pos)
-        for j in range(len(pos)):
-          if int(row["sample_idx"][j]) not in writer.done:
-            writer.write({c: row[c][j] for c in columns})
-        writer.flush()
-        bar.update(len(pos))
+  header = ",".join(columns)
+  done = hosts.rows_done(path, header).keys()
+  mine = set(hosts.own_positions(len(sample_idx), index, count).tolist())
+  todo = []
+  for pos in chunks:
+    pos = np.asarray([p for p in pos if p in mine and int(sample_idx[p]) not in done], int)
+    if pos.size:
+      todo.append(pos)
+  # len + 1: the writer never renames its file itself; `hosts.finish` writes the report.
+  with reports.ReportWriter(hosts.own_partial(path, index, count), columns,
+                            len(sample_idx) + 1) as writer, \
+       tqdm(total=len(mine), initial=len(mine) - sum(len(p) for p in todo), unit="sample",
+            desc=path.name, disable=not progress or index != 0) as bar, \
+       preemption.Watch(sync=False) as watch:
+    for pos in todo:
+      row = run_chunk(pos)
+      for j in range(len(pos)):
+        writer.write({c: row[c][j] for c in columns})
+      writer.flush()
+      bar.update(len(pos))
+      if watch.requested(0):   # SIGTERM: the rows so far are flushed; stop here
+        raise preemption.Preempted(f"{path.name}: stopped on SIGTERM with {len(writer.done)} "
+                                   "samples of this process written; run again to resume")
+  hosts.finish(path, header, sample_idx, index)
   return reports.read_report(path)

@@ -70,7 +70,9 @@ def planned_runs(out: pathlib.Path, betas, *, trades_ft: bool = False, trades_mo
   if trades_kl:
     runs.append(("trades_warm", {"loss": "trades", "init": str(trades_init), **epochs}))
     trades_init = out / "trades_warm" / "model"
-  runs.append(("trades", {"loss": "trades", **kl, "init": str(trades_init), **epochs}))
+  # With ace, the TRADES branch is also evaluated with APGDconf at 2 eps: TRADES_SR of Fig. 3/4.
+  conf = {"conf": True} if ace else {}
+  runs.append(("trades", {"loss": "trades", **kl, "init": str(trades_init), **epochs, **conf}))
   branch = str(out / "trades" / "model")
   if trades_ft:
     runs.append(("trades_ft", {"loss": "trades", **kl, "init": branch, **TRADES_FT}))
@@ -176,13 +178,25 @@ def _selection_labels(classifier, x, y, eps: str) -> np.ndarray:
   return ((cert == 1) & (pred == np.asarray(y))).astype(np.int32)
 
 
+def _balanced(x, labels):
+  """(x, labels) with the rarer class repeated up to the size of the other (our choice: on the
+  86/14 labels of the sweep, IBP training settled on a constant score, the label prior, which
+  selects everything or nothing)."""
+  rare = int(labels.mean() > 0.5) ^ 1
+  idx = np.flatnonzero(labels == rare)
+  if len(idx) == 0:
+    return x, labels
+  extra = np.resize(idx, max(len(labels) - 2 * len(idx), 0))
+  return np.concatenate([x, x[extra]]), np.concatenate([labels, labels[extra]])
+
+
 def train_selection_network(out, classifier_report, eps: str, *, seed: int = 0,
                             train_missing: bool = True) -> pathlib.Path:
   """ACE-IBP's selection network (Mueller et al. 2020; paper eq. 15) for the ``ibp`` run.
 
   Trains ``gowal-small`` with 2 classes and the ``ibp`` loss (`configs/mnist_era.py`'s IBP
   settings, train radius `IBP_TRAIN_EPS`) on the training digits labelled by
-  `_selection_labels`, saves it to ``<out>/ace_ibp/model`` and writes the classifier's report
+  `_selection_labels`, classes balanced (`_balanced`), saves it to ``<out>/ace_ibp/model`` and writes the classifier's report
   with the selection columns at eps (`evaluation.selection.selection_columns`, APGDconf 20
   steps) and ``is_cert@<eps>, is_cert@<2 eps>`` to ``<out>/ace_ibp/reports/ace_ibp.csv``
   (skipped when it exists).
@@ -203,6 +217,7 @@ def train_selection_network(out, classifier_report, eps: str, *, seed: int = 0,
   x, y = data.load("mnist5k", "train")
   labels = _selection_labels(classifier, x, y, eps)
   print(f"[sweep] ace_ibp: selection network on {labels.mean():.1%} positive labels", flush=True)
+  x, labels = _balanced(np.asarray(x), labels)
   epochs, _, lr, _ = mnist_era._DEFAULTS["ibp"]
   net = models.create("gowal-small", num_classes=2, seed=seed)
   settings = dict(loss="ibp", eps=IBP_TRAIN_EPS, epochs=epochs, lr=lr, batch_size=50,

@@ -20,6 +20,8 @@ def architecture(family: str, o: dict) -> str:
     return f"WRN-{o['depth']}-{o['widen_factor']}" + (" +sub_block1" if o["sub_block1"] else "")
   if family == "dm_wide_resnet":
     return f"DM-WRN-{o['depth']}-{o['width']} {o['activation']}"
+  if family == "dm_preact_resnet":
+    return f"DM-PreAct-ResNet-{o['depth']} {o['activation']}"
   if family == "resnet":
     return _RESNETS.get((tuple(o["blocks"]), o["bottleneck"]), f"ResNet {tuple(o['blocks'])}")
   if family == "preact_resnet":

@@ -138,6 +138,12 @@ def _family(name: str, a: dict) -> tuple:
     return "dm_wide_resnet", dict(depth=a["depth"], width=a["width"],
                                   activation=a["activation_fn"], padding=a["padding"],
                                   num_classes=a["num_classes"], **_mean_std(a["mean"], a["std"]))
+  if name == "DMPreActResNet" and a["depth"] in (18, 34) and a["width"] == 0:
+    if a["num_input_channels"] != 3:
+      raise Unsupported(f"DMPreActResNet with {a['num_input_channels']} input channels")
+    return "dm_preact_resnet", dict(depth=a["depth"], activation=a["activation_fn"],
+                                    padding=a["padding"], num_classes=a["num_classes"],
+                                    **_mean_std(a["mean"], a["std"]))
   if name == "ResNet" and a["block"] in ("BasicBlock", "Bottleneck"):
     return "resnet", dict(blocks=tuple(a["num_blocks"]), bottleneck=a["block"] == "Bottleneck",
                           num_classes=a["num_classes"])
@@ -232,7 +238,7 @@ def _entry(name, model: ast.expr, classes: dict, calls: dict, env: dict) -> tupl
     arch, args = _resolve(model, calls, env)
     norm = {}
   family, options = _family(arch, args)
-  if family == "dm_wide_resnet":
+  if family in ("dm_wide_resnet", "dm_preact_resnet"):
     norm = {k: options[k] for k in ("mean", "std")}
   return family, {**options, **norm}, _describe(norm)
 
