@@ -154,15 +154,13 @@ def conv_workload(quick: bool, peak: float) -> str:
 def cnn_workload(quick: bool, peak: float) -> str:
   """CERTIFY on the small MNIST CNN of the APGD section against the same loop in PyTorch
   (Cohen et al.'s CERTIFY: batches of 1,000 noisy copies of one image at a time)."""
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-  import torch_reference_models as T  # pylint: disable=import-outside-toplevel
   from benchmarks import apgd as apgd_bench  # pylint: disable=import-outside-toplevel
-  from jax_abstain import data  # pylint: disable=import-outside-toplevel
-  npts, n = (4, 2_000) if quick else (10, 10_000)
+  npts, n = (10, 1_000) if quick else (10, 10_000)
   repeats = 2 if quick else 3
-  model, source = apgd_bench.mnist_model()
-  net = apgd_bench.to_torch(model, T.SmallCNN()).to(memory_format=torch.channels_last)
-  x = data.load("mnist5k", "test")[0][:npts]
+  params, net, x, _ = apgd_bench.trained_cnn()   # the APGD section's CNN and its torch twin
+  model, source = apgd_bench.NnxCNN(params), "1 epoch of Adam on mnist5k (the APGD section's)"
+  net = net.to(memory_format=torch.channels_last)
+  x = np.asarray(x[:npts])
   xt = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
   xb = jnp.asarray(np.repeat(x[:1], BATCH, 0))
   flops_per_pass = timing.flops(lambda z: model(z), xb) / BATCH

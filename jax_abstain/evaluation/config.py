@@ -35,14 +35,17 @@ class EvalConfig:
     conf_radii: radii of the ``adv_conf@<r>`` (APGDconf, eq. 17) columns; empirical only.
     norm: threat model of the attacks, ``"linf"`` or ``"l2"``.
     n_iter, n_restarts: APGD budget (40 steps, 1 restart in the paper).
-    batch_size: samples per attack batch and report flush (does not change the results).
+    batch_size: samples per device in an attack batch (a chunk: this times the local devices;
+      one report flush per chunk). The same reports on any number of devices and hosts; other
+      batch sizes agree up to the last digits of the confidences.
     seed: base key ``jax.random.key(seed)``; sample i uses ``fold_in(key, sample_idx_i)``.
     attack: ``"apgd-ce"`` (the paper) or ``"autoattack"`` for the ``is_rob`` columns.
     autoattack: `attacks.autoattack` options (``version``, ``attacks_to_run``, ``n_iter``, ...).
     sigma: noise level of the smoothed classifier (> 0; 0.12 on CIFAR-10 in the paper).
     n0, n, alpha: CERTIFY's selection draws, estimation draws and failure probability
       (100, 100 000, 0.001 in the paper, after Cohen et al.).
-    noise_batch_size: noisy copies per forward pass of CERTIFY (does not change the results).
+    noise_batch_size: noisy copies per forward pass and device of CERTIFY, which certifies
+      ``noise_batch_size // 100`` samples per device at once (does not change the results).
   """
   kind: str = "empirical"
   radii: tuple = ()
