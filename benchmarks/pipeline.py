@@ -30,7 +30,7 @@ def loader_rate(x, y, workers, batches):
 def step_rate(arch, loss, batch, steps, size=32, **kw):
   model = models.create(arch, **kw)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  params, rest = params.to_pure_dict(), rest.to_pure_dict()   # as training.fit passes them
+  params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)   # as training.fit passes them
   cfg = dict(loss=loss, beta=0.2, trades_beta=6.0, eps="8/255", norm="linf",
              variant="paper", attack_steps=10, attack_rel_step=0.25, bn_mode_attack="",
              bn_mode_loss="")

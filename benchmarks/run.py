@@ -24,15 +24,18 @@ from benchmarks import timing
 # Before any JAX computation, as the command lines do (jax_abstain/xla_cpu.py).
 XLA_CPU_SETUP = jax_abstain.use_eigen_convolutions()
 
-SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "train", "scaling", "profile")
+SECTIONS = ("sequential", "certify", "forward", "pipeline", "apgd", "train", "scaling", "profile",
+            "compile", "devices")
 TITLES = {"sequential": "1. Sequential certification (`certify_at_radius` vs `certify`)",
           "certify": "2. Certification throughput: JAX vs PyTorch CERTIFY",
           "forward": "3. Forward throughput: ported WRN-28-10 and ResNet-18",
           "pipeline": "4. Input pipeline vs training step",
-          "apgd": "5. APGD / AutoAttack: parity with torchattacks and speed",
+          "apgd": "5. APGD-CE and AutoAttack vs the official AutoAttack code, on any model",
           "train": "6. Training steps: TRADES and ERA, ours vs PyTorch",
           "scaling": "7. Scaling: batch size, attack steps, noise samples, model width",
-          "profile": "8. Profile: where the time goes (XLA operations)"}
+          "profile": "8. Profile: where the time goes (XLA operations)",
+          "compile": "9. Compilation: compile time of the jitted entry points",
+          "devices": "10. Scaling over devices and processes: evaluation and CERTIFY"}
 MODULES = {"train": "train_step"}   # section name -> benchmarks module, where they differ
 OUT = pathlib.Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -86,7 +89,7 @@ def targets_section(sections) -> str:
   table = timing.table(["section", "target", "goal", "measured", "met"], [
       (r["section"], r["target"], ">= " + shown(r, r["goal"]), shown(r, r["ratio"]),
        "yes" if r["ratio"] >= r["goal"] else "**no**") for r in rows])
-  return ("## Targets (issue 10)\n\nSpeed ratios against the PyTorch reference in the same "
+  return ("## Targets (issues 10 and 21)\n\nSpeed ratios against the PyTorch reference in the same "
           "process (above 1x = we are faster) and FLOP rates as a fraction of the measured "
           "matmul peak; each section below has the details and, where a "
           "target is missed, what limits it.\n\n" + table + "\n\n")

@@ -2,7 +2,7 @@
 
 Four sweeps, each on a fixed random-init registry model, timed with `timing.measure` (best of
 repeats after a compiling warm-up):
-  1. APGD-CE (10 steps) on the trained digits CNN, batch 16..256 test digits: images/s.
+  1. APGD-CE (10 steps) on the trained issue-21 MNIST CNN, batch 16..256 test digits: images/s.
   2. APGD-CE on the same CNN, batch 64, 5..40 steps: seconds per batch.
   3. Randomized-smoothing sampling (`smoothing.sample`) with the cifar-resnet20 base model:
      noise samples per input 250..4000 (batch 250): noisy forward passes/s.
@@ -19,7 +19,7 @@ from flax import nnx
 
 from benchmarks import apgd as apgd_bench
 from benchmarks import timing
-from jax_abstain import attacks, data, models, smoothing
+from jax_abstain import attacks, models, smoothing
 from jax_abstain.models import wide_resnet
 
 matplotlib.use("Agg")
@@ -47,8 +47,8 @@ def _apgd_seconds(net, x, n_iter, repeats):
 def _digits_model():
   """The trained digits CNN and real test digits: points stay robust, every step runs (a
   random-init CNN loses all points within a few steps and the attack loop stops early)."""
-  net, _ = apgd_bench.mnist_model()
-  return net, jnp.asarray(data.load("mnist5k", "test")[0])
+  params, _, x, _ = apgd_bench.trained_cnn()   # the issue-21 CNN, as an NNX module
+  return apgd_bench.NnxCNN(params), jnp.asarray(x)
 
 
 def batch_sweep(quick):

@@ -59,7 +59,7 @@ class JaxStep:
     self.templates = (params, rest)
     self.tx = step_lib.make_optimizer(cfg, 1)
     cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-    self.params, self.rest = (jax.tree.map(cast, s.to_pure_dict()) for s in (params, rest))
+    self.params, self.rest = (jax.tree.map(cast, nnx.to_pure_dict(s)) for s in (params, rest))
     self.opt = self.tx.init(self.params)
     self.step = step_lib.make_train_step(self.graphdef, cfg, self.tx)
 

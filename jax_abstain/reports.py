@@ -82,19 +82,22 @@ def settings_path(path) -> pathlib.Path:
   return path.with_name(path.name + ".settings.json")
 
 
-def check_settings(path, settings: dict) -> None:
+def check_settings(path, settings: dict, *, started: bool = False) -> None:
   """Records the settings of the report at `path`, or refuses a resume with other settings.
 
   A report that is unfinished (``<path>.partial``) or finished may only be continued or re-read
   with the settings it was started with; the message names the differing keys. Settings that
   cannot change the results (batch size, progress bars) do not belong in `settings`.
 
+  ``started``: the report is under way in files this function does not know (the partial
+  files of other processes, `evaluation.hosts`).
+
   Raises:
     UserError: the stored settings differ, or a report exists without its settings file.
   """
   path = pathlib.Path(path)
   sp, partial = settings_path(path), path.with_name(path.name + ".partial")
-  started = partial.exists() or path.exists()
+  started = started or partial.exists() or path.exists()
   if sp.exists() and started:
     old = files.read_json(sp)
     diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))

@@ -15,11 +15,26 @@ in n fresh draws, take the one-sided Clopper-Pearson lower bound ``pA_lower`` at
 ``1 - alpha`` and return ``R = sigma * Phi^-1(pA_lower)`` (L2), or abstain (``pred = -1``,
 ``R = 0``) when ``pA_lower < 1/2``. Noise is not clamped to [0, 1], as in Cohen's code.
 
-Randomness: draw ``j`` of stream ``s`` (0 = selection, 1 = estimation) of the example with
-sample index ``i`` uses ``fold_in(fold_in(fold_in(key, i), s), j)``, so counts do not depend
-on ``batch_size``, on how inputs are grouped, or on resuming. `logits_fn` is either a
-callable ``[M, ...] -> [M, C]`` (pass the same object every call to reuse the compiled code)
-or an NNX module, which then enters jit as ``(graphdef, state)``.
+Randomness: draw ``j`` of stream ``s`` (0 = selection, 1 = estimation) is the noise
+``eta_j = sigma * N(0, I)`` drawn from ``fold_in(fold_in(key, s), j)``, one noise tensor shared
+by every input certified with the same key. Counts therefore depend neither on
+``batch_size``, nor on how inputs are grouped or split over devices and hosts, nor on
+resuming; and one noise draw serves a whole batch of inputs (most of the sampling cost on
+small models; BENCHMARKS.md, certify section).
+
+Why each certificate keeps its guarantee with shared noise (docs/design.md, "Certification at
+scale"): for one input x, its draws ``eta_1..eta_n`` come from n distinct keys and are i.i.d.
+``N(0, sigma^2 I)``, independent of x and of its n0 selection draws (another stream), so
+``nA ~ Binomial(n, pA(x))`` given cA exactly as in Cohen et al.'s CERTIFY, and the
+Clopper-Pearson bound holds for that certificate with probability >= 1 - alpha. Sharing the
+draws across inputs only makes the certificates of different inputs dependent; a statement
+about one certificate, or the expected number of wrong certificates among N (<= alpha N by
+linearity), is unchanged. (Before, noise was keyed per sample; the certificates of a given key
+therefore differ from those of earlier versions, and reports record the scheme.)
+
+`logits_fn` is either a callable ``[M, ...] -> [M, C]`` (pass the same object every call to
+reuse the compiled code) or an NNX module, which then enters jit as ``(graphdef, state)``.
+Batches of inputs are split over the local devices (`devices.local_mesh`).
 """
 import dataclasses
 import functools
@@ -31,10 +46,13 @@ import numpy as np
 from flax import nnx
 from scipy import stats
 
-from jax_abstain import validation
+from jax_abstain import devices, validation
 from jax_abstain.errors import UserError
 
 ABSTAIN = -1
+# Draws of each input per forward pass when batching inputs: a batch of `batch_size` noisy
+# inputs holds batch_size // IMAGE_DRAWS inputs (at least one).
+IMAGE_DRAWS = 100
 
 
 def _check_positive_int(value, name):
@@ -72,54 +90,82 @@ def _split_model(logits_fn, x):
 
 @functools.partial(jax.jit, static_argnames=("fn", "graphdef", "chunk"))
 def _count_range(fn, graphdef, state, x, key, start, stop, sigma, *, chunk):
-  """Class counts [C] of ``F(x + eta_j)`` for draws ``start <= j < stop`` of one input x [...],
-  and the number of those draws whose logits were not finite (argmax would count them for an
-  arbitrary class).
+  """Class counts [G, C] of ``F(x_g + eta_j)`` for draws ``start <= j < stop`` of every input
+  x_g of x [G, ...], and [G] the number of those draws whose logits were not finite (argmax
+  would count them for an arbitrary class).
 
-  Draws are evaluated in fixed-size chunks of `chunk` (one compiled shape); the padding of the
-  last chunk is evaluated but not counted.
+  Draw j is ``eta_j = sigma * N(0, I)`` from ``fold_in(key, j)``, the same for every input of
+  the batch (module docstring: why each certificate keeps its guarantee). Each forward pass
+  takes ``chunk`` draws of every input, [G * chunk, ...] rows, split over the devices with x;
+  the padding of the last chunk is evaluated but not counted.
   """
   apply = fn if graphdef is None else (lambda z: nnx.merge(graphdef, state)(z))
-
-  def noisy(j):
-    return x + sigma * jax.random.normal(jax.random.fold_in(key, j), x.shape, x.dtype)
-
-  num_classes = jax.eval_shape(apply, x[None]).shape[-1]
+  num_classes = jax.eval_shape(apply, x[:1]).shape[-1]
+  g = x.shape[0]
 
   def body(c, carry):
     counts, bad = carry
     j = start + c * chunk + jnp.arange(chunk)
-    logits = apply(jax.vmap(noisy)(j))
+    noise = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), x.shape[1:],
+                                                 x.dtype))(j)
+    noisy = (x[:, None] + sigma * noise[None]).reshape(g * chunk, *x.shape[1:])
+    logits = apply(noisy).reshape(g, chunk, -1)
     valid = (j < stop).astype(jnp.int32)
-    bad = bad + jnp.sum(valid * ~jnp.all(jnp.isfinite(logits), axis=-1))
-    return counts.at[jnp.argmax(logits, axis=-1)].add(valid), bad
+    bad = bad + jnp.sum(valid * ~jnp.all(jnp.isfinite(logits), axis=-1), axis=1)
+    hits = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.int32)
+    return counts + jnp.einsum("gjc,j->gc", hits, valid), bad
 
   num_chunks = (stop - start + chunk - 1) // chunk
   return jax.lax.fori_loop(0, num_chunks, body,
-                           (jnp.zeros((num_classes,), jnp.int32), jnp.int32(0)))
+                           (jnp.zeros((g, num_classes), jnp.int32), jnp.zeros((g,), jnp.int32)))
 
 
-def _stream_key(key, sample_idx, stream):
-  return jax.random.fold_in(jax.random.fold_in(key, sample_idx), stream)
+def images_per_device(batch_size: int) -> int:
+  """Inputs certified together on each device: ``batch_size // IMAGE_DRAWS``, at least 1."""
+  return max(1, int(batch_size) // IMAGE_DRAWS)
 
 
 class _Sampler:
-  """Counts for one model: ``counts(x_i, idx, stream, start, stop) -> [C] numpy int``."""
+  """Counts for one model: ``counts(x [B, ...], indices, stream, key, start, stop) -> [B, C]``.
+
+  The inputs go through in groups of `group`: ``batch_size // IMAGE_DRAWS`` (at least 1, at
+  most the inputs' share) inputs on each local device, padded by repeating the first input, split over the devices
+  (`devices.split_rows`) with the weights replicated; each device's forward pass holds
+  ``batch_size`` noisy inputs or fewer (at least one draw per input), the same shape on any
+  number of devices.
+  """
 
   def __init__(self, logits_fn, sigma, batch_size, x):
-    self.fn, self.graphdef, self.state = _split_model(logits_fn, x)
+    self.fn, self.graphdef, state = _split_model(logits_fn, x)
+    self.mesh = devices.local_mesh()
+    self.state = None if state is None else devices.replicate(self.mesh, state)
     self.sigma, self.batch_size = float(sigma), int(batch_size)
+    # Fewer inputs than that: no padding beyond one per device (a report passes whole groups,
+    # so its shapes are the same on any number of devices, `evaluation.certified`).
+    per_device = min(images_per_device(self.batch_size), -(-len(x) // self.mesh.size))
+    self.group = per_device * self.mesh.size
+    self.draws = max(1, self.batch_size // per_device)
 
-  def counts(self, x, sample_idx, stream, key, start, stop):
+  def counts(self, x, indices, stream, key, start, stop) -> np.ndarray:
+    out = []
+    for lo in range(0, len(x), self.group):
+      out.append(self._group(x[lo:lo + self.group], indices[lo:lo + self.group], stream, key,
+                             start, stop))
+    return np.concatenate(out)
+
+  def _group(self, x, indices, stream, key, start, stop):
+    m = len(x)
+    xb = devices.split_rows(self.mesh, np.concatenate([x, np.repeat(x[:1], self.group - m, 0)]))
     # Chunks never exceed the draws asked for, so short looks do not pay for padding.
-    chunk = min(self.batch_size, stop - start)
-    out, bad = _count_range(self.fn, self.graphdef, self.state, jnp.asarray(x),
-                            _stream_key(key, sample_idx, stream), start, stop, self.sigma,
-                            chunk=chunk)
-    if int(bad):
-      raise UserError(f"smoothing: model: returns NaN or inf logits for {int(bad)} of "
-                      f"{stop - start} noisy copies of sample {sample_idx}")
-    return np.asarray(out, np.int64)
+    out, bad = _count_range(self.fn, self.graphdef, self.state, xb,
+                            jax.random.fold_in(key, stream), start, stop, self.sigma,
+                            chunk=min(self.draws, stop - start))
+    bad = np.asarray(bad)[:m]
+    if bad.any():
+      first = int(np.flatnonzero(bad)[0])
+      raise UserError(f"smoothing: model: returns NaN or inf logits for {int(bad[first])} of "
+                      f"{stop - start} noisy copies of sample {int(indices[first])}")
+    return np.asarray(out, np.int64)[:m]
 
 
 def sample(logits_fn, x, num: int, *, key, sigma: float, batch_size: int = 1000,
@@ -130,10 +176,10 @@ def sample(logits_fn, x, num: int, *, key, sigma: float, batch_size: int = 1000,
     logits_fn: callable ``[M, ...] -> [M, C]`` logits, or an NNX module (eval mode).
     x: [B, ...] inputs in [0, 1].
     num: noisy draws per input.
-    key: PRNG key; example i uses ``fold_in(key, indices[i])``.
+    key: PRNG key; draw j of `stream` is ``fold_in(fold_in(key, stream), j)`` for every input.
     sigma: noise standard deviation (> 0).
-    batch_size: noisy inputs per forward pass.
-    indices: [B] sample indices (default ``0..B-1``).
+    batch_size: noisy inputs per forward pass (inputs batched together, module docstring).
+    indices: [B] sample indices (default ``0..B-1``), named in errors.
     stream: 0 for CERTIFY's selection draws, 1 for its estimation draws.
 
   Returns:
@@ -142,8 +188,7 @@ def sample(logits_fn, x, num: int, *, key, sigma: float, batch_size: int = 1000,
   check_args(sigma=sigma, n=num, batch_size=batch_size)
   x = check_inputs(x)
   indices = np.arange(len(x)) if indices is None else np.asarray(indices)
-  sampler = _Sampler(logits_fn, sigma, batch_size, x)
-  return np.stack([sampler.counts(xi, int(i), stream, key, 0, num) for xi, i in zip(x, indices)])
+  return _Sampler(logits_fn, sigma, batch_size, x).counts(x, indices, stream, key, 0, num)
 
 
 def lower_confidence_bound(successes, trials, alpha):
@@ -210,12 +255,13 @@ def certify(logits_fn, x, *, key, sigma: float, n0: int = 100, n: int = 100_000,
   Args:
     logits_fn: callable ``[M, ...] -> [M, C]`` or NNX module (eval mode).
     x: [B, ...] inputs in [0, 1].
-    key: PRNG key; example i uses ``fold_in(key, indices[i])``.
+    key: PRNG key; the noise of draw j is shared by the inputs (module docstring).
     sigma: noise standard deviation (> 0), the same as in training.
     n0, n: selection and estimation draws (>= 1).
     alpha: failure probability in (0, 1).
-    batch_size: noisy inputs per forward pass (does not change the result).
-    indices: [B] sample indices for the keys (default ``0..B-1``).
+    batch_size: noisy inputs per forward pass and device, ``batch_size // 100`` inputs at a
+      time on each device (does not change the result).
+    indices: [B] sample indices named in errors (default ``0..B-1``).
 
   Returns:
     (pred [B] int64 with -1 = abstain, radius [B] float64 >= 0, L2).
@@ -224,18 +270,12 @@ def certify(logits_fn, x, *, key, sigma: float, n0: int = 100, n: int = 100_000,
   x = check_inputs(x)
   indices = np.arange(len(x)) if indices is None else np.asarray(indices)
   sampler = _Sampler(logits_fn, sigma, batch_size, x)
-  preds, radii = [], []
-  for xi, i in zip(x, indices):
-    c_a = int(np.argmax(sampler.counts(xi, int(i), 0, key, 0, n0)))
-    n_a = int(sampler.counts(xi, int(i), 1, key, 0, n)[c_a])
-    p_lower = float(lower_confidence_bound(n_a, n, alpha))
-    if p_lower < 0.5:
-      preds.append(ABSTAIN)
-      radii.append(0.0)
-    else:
-      preds.append(c_a)
-      radii.append(sigma * float(stats.norm.ppf(p_lower)))
-  return np.asarray(preds, np.int64), np.asarray(radii, np.float64)
+  c_a = np.argmax(sampler.counts(x, indices, 0, key, 0, n0), axis=1)
+  n_a = np.take_along_axis(sampler.counts(x, indices, 1, key, 0, n), c_a[:, None], 1)[:, 0]
+  p_lower = lower_confidence_bound(n_a, n, alpha)
+  ok = p_lower >= 0.5
+  radius = np.where(ok, sigma * stats.norm.ppf(np.where(ok, p_lower, 0.5)), 0.0)
+  return np.where(ok, c_a, ABSTAIN).astype(np.int64), radius.astype(np.float64)
 
 
 def look_schedule(n: int, first: int = 100, growth: float = 2.0) -> tuple:
@@ -305,20 +345,19 @@ def certify_at_radius(logits_fn, x, eps: float, *, key, sigma: float, n0: int = 
   need_last = np.searchsorted(lower_confidence_bound(np.arange(n + 1), n, levels[-1]) >= p_star,
                               True)
   sampler = _Sampler(logits_fn, sigma, batch_size, x)
-  certified, preds, draws = [], [], []
-  for xi, i in zip(x, indices):
-    c_a = int(np.argmax(sampler.counts(xi, int(i), 0, key, 0, n0)))
-    n_a, done, ok = 0, 0, False
-    for n_k, a_k in zip(looks, levels):
-      n_a += int(sampler.counts(xi, int(i), 1, key, done, n_k)[c_a])
-      done = n_k
-      if lower_confidence_bound(n_a, n_k, a_k) >= p_star:
-        ok = True
-        break
-      if upper_confidence_bound(n_a, n_k, a_k) < p_star or n_a + (n - n_k) < need_last:
-        break
-    certified.append(ok)
-    preds.append(c_a if ok else ABSTAIN)
-    draws.append(n0 + done)
-  return SequentialResult(np.asarray(certified), np.asarray(preds, np.int64),
-                          np.asarray(draws, np.int64))
+  c_a = np.argmax(sampler.counts(x, indices, 0, key, 0, n0), axis=1)
+  n_a, done = np.zeros(len(x), np.int64), np.zeros(len(x), np.int64)
+  certified, active, start = np.zeros(len(x), bool), np.ones(len(x), bool), 0
+  for n_k, a_k in zip(looks, levels):   # every input still undecided takes the same look
+    todo = np.flatnonzero(active)
+    if not todo.size:
+      break
+    counts = sampler.counts(x[todo], indices[todo], 1, key, start, n_k)
+    n_a[todo] += counts[np.arange(todo.size), c_a[todo]]
+    done[todo], start = n_k, n_k
+    certified[todo] = lower_confidence_bound(n_a[todo], n_k, a_k) >= p_star
+    hopeless = ((upper_confidence_bound(n_a[todo], n_k, a_k) < p_star)
+                | (n_a[todo] + (n - n_k) < need_last))
+    active[todo] = ~certified[todo] & ~hopeless
+  return SequentialResult(certified, np.where(certified, c_a, ABSTAIN).astype(np.int64),
+                          (n0 + done).astype(np.int64))

@@ -85,7 +85,34 @@ def test_active_mask_and_logging(caplog):
   np.testing.assert_array_equal(res.broken_by[5:], -2)
   assert not bool(res.robust[5:].any())
   text = caplog.text
-  assert "robust accuracy after apgd-ce" in text and "robust accuracy after square" in text
+  assert "robust accuracy after APGD-CE" in text and "robust accuracy after SQUARE" in text
+
+
+def test_progress_counts_all_samples_and_ends_at_the_result(capsys):
+  """AutoAttack's log: accuracy over every sample passed in (inactive and misclassified ones
+  count as not robust), one event per attack and per APGD-T target, the last one equal to the
+  result; True prints the lines. Would catch fractions of the attacked subset (issue 20)."""
+  f, x, y = digits_model()
+  x, y = x[:12], y[:12]
+  y = y.at[0].set((y[0] + 1) % 10)   # one label the model gets wrong
+  active = jnp.arange(12) != 1       # and one sample left out
+  events = []
+  res = attacks.autoattack_run(f, x, y, key=jax.random.key(0), eps=0.06, active=active,
+                               attacks_to_run=["apgd-ce", "apgd-t"], progress=events.append,
+                               **SMALL)
+  clean = int(((jnp.argmax(f(x), -1) == y) & active).sum())
+  assert events[0].attack == "clean" and (events[0].robust, events[0].total) == (clean, 12)
+  assert all(e.total == 12 for e in events)
+  assert events[-1].robust == int(res.robust.sum())
+  targets = [e.target for e in events if e.attack == "apgd-t"]
+  assert targets == list(range(SMALL["n_target_classes"]))   # survivors of APGD-CE at eps 0.06
+  counts = [e.robust for e in events]
+  assert counts == sorted(counts, reverse=True)
+  attacks.autoattack_run(f, x, y, key=jax.random.key(0), eps=0.06, active=active,
+                         attacks_to_run=["apgd-ce"], progress=True, **SMALL)
+  err = capsys.readouterr().err
+  assert f"initial accuracy (argmax == y): {100 * clean / 12:.2f}% ({clean}/12)" in err
+  assert "robust accuracy after APGD-CE: " in err and "total time" in err
 
 
 def test_rand_version_uses_eot():

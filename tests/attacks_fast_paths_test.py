@@ -20,7 +20,7 @@ def _inputs(n=12, seed=0):
   return x
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("layout", ["NCHW", pytest.param("NHWC", marks=pytest.mark.slow)])
 def test_apgd_fast_and_plain_gradients_give_the_same_points(layout, monkeypatch):
   """Would catch a rewritten gradient that differs beyond float rounding (a wrong kernel
   flip, a max-pool gradient on another element): the sign steps would diverge."""

@@ -4,8 +4,8 @@ The official classes are driven directly: DLR and targeted DLR on fixed logits; 
 APGD-T iterates from the same start point (``attack_single_run(x_init=...)`` there, the
 random start replaced here); FAB-T, which has no randomness in its first restart, point by
 point; Square, whose random stream differs, by its query counts on a linear model whose
-minimal perturbation is known. Every official iterate is read off the inputs its model is
-called with. The tolerances are float32 rounding: a momentum of 0.3 instead of 0.75, or a
+minimal perturbation is known; the standard ensemble by its per-sample result on a small CNN
+trained here. Every official iterate is read off the inputs its model is called with. The tolerances are float32 rounding: a momentum of 0.3 instead of 0.75, or a
 DLR denominator built from other sorted logits, fails here.
 """
 import sys
@@ -260,3 +260,96 @@ def test_square_needs_as_many_queries_as_the_official_one_at_the_minimal_perturb
   ours = np.where(np.asarray(res.robust), np.inf, np.asarray(res.n_queries))
   assert np.isfinite(theirs).sum() >= runs - 2 and np.isfinite(ours).sum() >= runs - 2, (theirs, ours)
   assert abs(np.median(ours) / np.median(theirs) - 1) < 0.15, (np.sort(ours), np.sort(theirs))
+
+
+def _digits_cnn(steps=80):
+  """A 2-conv CNN trained here (full-batch Adam) on scikit-learn's 8x8 digits; returns
+  (params, apply) with apply(params, x [B, 8, 8, 1]) -> logits [B, 10]."""
+  import optax
+  datasets = pytest.importorskip("sklearn.datasets")
+  data = datasets.load_digits()
+  x = (data.images / 16.0).astype(np.float32)[..., None]
+  y = data.target.astype(np.int32)
+  rng = np.random.default_rng(0)
+  params = {"c1": rng.normal(size=(3, 3, 1, 8)).astype(np.float32) / 3,
+            "c2": rng.normal(size=(3, 3, 8, 16)).astype(np.float32) / np.sqrt(72),
+            "d": rng.normal(size=(4 * 4 * 16, 10)).astype(np.float32) / 16}
+  dn = ("NHWC", "HWIO", "NHWC")
+
+  def apply(p, z):
+    h = jax.nn.relu(jax.lax.conv_general_dilated(z, p["c1"], (1, 1), "SAME", dimension_numbers=dn))
+    h = jax.nn.relu(jax.lax.conv_general_dilated(h, p["c2"], (2, 2), ((1, 1), (1, 1)),
+                                                 dimension_numbers=dn))
+    return h.reshape(h.shape[0], -1) @ p["d"]
+
+  opt = optax.adam(1e-2)
+
+  @jax.jit
+  def step(p, s):
+    g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        apply(p, x[:1500]), y[:1500]).mean())(p)
+    updates, s = opt.update(g, s)
+    return optax.apply_updates(p, updates), s
+
+  params = jax.tree.map(jnp.asarray, params)
+  state = opt.init(params)
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params, apply, x[1500:], y[1500:]
+
+
+def _torch_cnn(params):
+  import torch
+
+  class Net(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.c1 = torch.nn.Conv2d(1, 8, 3, padding=1, bias=False)
+      self.c2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
+      self.d = torch.nn.Linear(256, 10, bias=False)
+
+    def forward(self, z):  # NCHW in; flattened in NHWC order like the JAX model
+      h = torch.relu(self.c2(torch.relu(self.c1(z))))
+      return self.d(h.permute(0, 2, 3, 1).reshape(z.shape[0], -1))
+
+  net = Net()
+  with torch.no_grad():
+    net.c1.weight.copy_(torch.from_numpy(np.array(params["c1"]).transpose(3, 2, 0, 1)))
+    net.c2.weight.copy_(torch.from_numpy(np.array(params["c2"]).transpose(3, 2, 0, 1)))
+    net.d.weight.copy_(torch.from_numpy(np.array(params["d"]).T))
+  return net
+
+
+@pytest.mark.slow  # about 20 s of CPU (training, compiling four attacks, the official run)
+def test_standard_ensemble_per_sample_result_equals_the_official_one():
+  # AutoAttack's standard version (APGD-CE, APGD-T and FAB-T with 9 targets, Square) with a
+  # small budget: 5 iterations, 50 queries, 24 held-out digits at Linf 0.07. The random
+  # starts differ, so this holds because each sample is clearly broken or clearly robust
+  # at this budget (both: 6 broken by APGD-CE, 18 robust).
+  import torch
+  aa_pt = _official("autoattack")
+  apgd_pt, fab_pt, square_pt = _official("autopgd_base"), _official("fab_pt"), _official("square")
+  params, apply, x, _ = _digits_cnn()
+  f = lambda z: apply(params, z)
+  x = jnp.asarray(x[:24])
+  y = np.array(jnp.argmax(f(x), -1))
+  net = _torch_cnn(params)
+  x_t = torch.from_numpy(np.array(x).transpose(0, 3, 1, 2).copy())
+  np.testing.assert_allclose(net(x_t).detach().numpy(), f(x), atol=1e-4)
+  eps, n_iter, n_queries = 0.07, 5, 50
+  kw = dict(eps=eps, norm="Linf", seed=0, device="cpu")
+  official = aa_pt.AutoAttack(net, version="standard", **kw)
+  official.verbose = False
+  official.apgd = apgd_pt.APGDAttack(net, n_restarts=1, n_iter=n_iter, **kw)
+  official.apgd_targeted = apgd_pt.APGDAttack_targeted(net, n_restarts=1, n_iter=n_iter,
+                                                       n_target_classes=9, **kw)
+  official.fab = fab_pt.FABAttack_PT(net, n_restarts=1, n_iter=n_iter, n_target_classes=9, **kw)
+  official.square = square_pt.SquareAttack(net, p_init=0.8, n_queries=n_queries, n_restarts=1,
+                                           resc_schedule=False, **kw)
+  x_adv, _ = official.run_standard_evaluation(x_t, torch.from_numpy(y).long(), batch_size=24)
+  theirs = net(x_adv).argmax(1).numpy() == y
+  res = jax.jit(lambda x, y: attacks.autoattack_run(
+      f, x, y, key=jax.random.key(0), eps=eps, n_iter=n_iter, n_queries=n_queries,
+      n_target_classes=9))(x, jnp.asarray(y))
+  assert 0 < theirs.sum() < 24  # informative
+  np.testing.assert_array_equal(np.asarray(res.robust), theirs)

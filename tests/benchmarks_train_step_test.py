@@ -5,11 +5,13 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 import pytest
-import torch
 
-import torch_reference_models as T
-from benchmarks import train_step
 from jax_abstain import models, porting
+
+torch = pytest.importorskip("torch")  # the port extra; the suite collects without it
+
+import torch_reference_models as T  # noqa: E402  (tests/ is on sys.path under pytest)
+from benchmarks import train_step  # noqa: E402  (imports torch)
 
 # A ResNet with one block per stage and 4 base channels: BN (train mode in the TRADES loss,
 # eval mode in the attack and in ERA), shortcuts, pooling, at a tiny cost.

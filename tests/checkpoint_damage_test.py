@@ -30,7 +30,7 @@ def _train(workdir):
   model = models.create("mlp", num_classes=3, seed=0)
   out = loop.train(model, x[100:500], y[100:500], CFG, workdir=workdir, name="m", progress=False,
                    validation=(x[:100], y[:100]))
-  params = traverse_util.flatten_dict(nnx.state(model, nnx.Param).to_pure_dict())
+  params = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   return out, {k: np.asarray(v) for k, v in params.items()}
 
 
@@ -46,8 +46,8 @@ def _initial(num_classes=3):
   model = models.create("mlp", num_classes=num_classes, seed=0)
   tx = step_lib.make_optimizer(TrainConfig.from_config(CFG), 8)
   _, params, rest = nnx.split(model, nnx.Param, ...)
-  return {"params": params.to_pure_dict(), "rest": rest.to_pure_dict(),
-          "opt": tx.init(params.to_pure_dict()),
+  return {"params": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest),
+          "opt": tx.init(nnx.to_pure_dict(params)),
           "rng": np.asarray(jax.random.key_data(jax.random.key(0))),
           "best": np.asarray(np.nan, np.float32), "best_step": np.asarray(-1, np.int32)}
 

@@ -52,11 +52,12 @@ def test_cascade_is_recursive_two_composition(rows):
   np.testing.assert_array_equal(cascade.is_rob_acc, outer.is_rob_acc)
 
 
-def _report(path, acc, rob1, rob2, label=None):
+def _report(path, acc, rob1, rob2, label=None, conf=None):
   n = len(acc)
   label = np.zeros(n, int) if label is None else label
+  conf = np.full(n, 0.9) if conf is None else np.asarray(conf)
   reports.write_report(path, {"sample_idx": np.arange(n), "label": label, "pred": 1 - np.asarray(acc),
-                              "is_acc": acc, "conf": np.full(n, 0.9), "is_rob@1/255": rob1,
+                              "is_acc": acc, "conf": conf, "is_rob@1/255": rob1,
                               "is_rob@2/255": rob2})
 
 
@@ -101,13 +102,43 @@ def test_cli_prints_table_and_writes_json(tmp_path):
                          str(tmp_path / "t.csv"), "--eps", "1/255", "--json", str(out)],
                         capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
-  lines = proc.stdout.splitlines()
-  assert lines[0] == "composition at eps=1/255 (robustness selectors at 2/255)"
-  assert lines[2] == "| nat_acc | rob_acc | rob_sel | commit_prec |"
+  # By hand: b alone is accurate on 4 of 6, accurate and robust on samples 0 and 3, robust and
+  # inaccurate on 1 and 5; t alone 4 of 6, sample 2, samples 3 and 4. The composition (eq. 12)
+  # is accurate on 0, 2, 4, 5 and robustly accurate on 0 (b) and 2 (t); b selects 0, 1, 4
+  # and only 0 of them is accurate and robust. Gain: the composition minus t alone.
+  assert proc.stdout.splitlines() == [
+      "composition at eps=1/255 (robustness selectors at 2/255); gain = composition - t alone,"
+      " in points",
+      "",
+      "|  | nat_acc | rob_acc @1/255 | rob_inacc @1/255 | rob_sel | commit_prec | gain nat_acc "
+      "| gain rob_acc |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|",
+      "| b alone (abstain) | 66.67 | 33.33 | 33.33 |  |  |  |  |",
+      "| t alone (core) | 66.67 | 16.67 | 33.33 |  |  |  |  |",
+      "| composition | 66.67 | 33.33 |  | 50.00 | 33.33 | +0.00 | +16.66 |",
+      "",
+      "robustness counted at eps=1/255: b empirical, t empirical"]
   result = json.loads(out.read_text())
-  assert lines[4] == (f"| {result['nat_acc']:.2f} | {result['rob_acc']:.2f} | 50.00 | "
-                      f"{result['commit_prec']:.2f} |")
-  assert result["rob_sel"] == 50.0
+  assert (result["nat_acc"], result["rob_acc"], result["rob_sel"]) == (66.67, 33.33, 50.0)
+  assert result["gain"] == {"nat_acc": 0.0, "rob_acc": 16.66}
+  assert [(a["model"], a["role"]) for a in result["alone"]] == [("b", "abstain"), ("t", "core")]
+  assert result["alone"][1]["rob_acc"] == pytest.approx(100 / 6)
+
+
+def test_cli_tau_grid_has_a_gain_per_threshold(tmp_path):
+  _report(tmp_path / "b.csv", B_ACC, B_ROB, S, conf=[0.9, 0.2, 0.6, 0.95, 0.4, 0.1])
+  _report(tmp_path / "t.csv", T_ACC, T_ROB, T_ROB)
+  proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.compose", "--models",
+                         str(tmp_path / "b.csv"), str(tmp_path / "t.csv"), "--eps", "1/255",
+                         "--selector", "softmax-natural", "--tau-grid", "0", "0.5"],
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  rows = [l for l in proc.stdout.splitlines() if l.startswith("| composition")]
+  # tau 0: b answers everything (b alone: 66.67 / 33.33); tau 0.5: b answers 0, 2, 3
+  # (accurate; robust and accurate: 0, 3), t answers 1, 4, 5 (accurate: 1, 5; robust: none):
+  # 5 of 6 accurate, 2 of 6 robustly accurate, 2 of the 3 selected robustly accurate.
+  assert rows == ["| composition tau=0 | 66.67 | 33.33 |  | 100.00 | 33.33 | +0.00 | +16.66 |",
+                  "| composition tau=0.5 | 83.33 | 33.33 |  | 50.00 | 66.67 | +16.66 | +16.66 |"]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -198,12 +229,10 @@ def test_cli_softmax_tau_grid(tmp_path, capsys):
   rows = json.loads(out.read_text())["rows"]
   assert [r["tau"] for r in rows] == [0.5, 0.9] and rows[1]["rob_sel"] == round(200 / 6, 2)
   table = stdout.strip().splitlines()[2:-2]      # after the title, before the robustness line
-  assert table[0] == "| tau | nat_acc | rob_acc | rob_sel | commit_prec |"
-  assert table[2:] == [f"| {r['tau']:.2f} | {r['nat_acc']:.2f} | {r['rob_acc']:.2f} | "
-                       f"{r['rob_sel']:.2f} | {r['commit_prec']:.2f} |" for r in rows]
-  assert stdout.strip().splitlines()[-1] == (
-      f"robustness counted at eps=1/255: {tmp_path / 'b.csv'} empirical, "
-      f"{tmp_path / 't.csv'} empirical")
+  assert table[4:] == [f"| composition tau={r['tau']:g} | {r['nat_acc']:.2f} | {r['rob_acc']:.2f} "
+                       f"|  | {r['rob_sel']:.2f} | {r['commit_prec']:.2f} | "
+                       f"{r['gain']['nat_acc']:+.2f} | {r['gain']['rob_acc']:+.2f} |" for r in rows]
+  assert stdout.strip().splitlines()[-1] == "robustness counted at eps=1/255: b empirical, t empirical"
 
 
 @pytest.mark.parametrize("make,args,message", [
@@ -255,7 +284,9 @@ def test_core_is_asked_only_for_its_robustness_at_eps(tmp_path, capsys):
   code, stdout, stderr = _run_cli(["--models", str(tmp_path / "b.csv"), str(tmp_path / "t.csv"),
                                    "--eps", "2/255"], capsys)
   assert code == 0, stderr
-  assert "| 50.00 | 25.00 | 50.00 | 50.00 |" in stdout
+  # The core alone: accurate on 0-2 (75%), robust and accurate on 0, robust and wrong on 3.
+  assert "| t alone (core) | 75.00 | 25.00 | 25.00 |" in stdout
+  assert "| composition | 50.00 | 25.00 |  | 50.00 | 50.00 | -25.00 | +0.00 |" in stdout
   # The same for the tau grid of a softmax branch: the core needs no adv_conf column either.
   sr = {**branch, "adv_conf@4/255": np.array([0.95, 0.2, 0.9, 0.1])}
   rows = compose.compose_tau_grid([sr, core], "2/255", [0.5])
@@ -298,10 +329,15 @@ def test_certified_composition_counts_no_empirical_robustness_of_the_core(tmp_pa
   code, stdout, stderr = _run_cli(["--models", str(tmp_path / "cert.csv"),
                                    str(tmp_path / "core.csv"), "--eps", "0.25"], capsys)
   assert code == 0, stderr
-  assert "| 75.00 | 50.00 | 75.00 |" in stdout
+  # Alone, as counted in this composition: the smoothed branch answers 0, 1 right, 3 wrong
+  # (certified all three); the core is accurate everywhere and counts no robustness.
+  assert stdout.splitlines()[4:7] == [
+      "| cert alone (abstain, robustness certified) | 50.00 | 50.00 | 25.00 |  |  |  |  |",
+      "| core alone (core, robustness none) | 100.00 | 0.00 | 0.00 |  |  |  |  |",
+      "| composition | 75.00 | 50.00 |  | 75.00 | 66.67 | -25.00 | +50.00 |"]
   assert stdout.strip().splitlines()[-1] == (
-      f"robustness counted at eps=0.25: {tmp_path / 'cert.csv'} certified, "
-      f"{tmp_path / 'core.csv'} none; a certified composition counts only certified robustness")
+      "robustness counted at eps=0.25: cert certified, core none; a certified composition "
+      "counts only certified robustness")
 
 
 def test_certified_core_and_empirical_middle_model():

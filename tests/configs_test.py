@@ -98,7 +98,7 @@ def test_one_start_model_and_a_core_with_a_threat_radius(model_dir):
   job = schema.check(config)   # init wins over the default RobustBench start
   assert (job.model.init_dir, job.model.robustbench) == (str(model_dir), "")
   config.model.robustbench = "Carmon2019Unlabeled"
-  with pytest.raises(UserError, match="give one start model, got model.init_dir, "
+  with pytest.raises(UserError, match="give one start model, got model.init_dir and "
                                       "model.robustbench"):
     schema.check(config)
   config = configs.build("cifar10_era")

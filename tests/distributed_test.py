@@ -70,12 +70,12 @@ for loss, make, extra in cases:
   for devices in (jax.devices()[:1], jax.devices()):
     model = make()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    init = jax.tree.map(np.array, params.to_pure_dict())   # a copy: the step donates its inputs
+    init = jax.tree.map(np.array, nnx.to_pure_dict(params))   # a copy: the step donates its inputs
     mesh = step.data_mesh(devices)
     tx = step.make_optimizer(cfg, 1)
     put = lambda t, spec: jax.device_put(t, NamedSharding(mesh, spec))
-    p, r = put(params.to_pure_dict(), P()), put(rest.to_pure_dict(), P())
-    o = put(tx.init(params.to_pure_dict()), P())
+    p, r = put(nnx.to_pure_dict(params), P()), put(nnx.to_pure_dict(rest), P())
+    o = put(tx.init(nnx.to_pure_dict(params)), P())
     xb, yb = put(x, P("data")), put(y, P("data"))
     assert len(xb.sharding.device_set) == len(devices)
     p, r, o, m = step.make_train_step(graphdef, cfg, tx)(p, r, o, xb, yb, jax.random.key(1))
@@ -117,7 +117,7 @@ x, y = data.load("synthetic", "train")
 model = models.create("mlp", num_classes=3, seed=0)
 out = loop.train(model, x[:8], y[:8], _cfg(), workdir=sys.argv[3], name="m", progress=False)
 flat = {"/".join(map(str, k)): np.asarray(v) for k, v in
-        traverse_util.flatten_dict(nnx.state(model, nnx.Param).to_pure_dict()).items()}
+        traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()}
 np.savez(f"{sys.argv[3]}/params_{jax.process_index()}.npz", **flat)
 print("steps", out["steps"])
 """
@@ -154,7 +154,7 @@ def test_two_processes_train_a_step_together(tmp_path):
   tx = step_lib.make_optimizer(cfg, 1)
   keys = loop.example_keys(jax.random.key_data(jax.random.key(0)), 0, rows)
   p, _, _, _ = step_lib.make_train_step(graphdef, cfg, tx)(
-      params.to_pure_dict(), rest.to_pure_dict(), tx.init(params.to_pure_dict()), x[rows],
+      nnx.to_pure_dict(params), nnx.to_pure_dict(rest), tx.init(nnx.to_pure_dict(params)), x[rows],
       y[rows], keys)
   expected = {"/".join(map(str, k)): v
               for k, v in traverse_util.flatten_dict(jax.device_get(p)).items()}
@@ -185,8 +185,9 @@ def get_config(arg=None):
 
 @pytest.mark.slow
 def test_launcher_runs_the_main_job_as_two_processes(tmp_path):
-  """launch/multihost.py --local=2: two processes train one model together (per-host data
-  shards, joint checkpoints), process 0 selects, saves and evaluates it."""
+  """jax_abstain/cli/multihost.py --local=2: two processes train one model together (per-host
+  data shards, joint checkpoints), process 0 selects and saves it, both evaluate (process 0
+  merges the report)."""
   (tmp_path / "tiny.py").write_text(_TINY_CONFIG)
   workdir = tmp_path / "wd"
   proc = subprocess.run([sys.executable, "-m", "jax_abstain.cli.multihost", "--local=2", "--",

@@ -7,9 +7,10 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from scipy import optimize, special
 
 from jax_abstain import data, evaluation, models, reports
-from jax_abstain.errors import UserError
+from jax_abstain.errors import SoundnessError, UserError
 from jax_abstain.evaluation import empirical as evaluate
 from jax_abstain.evaluation import summary
 from jax_abstain.evaluation.config import EvalConfig
@@ -33,7 +34,49 @@ def test_columns_and_nesting(report):
   small, large = report["is_rob@0.05"].astype(bool), report["is_rob@0.2"].astype(bool)
   assert np.all(large <= small)                 # robust at 0.2 implies robust at 0.05
   assert small.mean() > large.mean()            # and the larger ball breaks more
-  assert np.all((report["adv_conf@0.1"] > 0) & (report["adv_conf@0.1"] <= 1))
+
+
+def _nearest_centre_model():
+  """A linear NNX model on the synthetic 2-D data: logits ``W^T x + b`` of a nearest-centre
+  classifier for the three Gaussians' centres (docs/design.md, appendix A8), scale 10."""
+  centres = np.array([[0.25, 0.25], [0.75, 0.75], [0.55, 0.80]])
+  w, b = 10.0 * centres.T, -5.0 * (centres ** 2).sum(1)
+  net = models.create("mlp", num_classes=3, in_features=2, hidden=(), seed=0)
+  net.head.kernel.value = jax.numpy.asarray(w, np.float32)
+  net.head.bias.value = jax.numpy.asarray(b, np.float32)
+  return net, w, b
+
+
+def test_adv_conf_is_the_confidence_at_the_best_apgdconf_point():
+  # APGDconf (eq. 17) maximises log p_c(x') for the best class c != F(x) over the Linf ball
+  # (clipped to [0, 1]); for a linear model each log p_c is concave, so SciPy's bounded
+  # L-BFGS-B finds the optimum of each c, and the report must hold the max softmax there.
+  net, w, b = _nearest_centre_model()
+  rep = evaluate.evaluate_model(net, X, Y, batch_size=64, **KW)
+  assert 0 < np.mean(rep["is_rob@0.2"]) < np.mean(rep["is_rob@0.05"]) < 1
+  expected = []
+  for xi, p in zip(np.asarray(X, np.float64), rep["pred"]):
+    bounds = list(zip(np.maximum(xi - 0.1, 0), np.minimum(xi + 0.1, 1)))
+    runs = [optimize.minimize(lambda v, c=c: special.logsumexp(v @ w + b) - (v @ w + b)[c], xi,
+                              bounds=bounds, method="L-BFGS-B") for c in range(3) if c != p]
+    best = min(runs, key=lambda r: r.fun)
+    expected.append(special.softmax(best.x @ w + b).max())
+  np.testing.assert_allclose(rep["adv_conf@0.1"], expected, atol=2e-3)
+  assert np.mean(np.abs(rep["adv_conf@0.1"] - rep["conf"]) > 0.05) > 0.5  # not the clean conf
+
+
+def test_a_bad_apgdconf_point_is_caught(monkeypatch):
+  # The APGDconf points behind adv_conf go through the soundness guard like every attack
+  # result: a point outside its ball is a SoundnessError, not a confidence in the report.
+  attack = evaluate.runner_lib.ModelRunner.attack
+
+  def off_by_eps(self, x, y, keys, eps, loss):
+    x_adv, conf = attack(self, x, y, keys, eps, loss)
+    return (jax.numpy.clip(x + 1.5 * eps[:, None], 0, 1), conf) if loss == "conf" else (x_adv, conf)
+
+  monkeypatch.setattr(evaluate.runner_lib.ModelRunner, "attack", off_by_eps)
+  with pytest.raises(SoundnessError, match="apgd-conf at radius 0.1: returned a point outside"):
+    evaluate.evaluate_model(MODEL, X, Y, batch_size=64, **KW)
 
 
 def test_independent_of_batch_size(report):

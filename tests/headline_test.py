@@ -26,13 +26,15 @@ from jax_abstain.jobs import inputs, schema, train, workdir as workdir_lib  # no
 from jax_abstain.porting import robustbench  # noqa: E402
 
 CARMON_ID = robustbench.entry("Carmon2019Unlabeled")["gdrive_ids"][0]
+WANG_ID = robustbench.entry("Wang2020Improving")["gdrive_ids"][0]   # the same WRN family
 SMALL = {"depth": 10, "widen_factor": 1}
 ARCHIVE = tiny_cifar.archive_bytes("cifar10", n=8)   # 40 train, 8 test images
 
 
-def _carmon_small():
+def _small_wrn(seed):
+  """RobustBench's WideResNet as Carmon2019Unlabeled and Wang2020Improving build it, small."""
   wrn = T.robustbench_architecture("wide_resnet").WideResNet
-  return T.randomize(wrn(depth=10, widen_factor=1, sub_block1=True), seed=11)
+  return T.randomize(wrn(depth=10, widen_factor=1, sub_block1=True), seed=seed)
 
 
 def _checkpoint(module) -> bytes:
@@ -43,9 +45,10 @@ def _checkpoint(module) -> bytes:
 
 @pytest.fixture
 def served(tmp_path, monkeypatch):
-  """The loopback server with the archive and the checkpoint; the caches in tmp_path."""
-  module = _carmon_small()
-  files = {"/c/cifar-10-python.tar.gz": ARCHIVE, f"/rb/{CARMON_ID}": _checkpoint(module)}
+  """The loopback server with the archive and two checkpoints; the caches in tmp_path."""
+  start, core = _small_wrn(11), _small_wrn(12)
+  files = {"/c/cifar-10-python.tar.gz": ARCHIVE, f"/rb/{CARMON_ID}": _checkpoint(start),
+           f"/rb/{WANG_ID}": _checkpoint(core)}
   monkeypatch.setenv(download.ENV_CACHE, str(tmp_path / "cache"))
   monkeypatch.setenv(download.ENV_DATA, str(tmp_path / "data"))
   monkeypatch.setitem(cifar.ARCHIVES, "cifar10", ("cifar-10-python.tar.gz",
@@ -53,7 +56,7 @@ def served(tmp_path, monkeypatch):
   with loopback_server.serve(files) as server:
     monkeypatch.setenv(cifar.ENV_URL, server.url("/c"))
     monkeypatch.setenv(robustbench.ENV_URL, server.url("/rb/{id}"))
-    yield server, module
+    yield server, core
 
 
 def _tiny_config(**changes):
@@ -83,24 +86,26 @@ def _columns(path):
 
 @pytest.mark.slow
 def test_headline_config_from_nothing(served, tmp_path):
-  server, module = served
+  server, module = served   # module: the core, RobustBench's own WideResNet
   workdir = tmp_path / "run"
-  results = _run_like_the_command_line(_tiny_config(), workdir)
-  assert sorted(p for p, _ in server.requests) == sorted(["/c/cifar-10-python.tar.gz",
-                                                          f"/rb/{CARMON_ID}"])
+  # Start Carmon2019Unlabeled, core Wang2020Improving: two different served models.
+  results = _run_like_the_command_line(_tiny_config(compose__core="Wang2020Improving"), workdir)
+  assert sorted(p for p, _ in server.requests) == sorted([
+      "/c/cifar-10-python.tar.gz", f"/rb/{CARMON_ID}", f"/rb/{WANG_ID}"])
   # The branch was fine-tuned from the RobustBench model, not from random weights.
   manifest = json.loads((workdir / "model" / "manifest.json").read_text())
   assert manifest["source"]["robustbench"] == "Carmon2019Unlabeled"
   assert manifest["architecture"] == "Carmon2019Unlabeled"
   # The core's report predicts what RobustBench's own module predicts on the test images.
-  core = _columns(workdir / "reports" / "Carmon2019Unlabeled.csv")
+  core = _columns(workdir / "reports" / "Wang2020Improving.csv")
   x, y = cifar.load_archive("cifar10", "test", tmp_path / "data" / "cifar-10-python.tar.gz")
   with torch.no_grad():
     torch_pred = module(torch.from_numpy(x.transpose(0, 3, 1, 2) / 255.0).float()).argmax(1)
   np.testing.assert_array_equal(core["pred"], torch_pred.numpy())
   np.testing.assert_array_equal(core["label"], y)
-  # Table 1 by hand (eq. 12): select where the branch is robust at 2 eps = 2/255.
   branch = _columns(workdir / "reports" / "era.csv")
+  assert (branch["pred"] != core["pred"]).any()   # two models: the selector matters
+  # Table 1 by hand (eq. 12): select where the branch is robust at 2 eps = 2/255.
   s = branch["is_rob@2/255"].astype(bool)
   acc = np.where(s, branch["is_acc"], core["is_acc"])
   rob = np.where(s, branch["is_rob@1/255"], core["is_rob@1/255"])
@@ -115,7 +120,7 @@ def test_headline_config_from_nothing(served, tmp_path):
   for figure in ("fig2_rob_acc_vs_rob_inacc.png", "fig3_rob_sel_vs_rob_acc.png",
                  "fig4_composition.png"):
     assert (workdir / "report" / figure).stat().st_size > 1000
-  assert json.loads((workdir / "results.json").read_text())["core"] == "Carmon2019Unlabeled"
+  assert json.loads((workdir / "results.json").read_text())["core"] == "Wang2020Improving"
 
 
 def test_problems_with_data_or_models_stop_before_the_workdir(served, tmp_path, monkeypatch):

@@ -42,31 +42,39 @@ def _globs(module: str) -> list:
   return [f"jax_abstain.{module}.{f}__mutmut_*" for f in MODULES[module]]
 
 
-def run(module: str) -> int:
-  """One mutmut run over `module`'s numerical functions; mutmut's exit status."""
-  mutmut = pathlib.Path(sys.executable).with_name("mutmut")
-  cmd = ["nice", "-n", "10", str(mutmut), "run", "--max-children", "2",
-         *_globs(module)]
-  print("$", " ".join(cmd), flush=True)
-  return subprocess.run(cmd, cwd=ROOT, check=False).returncode
-
-
-def verdicts(module: str) -> dict:
-  """mutant name -> mutmut exit code, for `module`'s selected functions."""
+def verdicts(module: str, sample: int = 1) -> dict:
+  """mutant name -> mutmut exit code (None: not run yet) of `module`'s selected functions;
+  with `sample` K > 1 only the mutants numbered 1, K + 1, 2K + 1, ... of each function."""
   meta = ROOT / "mutants" / "jax_abstain" / (module.replace(".", "/") + ".py.meta")
   if not meta.exists():
     return {}
   codes = json.loads(meta.read_text())["exit_code_by_key"]
-  return {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in _globs(module))}
+  return {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in _globs(module))
+          and int(k.rsplit("_", 1)[1]) % sample == 1 % sample}
 
 
-def table(modules) -> str:
+def run(modules, sample: int = 1) -> int:
+  """One mutmut run over the modules' numerical functions (every mutant, or a 1-in-`sample`
+  systematic sample, by mutant number); mutmut's exit status."""
+  mutmut = pathlib.Path(sys.executable).with_name("mutmut")
+  names = []
+  for module in modules:
+    if sample == 1 or not verdicts(module):      # no meta yet: mutmut creates them
+      names += _globs(module)
+    else:
+      names += sorted(verdicts(module, sample))
+  cmd = ["nice", "-n", "10", str(mutmut), "run", "--max-children", "2", *names]
+  print("$", " ".join(cmd[:7]), f"... ({len(names)} names)", flush=True)
+  return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+
+
+def table(modules, sample: int = 1) -> str:
   """Markdown table: per module mutants, killed (timeouts included), survived, no test, rate."""
   lines = ["| module | mutants | killed | survived | no test | not run | kill rate |",
            "|---|---:|---:|---:|---:|---:|---:|"]
   for module in modules:
     c = collections.Counter()
-    for code in verdicts(module).values():
+    for code in verdicts(module, sample).values():
       c["killed" if code in KILLED | TIMEOUT else "survived" if code == 0
         else "none" if code is None else "no test" if code in (5, 33) else "other"] += 1
     ran = c["killed"] + c["survived"] + c["no test"] + c["other"]
@@ -76,8 +84,8 @@ def table(modules) -> str:
   return "\n".join(lines)
 
 
-def survivors(modules) -> list:
-  return sorted(k for m in modules for k, v in verdicts(m).items() if v in (0, 5, 33))
+def survivors(modules, sample: int = 1) -> list:
+  return sorted(k for m in modules for k, v in verdicts(m, sample).items() if v in (0, 5, 33))
 
 
 def main(argv=None) -> int:
@@ -85,13 +93,17 @@ def main(argv=None) -> int:
   p.add_argument("--only", nargs="+", choices=list(MODULES), default=list(MODULES))
   p.add_argument("--table", action="store_true", help="only print the table")
   p.add_argument("--survivors", action="store_true", help="also list surviving mutants")
+  p.add_argument("--sample", type=int, default=1,
+                 help="run only every K-th mutant of each function (default 1: all)")
+  p.add_argument("--per-module", action="store_true",
+                 help="one mutmut run per module (default: one run for all)")
   args = p.parse_args(argv)
   if not args.table:
-    for module in args.only:
-      run(module)
-  print(table(args.only))
+    for group in ([[m] for m in args.only] if args.per_module else [args.only]):
+      run(group, args.sample)
+  print(table(args.only, args.sample))
   if args.survivors:
-    print("\n".join(survivors(args.only)))
+    print("\n".join(survivors(args.only, args.sample)))
   return 0
 
 

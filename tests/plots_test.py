@@ -70,7 +70,8 @@ def test_figure_points_read_fig2_at_the_selection_radius():
   fig3 = [(p["series"], p["tau"], p["rob_sel"], p["commit_prec"]) for p in points["fig3"]]
   # era_0.5 selects {0, 1, 2, 3} at 0.2; accurate and robust at 0.1 among them: 0, 1, 3.
   # Softmax response at tau 0.5 selects {0, 1, 3}: all accurate and robust at 0.1.
-  assert fig3 == [("std (RI)", None, 40.0, 50.0), ("ERA (RI)", None, 60.0, 100.0),
+  # std, the core, never abstains: not in Fig. 3.
+  assert fig3 == [("ERA (RI)", None, 60.0, 100.0),
                   ("ERA (RI)", None, 80.0, 75.0), ("era_0.5 (SR)", 0.5, 60.0, 100.0)]
   fig4 = [(p["series"], p.get("tau"), p["nat_acc"], p["rob_acc"]) for p in points["fig4"]]
   # era_0.1 answers 0-2 (accurate, robust at 0.1), std 3-4 (accurate on 3, robust on 4 only).
@@ -202,3 +203,91 @@ def test_decision_regions_draws_one_panel_per_model(tmp_path):
   plots.decision_regions(tmp_path / "r.png", panels, x, num_classes=2, eps=0.1, grid=grid)
   img = _image(tmp_path / "r.png")
   assert img.shape[1] > 1.6 * img.shape[0]            # two panels side by side
+
+
+def _marker_centres(ax):
+  """Display centres of every marker of the axes (each collection under its own offset
+  transform, so markers drawn side by side are where they are seen)."""
+  ax.get_figure().canvas.draw()
+  return np.concatenate([c.get_offset_transform().transform(c.get_offsets())
+                         for c in ax.collections])
+
+
+def test_coincident_points_stand_side_by_side_and_are_named(tmp_path):
+  # era_branch and trades at the same place (the synth Fig. 2 at eps): the old plot drew one
+  # over the other. Now both are whole markers SPACING pt apart, at the same height, and one
+  # label names both (no label_key: only the coincident place is labelled).
+  points = [{"m": "era_branch", "x": 1.6, "y": 98.4}, {"m": "trades", "x": 1.6, "y": 98.4},
+            {"m": "std", "x": 0.0, "y": 88.8}]
+  fig = plots.pareto(points, "x", "y", "m", tmp_path / "c.png", "t", bounds=plots.BOUNDS)
+  ax, = fig.axes
+  centres = _marker_centres(ax)
+  true = ax.transData.transform([[1.6, 98.4]])[0]
+  pair = centres[np.abs(centres[:, 1] - true[1]) < 0.5]
+  assert len(pair) == 2
+  dpi_pt = fig.dpi / 72
+  np.testing.assert_allclose(sorted(pair[:, 0] - true[0]),
+                             [-plots.SPACING / 2 * dpi_pt, plots.SPACING / 2 * dpi_pt], atol=0.5)
+  assert [t.get_text() for t in ax.texts] == ["era_branch, trades"]
+  assert _label_overlaps(fig) == []
+  legend, = fig.legends
+  assert [t.get_text() for t in legend.get_texts()] == [
+      "era_branch", "trades", "std", "side by side: equal values"]
+
+
+def test_percent_axes_stay_within_0_and_100(tmp_path):
+  # Fig. 4's accuracy axis ran to about 105%. Points at 100 and at 0: no tick beyond the
+  # bounds, and the axes reach past them by the edge room only (a few points, for the markers).
+  points = [{"m": "a", "x": 0.0, "y": 100.0}, {"m": "b", "x": 40.0, "y": 97.0},
+            {"m": "b", "x": 60.0, "y": 99.0}]
+  fig = plots.pareto(points, "x", "y", "m", tmp_path / "b.png", "t", bounds=plots.BOUNDS,
+                     label_key="m")
+  ax, = fig.axes
+  fig.canvas.draw()
+  for lims, ticks, size in ((ax.get_xlim(), ax.get_xticks(), ax.bbox.width),
+                            (ax.get_ylim(), ax.get_yticks(), ax.bbox.height)):
+    shown = [t for t in ticks if lims[0] <= t <= lims[1]]
+    assert shown and min(shown) >= 0 and max(shown) <= 100, shown
+    room = plots.labels.EDGE_ROOM * fig.dpi / 72 / size * (lims[1] - lims[0]) * 1.01
+    assert lims[0] >= -room and lims[1] <= 100 + room, lims
+  assert ax.get_ylim()[1] < 100.5 and ax.get_xlim()[0] > -2
+  assert _label_overlaps(fig) == []
+
+
+def test_axis_names_are_the_tables_and_fig3_has_no_core(tmp_path):
+  paths = plots.pareto_figures(NAMED, "std", "0.1", tmp_path, taus=[0.5],
+                               series=lambda m: "ERA" if m.startswith("era") else m)
+  assert plots.axis_label("commit_prec", "0.1") == (
+      "commit_prec @0.1 [%]: robust accuracy of the selected")
+  points = plots.figure_points(NAMED, "std", "0.1", taus=[0.5])
+  # std is the core: it never abstains, so Fig. 3 (abstain models) leaves it out.
+  assert {p["model"] for p in points["fig3"]} == {"era_0.1", "era_0.5"}
+  assert all(pathlib.Path(p).stat().st_size > 10_000 for p in paths.values())
+
+
+def test_every_glyph_of_a_pareto_plot_is_in_the_legend(tmp_path):
+  points = [{"m": "era", "x": 0.3, "y": 80.0}, {"m": "era", "x": 0.5, "y": 85.0},
+            {"m": "std", "x": 0.0, "y": 50.0}]
+  fig = plots.pareto(points, "x", "y", "m", tmp_path / "g.png", "t", maximize=(False, True),
+                     reference=("natural accuracy of std", 60.0), xlabel="X", ylabel="Y")
+  legend, = fig.legends
+  assert [t.get_text() for t in legend.get_texts()] == [
+      "era", "std", "Pareto front of a series", "natural accuracy of std"]
+  ax, = fig.axes
+  assert (ax.get_xlabel(), ax.get_ylabel()) == ("X", "Y")
+
+
+def test_decision_regions_label_every_axis_and_the_hatching(tmp_path):
+  grid = 20
+  points = plots.grid_points(grid)
+  regions = (points[:, 0] > 0.5).astype(int)
+  x = np.array([[0.2, 0.2], [0.8, 0.8], [0.4, 0.6]], np.float32)
+  panels = [("a", regions, [1, 1, 0], [1, 0, 1], None),
+            ("H", 1 - regions, [1, 0, 1], [0, 1, 1], regions)]
+  fig = plots.decision_regions(tmp_path / "r.png", panels, x, num_classes=2, eps=0.1, grid=grid)
+  assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+  legend, = fig.legends
+  assert [t.get_text() for t in legend.get_texts()] == [
+      "region predicted as class 0", "region predicted as class 1",
+      "H: the core answers (the branch abstains)"]
+  assert legend.legend_handles[-1].get_hatch() == plots.HATCH

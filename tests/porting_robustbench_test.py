@@ -225,19 +225,27 @@ def test_issue_command_on_a_full_size_gowal_file(tmp_path, capsys):
   assert np.abs(np.asarray(net(jnp.asarray(x))) - ref).max() < TOL
 
 
+# The RobustBench names registered by hand before the table was generated (issue 16); every
+# entry's topology is checked in tests/robustbench_families_test.py.
+FULL_SIZE = (("Carmon2019Unlabeled", "cifar10"), ("Wang2020Improving", "cifar10"),
+             ("Zhang2019Theoretically", "cifar10"), ("Ding2020MMA", "cifar10"),
+             ("Gowal2020Uncovering_28_10_extra", "cifar10"),
+             ("Rebuffi2021Fixing_28_10_cutmix_ddpm", "cifar100"), ("Sehwag2021Proxy_R18", "cifar10"),
+             ("Wong2020Fast", "cifar10"), ("Engstrom2019Robustness", "cifar10"),
+             ("Rice2020Overfitting", "cifar10"))
+
+
 @pytest.mark.slow
 def test_every_robustbench_name_at_full_size(tmp_path):
-  """Every RobustBench name of the registry, built by RobustBench's own zoo entry, saved raw,
-  ported by name: logits equal."""
-  names = [n for n in models.names() if models.get(n).metadata.get("robustbench")]
-  for name in names:
-    dataset = models.get(name).metadata["dataset"]
+  """These RobustBench names, built by RobustBench's own zoo entry, saved raw, ported by
+  registry name: logits equal."""
+  for name, dataset in FULL_SIZE:
     module = T.randomize(T.robustbench_zoo(dataset)[name](), seed=3)
     x, xt = _inputs((32, 32, 3), n=2)
     ref = _logits(module, xt)
     path = tmp_path / f"{name}.pt"
     torch.save(module.state_dict(), path)
-    net, _, _ = porting.convert(name, path)
+    net, _, _ = porting.convert(models.zoo.robustbench_key(name, dataset, "Linf"), path)
     diff = float(np.abs(np.asarray(net(jnp.asarray(x))) - ref).max())
     print(f"{name}: max|diff| = {diff:.1e}")
     assert diff < TOL, name

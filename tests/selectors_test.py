@@ -21,13 +21,19 @@ def test_robust_softmax_response_reads_apgdconf_at_2eps():
   assert not selectors.softmax_indicator(REPORT, "1/255", 1.0).any()
 
 
-def test_select_by_name_matches_the_functions():
-  np.testing.assert_array_equal(selectors.select(REPORT, "robustness", "1/255"),
-                                selectors.robustness_indicator(REPORT, "1/255"))
+def test_select_by_name_gives_the_hand_computed_selections():
+  # Robustness indicator (docs/design.md, appendix A3/A6): by default is_rob at 2 eps, i.e. the
+  # is_rob@2/255 column [1, 0, 0, 1] for eps 1/255 (sample 2 is robust at 1/255 only);
+  # select_at reads another radius. Catches a selector reading the threat radius by default.
+  np.testing.assert_array_equal(selectors.select(REPORT, "robustness", "1/255"), [1, 0, 0, 1])
   np.testing.assert_array_equal(selectors.select(REPORT, "robustness", "1/255", select_at="1/255"),
                                 [1, 0, 1, 1])
-  cert = {"cert_pred": np.array([0, -1, 2]), "radius": np.array([0.3, 0.9, 0.1])}
-  np.testing.assert_array_equal(selectors.select(cert, "certified", 0.25), [1, 0, 0])
+  # Certified: selected iff not an abstention (-1) and radius >= eps; 0.25 itself is enough.
+  cert = {"cert_pred": np.array([0, -1, 2, 1]), "radius": np.array([0.3, 0.9, 0.1, 0.25])}
+  np.testing.assert_array_equal(selectors.select(cert, "certified", 0.25), [1, 0, 0, 1])
+  # Robust softmax response: adv_conf@2/255 = [0.9, 0.2, 0.7, 0.5] >= tau.
+  np.testing.assert_array_equal(selectors.select(REPORT, "softmax", "1/255", tau=0.5), [1, 0, 1, 1])
+  np.testing.assert_array_equal(selectors.select(REPORT, "softmax", "1/255", tau=0.7), [1, 0, 1, 0])
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -82,7 +82,12 @@ class TestCertify:
     certified = pred >= 0
     assert np.all(pred[certified] == (dist[certified] > 0))
     assert np.all(radius <= np.abs(dist) + 1e-9)
-    assert np.all(radius >= expected_min - 1e-9)
+    # cA comes from the n0 = 100 selection draws (stream 0): near the boundary they may pick
+    # the wrong class (its pA < 1/2), and then CERTIFY abstains; elsewhere the bound holds.
+    c_a = smoothing.sample(linear_fn, x, 100, key=KEY, sigma=SIGMA, stream=0).argmax(1)
+    right = c_a == (dist > 0)
+    assert np.all(pred[~right] == -1) and right.mean() > 0.8
+    assert np.all(radius[right] >= expected_min[right] - 1e-9)
     assert certified[np.abs(dist) > 0.1].all()
 
   def test_abstains_when_top_class_not_dominant(self):

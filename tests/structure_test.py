@@ -17,7 +17,7 @@ PACKAGE = ROOT / "jax_abstain"
 # docs/design.md, "Layers": the layer of each top-level module or subpackage of jax_abstain.
 # A module may import its own layer and the layers below it, never a layer above.
 LAYERS = {
-    0: ("errors", "radii", "validation", "files", "download", "xla_cpu"),
+    0: ("errors", "radii", "validation", "files", "download", "xla_cpu", "devices", "preemption"),
     1: ("losses", "attacks", "smoothing", "models", "porting", "data", "metrics", "soundness",
         "reports", "ibp"),
     2: ("selectors", "compose", "cascades"),
@@ -248,3 +248,76 @@ def test_citations_name_files_of_the_repository(folder):
       line = text.count("\n", 0, m.start()) + 1
       found.append(f"{path.relative_to(ROOT)}:{line}: {text.splitlines()[line - 1].strip()}")
   assert not found, "cite docs/design.md (appendix A0-A10) instead:\n" + "\n".join(found)
+
+
+# Packages outside the test extras (PyTorch and the PyTorch reference code): a test file may
+# import them, or a helper module that imports them, only after a module-level
+# `pytest.importorskip("torch")` or inside a test, so `pip install -e ".[test]"` without torch
+# still collects the suite.
+OPTIONAL_TORCH = ("torch", "torchattacks", "pyautoattack", "robustbench", "torchax")
+
+
+def _module_level(tree):
+  """The module-level statements, descending into if/try/with but not into defs."""
+  todo = list(tree.body)
+  while todo:
+    node = todo.pop(0)
+    yield node
+    if isinstance(node, (ast.If, ast.Try, ast.With)):
+      todo[:0] = [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", []),
+                  *[s for h in getattr(node, "handlers", []) for s in h.body]]
+
+
+def _needs_torch(name, seen=()):
+  """True if importing `name` imports torch at import time (local modules followed)."""
+  if name.split(".")[0] in OPTIONAL_TORCH:
+    return True
+  path = next((p for p in (ROOT / "tests" / f"{name}.py", ROOT / (name.replace(".", "/") + ".py"))
+               if p.is_file()), None)
+  if path is None or name in seen or name.startswith("jax_abstain"):
+    return False
+  return any(isinstance(n, (ast.Import, ast.ImportFrom)) and any(
+      _needs_torch(m, (*seen, name)) for m in _imported_names(n))
+      for n in _module_level(ast.parse(path.read_text())))
+
+
+def _imported_names(node):
+  if isinstance(node, ast.Import):
+    return [a.name for a in node.names]
+  if node.level or not node.module:
+    return []
+  return [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+
+
+def _guarded_torch_imports(path):
+  """Module-level imports of `path` that need torch and come before any module-level
+  ``pytest.importorskip("torch")``."""
+  bad = []
+  for node in _module_level(ast.parse(path.read_text())):
+    call = node.value if isinstance(node, (ast.Assign, ast.Expr)) else None
+    if (isinstance(call, ast.Call) and ast.unparse(call.func).endswith("importorskip")
+        and call.args and isinstance(call.args[0], ast.Constant)
+        and call.args[0].value.split(".")[0] in OPTIONAL_TORCH):
+      return bad
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      bad += [f"{path.name}:{node.lineno}: {name}" for name in _imported_names(node)
+              if _needs_torch(name)][:1]
+  return bad
+
+
+def test_test_files_import_torch_only_behind_importorskip():
+  found = [b for p in sorted((ROOT / "tests").glob("*_test.py")) for b in _guarded_torch_imports(p)]
+  assert not found, ("module-level imports that need torch, before pytest.importorskip('torch'):\n"
+                     + "\n".join(found))
+
+
+def test_the_torch_import_scan_catches_an_unguarded_import(tmp_path):
+  bad = tmp_path / "x_test.py"
+  bad.write_text("import pytest\nimport torch_reference_models as T\n")
+  assert _guarded_torch_imports(bad) == ["x_test.py:2: torch_reference_models"]
+  bad.write_text("import pytest\nfrom pyautoattack import AutoAttack\n")
+  assert _guarded_torch_imports(bad) == ["x_test.py:2: pyautoattack"]
+  good = tmp_path / "y_test.py"
+  good.write_text("import pytest\ntorch = pytest.importorskip('torch')\nimport torch.nn\n"
+                  "def test():\n  import torchattacks\n")
+  assert _guarded_torch_imports(good) == []

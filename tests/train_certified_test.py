@@ -60,7 +60,7 @@ def test_paper_eq9_raises_it_instead(radii):
 
 def test_certified_losses_reject_bad_settings(tmp_path):
   model = models.create("mlp", num_classes=3, seed=0)
-  settings = {**dataclasses.asdict(_cfg("cra", 1, 0.01)), "sigma": -1.0, "num_noise": 0}
+  settings = {**dataclasses.asdict(_cfg("cra", 1, 0.01)), "sigma": -1.0, "num_noise": -1}
   with pytest.raises(UserError, match=r"(?m)^train\.sigma: .*\ntrain\.num_noise: "):
     training.fit(model, X, Y, settings, workdir=tmp_path, name="m", progress=False)
   assert not tmp_path.joinpath("checkpoints").exists()

@@ -27,14 +27,15 @@ def test_fields_are_the_design_contract():
 
 def test_defaults_are_the_papers_recipe():
   # Paper appendix A.2: 50 epochs, SGD lr 1e-3, momentum 0.9, wd 1e-4, batch 200, TRADES
-  # schedule, 10-step PGD at 0.25 eps, beta 1, TRADES beta 6; section 4.2: sigma 0.25, 16
-  # draws, gamma 4. Catches a default copied from a toy config (e.g. lr 0.03, batch 10).
+  # schedule, 10-step PGD at 0.25 eps, beta 1, TRADES beta 6; section 4.2: sigma 0.25, gamma
+  # 4, and the authors' draws (0: the loss's own). Catches a default copied from a toy config
+  # (e.g. lr 0.03, batch 10).
   c = TrainConfig()
   assert (c.loss, c.epochs, c.batch_size, c.lr, c.momentum, c.weight_decay) == \
       ("era", 50, 200, 1e-3, 0.9, 1e-4)
   assert (c.schedule, c.attack_steps, c.attack_rel_step, c.beta, c.trades_beta) == \
       ("trades", 10, 0.25, 1.0, 6.0)
-  assert (c.sigma, c.num_noise, c.gamma, c.variant, c.norm) == (0.25, 16, 4.0, "paper", "linf")
+  assert (c.sigma, c.num_noise, c.gamma, c.variant, c.norm) == (0.25, 0, 4.0, "paper", "linf")
   assert c.eps == 2 / 255 and c.select_eps is None and c.selection_eps == 2 / 255
   assert (c.select_every, c.select_steps, c.select_rel_step, c.selection_split) == \
       (5, 40, 0.1, "none")
@@ -57,20 +58,33 @@ def test_configdict_and_trainconfig_inputs():
 
 
 def test_bn_modes_resolve_per_loss():
-  # The authors freeze BN statistics for ERA/DGA and train-mode TRADES/CRA (appendix A1);
-  # catches resolving "" at construction (a later `replace(loss=...)` would keep the old mode).
+  # The authors freeze BN statistics for ERA/DGA, attack in eval mode in TRADES and train the
+  # TRADES/CRA loss in train mode (appendix A1); catches resolving "" at construction (a later
+  # `replace(loss=...)` would keep the old mode).
   era = TrainConfig(loss="era")
   assert (era.bn_attack, era.bn_loss) == ("eval", "eval")
   trades = dataclasses.replace(era, loss="trades")
-  assert (trades.bn_attack, trades.bn_loss) == ("train", "train")
-  mixed = TrainConfig(loss="trades", bn_mode_attack="eval")
-  assert (mixed.bn_attack, mixed.bn_loss) == ("eval", "train")
-  assert tuple(config_lib.LOSS_DEFAULT_BN) == config_lib.LOSSES
+  assert (trades.bn_attack, trades.bn_loss) == ("eval", "train")
+  switched = TrainConfig(loss="trades", bn_mode_attack="train")
+  assert (switched.bn_attack, switched.bn_loss) == ("train", "train")
+  for loss in ("std", "mart", "noise", "cra"):
+    assert (TrainConfig(loss=loss).bn_attack, TrainConfig(loss=loss).bn_loss) == ("train", "train")
+  assert tuple(config_lib.LOSS_DEFAULT_BN) == tuple(config_lib.ATTACK_DEFAULT_BN) == config_lib.LOSSES
+
+
+def test_noise_draws_follow_the_authors_per_loss():
+  # The authors' L_noise draws one Gaussian copy per input, their CRA 16 (appendix A2); an
+  # explicit num_noise wins, and 0 resolves late (a `replace(loss=...)` follows the loss).
+  noise = TrainConfig(loss="noise")
+  assert (noise.num_noise, noise.noise_draws) == (0, 1)
+  assert dataclasses.replace(noise, loss="cra").noise_draws == 16
+  assert TrainConfig(loss="noise", num_noise=16).noise_draws == 16
+  assert TrainConfig(loss="cra", num_noise=4).noise_draws == 4
 
 
 def test_every_problem_is_reported_once_one_line_each():
   # Catches stopping at the first problem, and an unknown field silently ignored.
-  bad = {"loss": "nope", "lr": -1, "epochs": 2.5, "eps": "0", "sigma": -0.1, "num_noise": 0,
+  bad = {"loss": "nope", "lr": -1, "epochs": 2.5, "eps": "0", "sigma": -0.1, "num_noise": -1,
          "bn_mode_loss": "frozen", "selection_split": "val", "momentum": 1.0, "typo": 3}
   with pytest.raises(UserError) as info:
     TrainConfig.from_config(bad, name="config.train")

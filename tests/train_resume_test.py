@@ -31,7 +31,7 @@ cfg = ml_collections.ConfigDict(dict(
 model = models.create("mlp", num_classes=3, seed=0)
 out = loop.train(model, x[100:], y[100:], cfg, workdir=sys.argv[1], name="m", progress=False,
                  validation=(x[:100], y[:100]))
-params = nnx.state(model, nnx.Param).to_pure_dict()
+params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
 flat = {"/".join(map(str, k)): np.asarray(v) for k, v in
         __import__("flax").traverse_util.flatten_dict(params).items()}
 np.savez(sys.argv[2], best_step=out["best"]["step"], resumed_from=out["resumed_from"], **flat)

@@ -37,15 +37,45 @@ def test_resumed_training_matches_uninterrupted(tmp_path):
   assert (tmp_path / "b" / "metrics_m.jsonl").read_text().count("\n") == 2
 
 
-@pytest.mark.parametrize("loss", ["std", "trades", "era", "dga", "mart", "noise", "cra"])
-@pytest.mark.parametrize("variant", ["paper", "code"])
+# The variant changes only ERA, DGA and CRA (docs/design.md, appendix A1-A2); the other
+# losses are trained once.
+@pytest.mark.parametrize("loss,variant", [
+    ("std", "paper"), ("trades", "paper"), ("mart", "paper"), ("noise", "paper"),
+    ("era", "paper"), ("era", "code"), ("dga", "paper"), ("dga", "code"), ("cra", "paper"),
+    ("cra", "code"), ("ibp", "paper"), ("mma", "paper")])
 def test_every_loss_trains_and_lowers_loss(tmp_path, loss, variant):
+  # The mean training loss of the second epoch is at least 10% (of its size) below the
+  # first's; catches an objective whose gradient does not reach the parameters or points
+  # the wrong way (the CRA loss of the paper variant is negative, hence the absolute value).
   model = models.create("mlp", num_classes=3, seed=1)
   training.fit(model, X, Y, _cfg(loss=loss, variant=variant, epochs=2), workdir=tmp_path, name=loss,
             progress=False)
   lines = (tmp_path / f"metrics_{loss}.jsonl").read_text().splitlines()
-  first, last = (json.loads(l) for l in (lines[0], lines[-1]))
-  assert np.isfinite(last["loss"]) and last["loss"] < first["loss"] * 1.05
+  assert len(lines) == 2                       # one line per epoch (log_every 0)
+  first, last = (json.loads(l)["loss"] for l in lines)
+  assert np.isfinite(last) and last < first - 0.1 * abs(first), (first, last)
+
+
+def test_the_noise_objective_forwards_one_copy_per_input_by_default():
+  # The authors' L_noise draws one Gaussian copy per input, their CRA 16 (appendix A2): the
+  # loss's only forward sees 4 or 64 rows for a batch of 4.
+  rows = []
+
+  class Recording(nnx.Module):
+    def __init__(self):
+      self.w = nnx.Param(jax.numpy.ones((2, 3)))
+
+    def __call__(self, x):
+      rows.append(x.shape[0])
+      return x @ self.w[...]
+
+  x, y = np.full((4, 2), 0.5, np.float32), np.zeros(4, np.int32)
+  for loss, draws in (("noise", 1), ("cra", 16)):
+    rows.clear()
+    graphdef, params, rest = nnx.split(Recording(), nnx.Param, ...)
+    step.make_loss_fn(graphdef, config_lib.TrainConfig(loss=loss, sigma=0.1))(
+        nnx.to_pure_dict(params), nnx.to_pure_dict(rest), x, y, jax.random.key(0))
+    assert rows == [4 * draws], (loss, rows)
 
 
 def test_divergence_is_reported(tmp_path):
@@ -84,10 +114,10 @@ def test_batch_norm_model_trains_with_the_configured_bn_mode(tmp_path, loss, sta
   x = rng.uniform(size=(32, 32, 32, 3)).astype(np.float32)
   y = (np.arange(32) % 10).astype(np.int32)
   model = models.create("wrn-10-1", num_classes=10, seed=0)
-  before = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat).to_pure_dict())
+  before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
   training.fit(model, x, y, _cfg(loss=loss, eps="2/255", batch_size=16, epochs=1, attack_steps=2),
             workdir=tmp_path, name=loss, progress=False)
-  after = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat).to_pure_dict())
+  after = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
   moved = any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
   assert moved == stats_move
   assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -165,7 +195,7 @@ def test_clean_objectives_equal_cross_entropy_by_hand(loss):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   cfg = config_lib.TrainConfig(loss=loss, sigma=1e-7, num_noise=3, beta=0.0)
   (value, (metrics, _)), grads = jax.value_and_grad(step.make_loss_fn(graphdef, cfg), has_aux=True)(
-      params.to_pure_dict(), rest.to_pure_dict(), x, y, jax.random.key(0))
+      nnx.to_pure_dict(params), nnx.to_pure_dict(rest), x, y, jax.random.key(0))
   w = np.asarray(model.w[...], np.float64)
   np.testing.assert_allclose(float(value), _numpy_ce(x, w, y), rtol=1e-5)
   p = np.exp(x @ w) / np.exp(x @ w).sum(1, keepdims=True)
@@ -181,8 +211,8 @@ def test_forward_is_public_and_respects_the_bn_mode():
   model = models.create("wrn-10-1", num_classes=10, seed=0)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
-  before = rest.to_pure_dict()
-  _, after_eval = step.forward(graphdef, params.to_pure_dict(), before, x, "eval")
-  _, after_train = step.forward(graphdef, params.to_pure_dict(), before, x, "train")
+  before = nnx.to_pure_dict(rest)
+  _, after_eval = step.forward(graphdef, nnx.to_pure_dict(params), before, x, "eval")
+  _, after_train = step.forward(graphdef, nnx.to_pure_dict(params), before, x, "train")
   same = lambda a, b: all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
   assert same(before, after_eval) and not same(before, after_train)

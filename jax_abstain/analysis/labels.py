@@ -1,6 +1,8 @@
 """Point labels of a scatter plot, placed clear of each other, of the markers and of the frame.
 
     labels.place(fig, ax, [((x, y), "era_0.5"), ...], fontsize=7)   # after markers and legend
+    dx = labels.side_by_side(points, "rob_acc", "nat_acc")   # [pt] for coincident markers
+    labels.clamp(ax, (0, 100))                                # percent axes, no tick beyond
 
 Everything is measured in display coordinates (renderer extents of the markers, the legend and
 the text). Each label has candidate spots around its point (`DIRECTIONS` times `DISTANCES`):
@@ -22,6 +24,7 @@ same labels.
 import math
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Affine2D
 
@@ -41,6 +44,42 @@ POLISH = 4            # sweeps moving each label to its best spot among the othe
 # leader nearer another marker than its own point; pointing towards the neighbours (up to twice
 # AWAY_COST); a step down DIRECTIONS.
 LEADER_COST, LINE_COST, AMBIGUOUS_COST, AWAY_COST, DIRECTION_COST = 6.0, 12.0, 20.0, 6.0, 0.4
+SPACING = 9.0   # pt between the centres of coincident markers drawn side by side
+
+
+def _place_key(p, x_key, y_key):
+  """Where a point is, to the tables' two decimals: points with one key are coincident."""
+  return round(float(p[x_key]), 2), round(float(p[y_key]), 2)
+
+
+def side_by_side(points, x_key, y_key) -> list:
+  """Per point, its horizontal offset [pt]: coincident points (the same numbers in the tables)
+  are drawn side by side around their place, so no marker hides another; others 0."""
+  places = {}
+  for i, p in enumerate(points):
+    places.setdefault(_place_key(p, x_key, y_key), []).append(i)
+  dx = [0.0] * len(points)
+  for group in places.values():
+    for j, i in enumerate(group):
+      dx[i] = (j - (len(group) - 1) / 2) * SPACING
+  return dx
+
+
+def point_items(points, x_key, y_key, label_key) -> list:
+  """`place`'s items, ``((x, y), text)`` per labelled place of plot points (dicts with the
+  fields x_key, y_key and ``_series``): with `label_key`, every place whose points carry a
+  label; without, the places where several points coincide (named by series), so the legend
+  and the label together say which markers stand side by side there."""
+  named = {}
+  for p in points:
+    named.setdefault(_place_key(p, x_key, y_key), []).append(p)
+  items = []
+  for xy, group in named.items():
+    names = [str(p[label_key]) for p in group if str(p[label_key])] if label_key else (
+        [str(p["_series"]) for p in group] if len(group) > 1 else [])
+    if names:
+      items.append((xy, ", ".join(dict.fromkeys(names))))
+  return sorted(items)
 
 
 def _marker_boxes(ax, pt):
@@ -186,9 +225,44 @@ def _around(scene, spots, skip):
               leaders=[s[4] for s in others if s[4] is not None])
 
 
-def _scene(fig, ax):
-  """Draws the figure and freezes what the labels are placed against (the axis limits, the
-  legend's spot); returns the obstacles in display coordinates and the frozen state."""
+EDGE_ROOM = 7.0   # pt beyond a bound that the data reaches: markers and labels there fit
+
+
+class _TicksWithin(ticker.MaxNLocator):
+  """Matplotlib's default tick choice (`matplotlib.ticker.AutoLocator`'s settings) without
+  the ticks outside ``bounds``: the room beyond a bound gets no tick such as 105%."""
+
+  def __init__(self, bounds):
+    super().__init__(nbins="auto", steps=[1, 2, 2.5, 5, 10])
+    self.bounds = bounds
+
+  def tick_values(self, vmin, vmax):
+    ticks = super().tick_values(vmin, vmax)
+    return ticks[(ticks >= self.bounds[0] - 1e-9) & (ticks <= self.bounds[1] + 1e-9)]
+
+
+def clamp(ax, bounds) -> None:
+  """Keeps both axes within ``bounds = (low, high)``, e.g. (0, 100) for percent: the
+  autoscaled limits (with their margins) are cut at the bounds, no tick lies beyond them, and
+  where the data reach a bound the axis gets `EDGE_ROOM` points of room (no tick) so the
+  markers and labels there are whole. None leaves the axes as they are."""
+  if bounds is None:
+    return
+  ax.autoscale_view()
+  box, per_pt = ax.get_window_extent(), ax.get_figure().dpi / 72
+  for axis, lims, set_lims, size in ((ax.xaxis, ax.get_xlim(), ax.set_xlim, box.width),
+                                     (ax.yaxis, ax.get_ylim(), ax.set_ylim, box.height)):
+    low, high = max(lims[0], bounds[0]), min(lims[1], bounds[1])
+    room = EDGE_ROOM * per_pt / max(size, 1.0) * (high - low)
+    set_lims(low - room * (low == bounds[0]), high + room * (high == bounds[1]))
+    axis.set_major_locator(_TicksWithin(bounds))
+
+
+def _scene(fig, ax, bounds=None):
+  """Draws the figure and freezes what the labels are placed against (the axis limits within
+  `bounds`, the legend's spot); returns the obstacles in display coordinates and the frozen
+  state."""
+  clamp(ax, bounds)
   fig.canvas.draw()
   renderer = fig.canvas.get_renderer()
   ax.set_xlim(ax.get_xlim())
@@ -270,7 +344,7 @@ def _draw(ax, chosen, fontsize, zorder):
       ax.add_artist(Line2D([xy[0], end[0]], [xy[1], end[1]], color="0.55", lw=0.6, zorder=2.5))
 
 
-def place(fig, ax, items, *, fontsize=7, zorder=20) -> int:
+def place(fig, ax, items, *, fontsize=7, zorder=20, bounds=None) -> int:
   """Labels points of `ax` (call after its markers, lines and legend are drawn).
 
   Tries the margins of `MARGIN_GROWTH` in turn while every placement overlaps something and
@@ -284,6 +358,7 @@ def place(fig, ax, items, *, fontsize=7, zorder=20) -> int:
     items: list of ``((x, y), text)`` in data coordinates.
     fontsize: label font size [pt].
     zorder: of the labels (above the markers).
+    bounds: ``(low, high)`` the grown axis limits stay within (`clamp`), or None.
 
   Returns:
     The number of overlaps left (0 unless the points are too crowded even so).
@@ -296,7 +371,7 @@ def place(fig, ax, items, *, fontsize=7, zorder=20) -> int:
     ax.margins(x=base[0] * growth, y=base[1] * growth)
     if legend is not None:
       legend.set_loc("best")
-    scene = _scene(fig, ax)
+    scene = _scene(fig, ax, bounds)
     sizes = sizes or [_text_size(ax, text, fontsize, scene["renderer"]) for _, text in items]
     order, before = _crowded_first(ax, items, scene["pt"]), best and best[0]
     for _ in range(ROUNDS):

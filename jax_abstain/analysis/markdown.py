@@ -2,6 +2,7 @@
 
     print(markdown.table(rows, ["model", ("nat_acc", "natural accuracy")]))
     print(markdown.composition_table(compose.compose_reports(cols, "1/255")))
+    print(markdown.alone_and_composed_table(alone, [composition_with_gain]))   # cli.compose
     print(markdown.cascade_table(cascades.optimise(abstain, core, "1/255")))
 
 `table` writes one row per dict: floats with two decimals (the results themselves stay
@@ -10,6 +11,7 @@ cell, numeric columns right-aligned. The split tables (`analysis.tables.splits_m
 report job, the sweep summary and the compose and cascades command lines all build on it.
 """
 import numbers
+import re
 
 from jax_abstain.errors import UserError
 
@@ -23,8 +25,10 @@ def _cell(value, digits: int) -> str:
 
 
 def _numeric(values) -> bool:
+  """Whether a column holds numbers (or signed numbers as text, e.g. a gain ``+9.30``)."""
   shown = [v for v in values if v is not None and v != "–"]
-  return bool(shown) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+  return bool(shown) and all((isinstance(v, numbers.Real) and not isinstance(v, bool))
+                             or (isinstance(v, str) and re.fullmatch(r"[+-]\d+(\.\d+)?", v))
                              for v in shown)
 
 
@@ -90,6 +94,43 @@ def composition_table(results, names=None) -> str:
                                 digits=2)
   if first.get("robustness"):
     text += "\n\n" + robustness_line(first["robustness"], names, first["eps"])
+  return text
+
+
+def alone_and_composed_table(alone: list, composed: list, names=None) -> str:
+  """Each model alone, then the composition (or a tau grid of them) with its gain over the
+  core alone: what the compose command line prints.
+
+  Args:
+    alone: per model (abstain models, then the core) ``model``, ``role``, ``robustness``
+      (what it was read from; named in the row unless empirical), ``nat_acc``, ``rob_acc``,
+      ``rob_inacc`` (percent; `cli.compose.models_alone`).
+    composed: composition results (`compose.compose_reports`; several for a tau grid), each
+      with ``gain`` = {nat_acc, rob_acc}: the composition minus the core alone, in points.
+    names: display names of the models for the robustness line (default: ``model``).
+
+  Returns:
+    A title line, the table (percent, two decimals; gains signed) and, when the results say
+    it, the robustness each model contributed (`robustness_line`).
+  """
+  first, core = composed[0], alone[-1]["model"]
+  eps = first["eps"]
+  rows = [{"": f"{a['model']} alone ({a['role']}"
+                + (f", robustness {a['robustness']})" if a["robustness"] != "empirical" else ")"),
+           **a} for a in alone]
+  for c in composed:
+    tau = f" tau={c['tau']:g}" if "tau" in c else ""
+    rows.append({**c, "": f"composition{tau}",
+                 **{f"gain_{k}": f"{v:+.2f}" for k, v in c["gain"].items()}})
+  title = (f"composition at eps={eps} ({first.get('selector', 'robustness')} selectors at "
+           f"{', '.join(first['select_at'])}); gain = composition - {core} alone, in points")
+  text = title + "\n\n" + table(rows, [
+      "", "nat_acc", ("rob_acc", f"rob_acc @{eps}"), ("rob_inacc", f"rob_inacc @{eps}"),
+      "rob_sel", "commit_prec", ("gain_nat_acc", "gain nat_acc"),
+      ("gain_rob_acc", "gain rob_acc")])
+  if first.get("robustness"):
+    text += "\n\n" + robustness_line(first["robustness"], names or [a["model"] for a in alone],
+                                       eps)
   return text
 
 

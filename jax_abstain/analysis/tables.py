@@ -60,6 +60,12 @@ def selecting_models(named: dict, core, radius) -> dict:
           if n != core or column in c or compose.is_certified_report(c)}
 
 
+def abstain_models(named: dict, core) -> dict:
+  """`named` without the core, which never abstains: the models of the abstain views (Fig. 3,
+  the abstain table of the report). Every model when core is None."""
+  return {n: c for n, c in named.items() if n != core}
+
+
 def split_rows(named: dict, radii_=None) -> list:
   """One row per (model, radius): n, nat_acc and the four splits in percent (Tables 7-8).
 

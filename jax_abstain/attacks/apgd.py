@@ -193,11 +193,13 @@ def target_classes(logits: jax.Array, n_target_classes: int) -> jax.Array:
 
 
 def apgd_run(logits_fn, x, y, *, key, eps, norm="linf", n_iter=40, n_restarts=1, loss="ce",
-             n_target_classes=9, randomized=False, eot_iter=1, active=None):
+             n_target_classes=9, randomized=False, eot_iter=1, active=None, only_target=None):
   """APGD with restarts (and target classes); returns an ApgdResult. See `apgd` for arguments.
 
   ``active`` [B] bool: attack only these samples; the others come back with ``robust=False``
-  (for the caller to ignore).
+  (for the caller to ignore). ``only_target`` (an int t < T): run only target t's restarts,
+  with the keys and target of the full run (AutoAttack's ensemble runs the targets one by one
+  on the survivors).
 
   Run r for target t uses keys ``fold_in(example_key, t * n_restarts + r)`` (t = 0 for the
   untargeted losses). For misclassification losses a run only attacks the samples no earlier
@@ -239,7 +241,10 @@ def apgd_run(logits_fn, x, y, *, key, eps, norm="linf", n_iter=40, n_restarts=1,
   robust0 = jnp.ones((batch,), bool) if active is None else jnp.asarray(active, bool)
   result = ApgdResult(x, robust0, jnp.full((batch,), -jnp.inf, x.dtype))
   # A fori_loop (not a Python loop) over targets and restarts: one compiled run, not nine.
-  return jax.lax.fori_loop(0, targets.shape[0] * n_restarts, lambda j, r: combine(r, j), result)
+  first, stop = 0, targets.shape[0] * n_restarts
+  if only_target is not None:
+    first, stop = only_target * n_restarts, (only_target + 1) * n_restarts
+  return jax.lax.fori_loop(first, stop, lambda j, r: combine(r, j), result)
 
 
 def apgd(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 40,

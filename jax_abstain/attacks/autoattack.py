@@ -9,10 +9,13 @@
 then Square (5000 queries), as AutoAttack does; each attack only sees the points that survived
 the previous ones, and a broken point is never replaced. ``version="rand"`` (randomized models,
 ``rand_fn(x, key) -> logits``) runs APGD-CE and APGD-DLR with 20 EOT draws per gradient.
-Robust accuracy is logged (absl) after each attack; AutoAttack-style sanity checks run first.
+Robust accuracy over all samples is reported after the clean check, each attack and each target
+of APGD-T / FAB-T, as AutoAttack's log prints it (absl INFO; ``progress=True`` prints the lines,
+a callable receives `Progress` events); AutoAttack-style sanity checks run first.
 
-On concrete inputs the survivors are gathered between attacks and padded to a power-of-two
-bucket, so late attacks run on small batches and compile a handful of shapes at most. Under
+On concrete inputs the survivors are gathered between attacks (and between the targets of
+APGD-T and FAB-T) and padded to a power-of-two bucket, so late attacks run on small batches
+and compile a handful of shapes at most; the ensemble stops when nothing is left. Under
 `jit` (traced inputs) every attack runs on the whole batch with the broken samples masked.
 Each attack draws its randomness from ``fold_in(example_key, attack_id)``, so results do not
 depend on the batch, and the bucketing cannot change them.
@@ -21,12 +24,15 @@ Several radii: pass ``active`` (samples still robust at the smaller radius) and 
 eps; a sample broken at a smaller radius need not be attacked again at a larger one.
 """
 import functools
+import sys
+import time
 import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 from absl import logging
 from flax import nnx
 
@@ -50,17 +56,18 @@ class AutoAttackResult(NamedTuple):
 
 
 def _one_attack(name, logits_fn, x, y, keys, eps, active, *, norm, n_iter, n_queries,
-                n_target_classes, randomized, eot_iter):
-  """Runs attack `name` on the active samples; returns (x_adv, robust) re-read at x_adv."""
+                n_target_classes, randomized, eot_iter, target=None):
+  """Runs attack `name` on the active samples (APGD-T and FAB-T: only target number `target`
+  if not None); returns (x_adv, robust) re-read at x_adv."""
   apgd_kw = dict(key=keys, eps=eps, norm=norm, n_iter=n_iter, n_restarts=1,
                  randomized=randomized, eot_iter=eot_iter)
   if name in ("apgd-ce", "apgd-dlr", "apgd-t"):
     loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[name]
     x_adv = apgd_run(logits_fn, x, y, loss=loss, n_target_classes=n_target_classes,
-                     active=active, **apgd_kw).x_adv
+                     active=active, only_target=target, **apgd_kw).x_adv
   elif name == "fab-t":
     res = fab_run(logits_fn, x, y, key=keys, eps=eps, norm=norm, n_iter=n_iter,
-                  n_target_classes=n_target_classes, active=active)
+                  n_target_classes=n_target_classes, active=active, only_target=target)
     ok = (res.dist <= eps).reshape((-1,) + (1,) * (x.ndim - 1))
     x_adv = jnp.where(ok, common.project(res.x_adv, x, eps, norm), x)
   elif name == "square":
@@ -79,9 +86,37 @@ def _bucket(n: int, cap: int) -> int:
   return min(cap, 1 << max(n - 1, 0).bit_length())
 
 
-def _log(name, robust, total):
-  logging.info("autoattack: robust accuracy after %s: %.2f%% (%d/%d)", name,
-               100.0 * robust / max(total, 1), robust, total)
+class Progress(NamedTuple):
+  """One progress event of `autoattack_run`: after the clean check ("clean"), after each
+  attack, and after each target of APGD-T and FAB-T (a chunk of the attack)."""
+  attack: str        # "clean" or the attack's name
+  target: int | None  # 0-based target number within APGD-T / FAB-T, else None
+  n_targets: int | None
+  robust: int        # samples with argmax == y at the worst point found so far, of all `total`
+  total: int         # every sample passed in (inactive ones count as not robust)
+  seconds: float     # since the call started
+
+  def line(self) -> str:
+    """AutoAttack's log line: robust accuracy over all samples (with y the labels; with y
+    the clean prediction, the fraction whose prediction no attack changed)."""
+    frac = f"{100.0 * self.robust / max(self.total, 1):.2f}% ({self.robust}/{self.total})"
+    if self.attack == "clean":
+      return f"autoattack: initial accuracy (argmax == y): {frac}"
+    chunk = f" target {self.target + 1}/{self.n_targets}" if self.target is not None else ""
+    return (f"autoattack: robust accuracy after {self.attack.upper()}{chunk}: {frac}, "
+            f"total time {self.seconds:.1f} s")
+
+
+def _reporter(progress):
+  """progress None: absl INFO lines; True: also printed to stderr (through tqdm.write, so
+  they do not break a progress bar); a callable: called with each `Progress` as well."""
+  def report(event: Progress):
+    logging.info("%s", event.line())
+    if progress is True:
+      tqdm.tqdm.write(event.line(), file=sys.stderr)
+    elif callable(progress):
+      progress(event)
+  return report
 
 
 def attack_names(version: str = "standard", attacks_to_run=None, n_classes: int = 10) -> tuple:
@@ -116,12 +151,16 @@ def attack_names(version: str = "standard", attacks_to_run=None, n_classes: int 
 def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: str = "standard",
                    attacks_to_run=None, n_iter: int = 100, n_queries: int = 5000,
                    n_target_classes: int = 9, eot_iter: int = 20, active=None,
-                   run_checks: bool = True) -> AutoAttackResult:
+                   run_checks: bool = True, progress=None) -> AutoAttackResult:
   """AutoAttack; returns an AutoAttackResult. See `autoattack` for the arguments.
 
   ``active`` [B] bool: attack only these samples (others are reported as broken_by = -2 and
   not robust, for the caller to ignore), e.g. the survivors of a smaller radius.
+  ``progress``: None (absl INFO lines), True (also printed) or a callable taking `Progress`
+  events; the numbers are over all B samples, as AutoAttack logs them, and the last one equals
+  ``mean(result.robust)``. Not reported under jit.
   """
+  start = time.time()
   norm = common.check_norm(norm)
   attack_names(version, attacks_to_run, n_classes=10**9)
   common.validate_inputs(x, y, eps, "autoattack", norm)
@@ -149,9 +188,6 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
     robust = robust & jnp.asarray(active, bool)
   broken_by = jnp.where(robust, -1, -2).astype(jnp.int32)
   x_adv = x
-  if not traced:
-    logging.info("autoattack (%s, %s, eps per sample up to %.4g): clean accuracy %.2f%%",
-                 version, norm, float(jnp.max(eps_b)), 100.0 * float(jnp.mean(robust)))
 
   def attack_keys(k, name):
     return jax.vmap(jax.random.fold_in, in_axes=(0, None))(k, ATTACK_IDS[name])
@@ -167,23 +203,29 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
     return AutoAttackResult(x_adv, robust, broken_by)
 
   run = _jitted_attack(logits_fn, kw)
+  report = _reporter(progress)
   x_adv, robust, broken_by = np.array(x), np.array(robust), np.array(broken_by)
   x_j, y_j = jnp.asarray(x), jnp.asarray(y)
+  report(Progress("clean", None, None, int(robust.sum()), batch, time.time() - start))
   robust_after = {}
   for i, name in enumerate(names):
-    todo = np.flatnonzero(robust)
-    if todo.size:
+    # APGD-T and FAB-T run target by target, each on the survivors of the previous ones.
+    n_targets = min(n_target_classes, n_classes - 1) if name in ("apgd-t", "fab-t") else None
+    for t in range(n_targets) if n_targets else (None,):
+      todo = np.flatnonzero(robust)
+      if not todo.size:   # nothing left to attack
+        break
       size = _bucket(todo.size, batch)
       sel = np.concatenate([todo, np.repeat(todo[:1], size - todo.size)])
       act = np.arange(size) < todo.size
       adv_i, rob_i = run(name, x_j[sel], y_j[sel], attack_keys(keys[sel], name), eps_b[sel],
-                         jnp.asarray(act))
+                         jnp.asarray(act), jnp.int32(t or 0))
       adv_i, rob_i = np.asarray(adv_i)[:todo.size], np.asarray(rob_i)[:todo.size]
       newly = todo[~rob_i]
       x_adv[newly] = adv_i[~rob_i]
       broken_by[newly] = i
       robust[newly] = False
-    _log(name, int(robust.sum()), batch)
+      report(Progress(name, t, n_targets, int(robust.sum()), batch, time.time() - start))
     robust_after[name] = float(robust.mean())
   if run_checks:
     checks.check_square_success(robust_after)
@@ -191,8 +233,9 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
 
 
 def _jitted_attack(logits_fn, kw):
-  """``run(name, x, y, keys, eps, active)``, one jit per attack; an NNX model's state is an
-  argument (not a baked-in constant), so compilation is cheap and shared across buckets.
+  """``run(name, x, y, keys, eps, active, target)``, one jit per attack (the target number of
+  APGD-T / FAB-T is an argument, ignored by the others); an NNX model's state is an argument
+  (not a baked-in constant), so compilation is cheap and shared across buckets.
 
   The jitted functions are cached per (graphdef or function, options), so calling autoattack
   chunk after chunk on the same model compiles each attack once per bucket size, not per call.
@@ -210,8 +253,9 @@ def _jit_for_graph(graphdef, items):
   kw = dict(items)
 
   @functools.partial(jax.jit, static_argnums=1)
-  def run_state(state, name, x, y, keys, eps, active):
-    return _one_attack(name, nnx.merge(graphdef, state), x, y, keys, eps, active, **kw)
+  def run_state(state, name, x, y, keys, eps, active, target):
+    return _one_attack(name, nnx.merge(graphdef, state), x, y, keys, eps, active, target=target,
+                       **kw)
   return run_state
 
 
@@ -220,8 +264,8 @@ def _jit_for_fn(logits_fn, items):
   kw = dict(items)
 
   @functools.partial(jax.jit, static_argnums=0)
-  def run(name, x, y, keys, eps, active):
-    return _one_attack(name, logits_fn, x, y, keys, eps, active, **kw)
+  def run(name, x, y, keys, eps, active, target):
+    return _one_attack(name, logits_fn, x, y, keys, eps, active, target=target, **kw)
   return run
 
 
@@ -243,7 +287,8 @@ def autoattack(logits_fn, x, y, *, key, eps, norm: str = "linf", version: str = 
       APGD-DLR with EOT). With too few classes APGD-T (< 4) and APGD-DLR (< 3) are skipped with
       a warning (`attack_names`); named in ``attacks_to_run`` they are refused.
     **kwargs: `autoattack_run` options: ``attacks_to_run``, ``n_iter`` (100), ``n_queries``
-      (5000), ``n_target_classes`` (9), ``eot_iter`` (20), ``active``, ``run_checks``.
+      (5000), ``n_target_classes`` (9), ``eot_iter`` (20), ``active``, ``run_checks``,
+      ``progress`` (True prints AutoAttack's log lines; a callable gets `Progress` events).
 
   Returns:
     x_adv [B, ...]; a sample is robust iff ``argmax logits_fn(x_adv) == y``.

@@ -135,12 +135,14 @@ def _random_start(key, x, radius, norm):
 
 
 def fab_run(logits_fn, x, y, *, key, eps=None, norm="linf", n_iter=100, n_restarts=1,
-            n_target_classes=9, alpha_max=0.1, eta=1.05, beta=0.9, active=None) -> FabResult:
+            n_target_classes=9, alpha_max=0.1, eta=1.05, beta=0.9, active=None,
+            only_target=None) -> FabResult:
   """FAB-T over target classes and restarts; returns the closest adversarial point per sample.
 
   See `fab` for the arguments; ``eps=None`` runs the pure minimal-norm search (every target,
   every iteration). ``active`` [B] bool restricts the attack to those samples. Samples already
-  misclassified at x get ``x_adv = x, dist = 0``.
+  misclassified at x get ``x_adv = x, dist = 0``. ``only_target`` (an int t): run only target
+  t's restarts, with the keys and target of the full run.
   """
   norm = common.check_norm(norm)
   common.validate_inputs(x, y, 1.0 if eps is None else eps, "fab", None if eps is None else norm)
@@ -175,7 +177,10 @@ def fab_run(logits_fn, x, y, *, key, eps=None, norm="linf", n_iter=100, n_restar
     return jnp.where(better[:, None], new_adv, adv), jnp.where(better, new_dist, dist)
 
   # fori_loop over (target, restart): one compiled FAB run instead of nine.
-  adv, dist = jax.lax.fori_loop(0, targets.shape[0] * n_restarts, one, (adv, dist))
+  first, stop = 0, targets.shape[0] * n_restarts
+  if only_target is not None:
+    first, stop = only_target * n_restarts, (only_target + 1) * n_restarts
+  adv, dist = jax.lax.fori_loop(first, stop, one, (adv, dist))
   return FabResult(adv.reshape(x.shape), dist)
 
 

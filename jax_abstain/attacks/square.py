@@ -15,7 +15,10 @@ image (their side is a traced value read from the schedule table), so changing t
 needs no new shapes and no recompilation. Window positions and signs come from
 ``fold_in(example_key, query)``, so a sample's search does not depend on its batch (AutoAttack
 draws one window position for the whole batch; per-example draws are what the original Square
-code does).
+code does). A window's corner is uniform in 0 .. h - s (every pixel can be chosen); AutoAttack's
+``random_int(0, h - s)`` truncates a uniform draw to 0 .. h - s - 1, so its windows never reach
+the last row and column of the image, which keep their initial values
+(tests/attacks_golden_test.py compares the two on a model that ignores them).
 
 Inputs are NHWC images [B, H, W, C]; feature vectors [B, D] are searched as a 1 x D image.
 """

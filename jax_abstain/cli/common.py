@@ -7,16 +7,44 @@
 ``--debug`` anywhere on the command line (or ``JAX_ABSTAIN_DEBUG=1``) re-raises instead, so
 the traceback is shown. `errors.SoundnessError` (a broken attack or certificate contract) is a
 bug, never bad input, so it always shows its traceback.
+
+Every entry point also turns on JAX's persistent compilation cache (`enable_compile_cache`):
+compiled attacks, certification and training steps are kept in the user's cache folder
+(``$XDG_CACHE_HOME/jax_abstain/xla``, default ``~/.cache/jax_abstain/xla``), so a second run
+of the same command skips most compilation (BENCHMARKS.md, "Compilation"). Opt out with
+``--no-compile-cache`` anywhere on the command line or ``JAX_ABSTAIN_COMPILE_CACHE=0``; a
+``JAX_COMPILATION_CACHE_DIR`` the user set is left to JAX.
 """
 import argparse
 import logging
 import os
 import sys
 
-from jax_abstain import xla_cpu
+from jax_abstain import preemption, xla_cpu
 from jax_abstain.errors import UserError
 
 EXIT_USAGE = 2
+NO_CACHE_FLAG = "--no-compile-cache"
+CACHE_ENV = "JAX_ABSTAIN_COMPILE_CACHE"
+
+
+def compile_cache_dir() -> str:
+  """The user's cache folder for compiled programs: ``$XDG_CACHE_HOME/jax_abstain/xla``
+  (``~/.cache/jax_abstain/xla`` when XDG_CACHE_HOME is unset)."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "jax_abstain", "xla")
+
+
+def enable_compile_cache(argv: list) -> list:
+  """Turns on JAX's persistent compilation cache (module docstring) unless opted out; returns
+  argv without ``--no-compile-cache``. JAX's own thresholds decide what is stored (programs
+  that took >= 1 s to compile). Call before the first computation."""
+  opted_out = NO_CACHE_FLAG in argv or os.environ.get(CACHE_ENV, "1").lower() in ("0", "false",
+                                                                                    "no", "off")
+  if not opted_out and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    import jax  # pylint: disable=import-outside-toplevel  (no JAX import at module import)
+    jax.config.update("jax_compilation_cache_dir", compile_cache_dir())
+  return [a for a in argv if a != NO_CACHE_FLAG]
 
 
 def debug_requested(argv) -> bool:
@@ -41,9 +69,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_with_clean_errors(fn, argv):
-  """Calls fn(argv); a UserError or a missing file becomes a one-line message and exit 2."""
+  """Calls fn(argv); a UserError or a missing file becomes a one-line message and exit 2; a
+  run stopped on SIGTERM with its state saved (`preemption.Preempted`) one line and exit 143."""
   try:
     return fn(argv)
+  except preemption.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_STATUS)
   except (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
           PermissionError) as e:
     if debug_requested(argv):
@@ -79,9 +111,10 @@ def quiet_backend_probe() -> None:
 def entry(fn, argv=None) -> int:
   """What each console script's ``main(argv=None)`` does: the XLA:CPU setting first (before
   JAX starts, `xla_cpu`), JAX's platform probe kept quiet (`quiet_backend_probe`), argv from
-  the process when None, then fn(argv) with one-line errors. Returns fn's exit status if it
-  returns an int, else 0."""
+  the process when None, the compilation cache (`enable_compile_cache`), then fn(argv) with
+  one-line errors. Returns fn's exit status if it returns an int, else 0."""
   xla_cpu.prefer_eigen_convolutions()
   quiet_backend_probe()
-  result = run_with_clean_errors(fn, sys.argv[1:] if argv is None else [str(a) for a in argv])
+  argv = enable_compile_cache(sys.argv[1:] if argv is None else [str(a) for a in argv])
+  result = run_with_clean_errors(fn, argv)
   return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -9,14 +9,17 @@
 its selector fires: by default its robustness indicator at ``--select-at`` (default 2 eps,
 the sound choice of section 5). Each report is asked only for what its role uses (the core:
 its accuracy and robustness at ``--eps``); with a certified abstain model only certified
-robustness counts. Prints a markdown table (`analysis.markdown`); ``--json``
-writes the result of `jax_abstain.compose.compose_reports` (or the tau grid); both say which
-robustness (certified, empirical or none) each model contributed. Bad input is one
+robustness counts. Prints a markdown table (`analysis.markdown.alone_and_composed_table`):
+each model alone, the composition and its gain over the core alone;
+``--json`` writes the result of `jax_abstain.compose.compose_reports` (or the tau grid) with
+``alone`` and ``gain``; both say which robustness (certified, empirical or none) each model
+contributed. Bad input is one
 line on stderr, exit status 2, before anything is written.
 """
+import pathlib
 import sys
 
-from jax_abstain import compose, files, reports, selectors, validation
+from jax_abstain import compose, files, metrics, reports, selectors, validation
 from jax_abstain.analysis import markdown
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
@@ -68,21 +71,50 @@ def _check(args) -> None:
     raise UserError(f"--selector {args.selector}: give --tau T or --tau-grid [T ...]")
 
 
+def display_names(paths) -> list:
+  """The reports' file names without folder and suffix when they differ, else the paths."""
+  stems = [pathlib.Path(p).stem for p in paths]
+  return stems if len(set(stems)) == len(stems) else [str(p) for p in paths]
+
+
+def models_alone(columns, names, eps) -> list:
+  """Each model on its own at eps (nat_acc, rob_acc, rob_inacc in percent, unrounded), its
+  robustness counted as in the composition (`compose.model_robustness`: in a certified
+  composition an empirical model counts none)."""
+  certified = compose.is_certified_composition(columns)
+  rows = []
+  for j, (name, cols) in enumerate(zip(names, columns)):
+    kind, rob = compose.model_robustness(cols, eps, certified=certified)
+    s = metrics.summary(compose.model_accuracy(cols), rob)
+    rows.append({"model": name, "role": "core" if j == len(columns) - 1 else "abstain",
+                 "robustness": kind, **{k: s[k] for k in ("nat_acc", "rob_acc", "rob_inacc")}})
+  return rows
+
+
+def _with_gain(row: dict, core: dict) -> dict:
+  """A composition row with its gain over the core alone (points of nat_acc and rob_acc; the
+  composition's numbers are rounded to 2 decimals, so the core's are too)."""
+  return {**row, "gain": {k: round(row[k] - round(core[k], 2), 2) for k in ("nat_acc", "rob_acc")}}
+
+
 def _compose(argv) -> dict:
   args = _parser().parse_args(argv)
   _check(args)
   columns = [reports.read_report(p) for p in args.models]
-  if args.tau_grid is not None:
+  if args.tau_grid is not None:   # composing first: its errors name the report and its role
     rows = compose.compose_tau_grid(columns, args.eps, _parse_taus(args.tau_grid), args.select_at,
                                     selector=args.selector, names=args.models)
-    result = {"eps": rows[0]["eps"], "selector": args.selector, "models": list(args.models),
-              "robustness": rows[0]["robustness"], "rows": rows}
-    print(markdown.composition_table(rows, names=args.models))
   else:
-    result = compose.compose_reports(columns, args.eps, args.select_at, selector=args.selector,
-                                     tau=args.tau, names=args.models)
-    result["models"] = list(args.models)
-    print(markdown.composition_table(result, names=args.models))
+    rows = [compose.compose_reports(columns, args.eps, args.select_at, selector=args.selector,
+                                    tau=args.tau, names=args.models)]
+  alone = models_alone(columns, display_names(args.models), args.eps)
+  rows = [_with_gain(r, alone[-1]) for r in rows]
+  if args.tau_grid is not None:
+    result = {"eps": rows[0]["eps"], "selector": args.selector, "models": list(args.models),
+              "robustness": rows[0]["robustness"], "alone": alone, "rows": rows}
+  else:
+    result = {**rows[0], "models": list(args.models), "alone": alone}
+  print(markdown.alone_and_composed_table(alone, rows))
   if args.json:
     files.write_json(args.json, result)
   return result

@@ -97,6 +97,7 @@ def main(argv=None):
     return _help()
   xla_cpu.prefer_eigen_convolutions()   # before JAX starts: Eigen convolutions on CPUs
   cli.quiet_backend_probe()
+  argv = cli.enable_compile_cache(argv)   # persistent compilation cache (opt-out flag/env)
   argv = [_resolved(a) for a in argv]
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(lambda args: cli.run_with_clean_errors(_job, args), argv=argv,

@@ -1,24 +1,29 @@
-"""Starts one main job as several JAX processes (hosts) joined by `jax.distributed`.
+"""Starts one main job as several JAX processes joined by `jax.distributed`: N processes on this
+machine (a test of the multi-host path), or prints an sbatch script for a SLURM cluster.
 
-    # N processes on this machine (a test of the multi-host path; CPU collectives via gloo):
+    # N processes on this machine (CPU collectives via gloo):
     jax-abstain-multihost --local=2 -- --config=mnist5k --workdir=runs/mh
-    # Every host of a cluster over ssh (same checkout and a shared workdir on every host;
-    # the first host is the coordinator):
-    jax-abstain-multihost --hosts=node0,node1,node2,node3 --port=1234 -- \
-        --config=cifar10_era:init=models/gowal,path=/data/c10.tar.gz --workdir=/shared/runs/era
-    # SLURM / Open MPI / Kubernetes: no launcher needed, jax reads the cluster's environment:
-    srun python -m jax_abstain.main --coordinator_address=auto --config=... --workdir=...
+    # A SLURM cluster: write the batch script, then submit it (one task per node):
+    jax-abstain-multihost --sbatch=4 -- --config=cifar10_era:init=models/gowal \
+        --workdir=/shared/runs/era > era.sbatch && sbatch era.sbatch
 
-Each process runs ``python -m jax_abstain.main <args> --coordinator_address=HOST:PORT
---num_processes=N --process_id=i``; it reads its own shard of the training data, the devices of
-all hosts form one data-parallel mesh, process 0 writes metrics, the model and the reports,
-and the checkpoints are written jointly (the workdir must be on a filesystem every host sees).
-Output lines are prefixed with ``[i]``. If a process fails, the others are stopped and the
-launcher exits with its status. ``python -m jax_abstain.cli.multihost`` is the same command;
-bad launcher arguments are one line on stderr and exit status 2.
+On SLURM (and Open MPI, Kubernetes, Cloud TPU) no launcher is needed: every task runs
+``python -m jax_abstain.main <args> --coordinator_address=auto`` and
+``jax.distributed.initialize()`` reads the process count, rank and coordinator from the
+cluster's environment. The sbatch script asks for one task per node, requeues the job when it
+is preempted, and has SLURM send SIGTERM two minutes before the end of the time limit: training
+then saves a checkpoint at the next step and exits with status 143, evaluation stops after the
+chunk it flushed (`jax_abstain.preemption`), and the requeued job resumes from the workdir.
+
+Each process reads its own shard of the training data, the devices of all hosts form one
+data-parallel mesh, process 0 writes metrics and the model, every process evaluates its own
+range of the samples and process 0 merges the report (`evaluation.hosts`); the workdir must be
+on a filesystem every host sees. In local mode output lines are prefixed with ``[i]``; if a
+process fails, the others are stopped and the launcher exits with its status.
+``python -m jax_abstain.cli.multihost`` is the same command; bad launcher arguments are one
+line on stderr and exit status 2.
 """
 import argparse
-import pathlib
 import shlex
 import socket
 import subprocess
@@ -28,11 +33,29 @@ import threading
 from jax_abstain.cli import common as cli
 from jax_abstain.errors import UserError
 
+SBATCH = """#!/bin/bash
+#SBATCH --job-name=jax-abstain
+#SBATCH --nodes={nodes}
+#SBATCH --ntasks-per-node=1
+#SBATCH --requeue
+#SBATCH --signal=TERM@120
+#SBATCH --open-mode=append
+#SBATCH --output=jax-abstain-%j.out
+# One task per node; each task sees the node's accelerators. Add your partition, time limit,
+# accelerators (e.g. --gpus-per-node) and environment set-up (module load, venv) here.
+srun {python} -m jax_abstain.main {args} --coordinator_address=auto
+"""
+
 
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
+
+
+def sbatch_script(main_args, nodes: int, python: str = "python") -> str:
+  """The SLURM batch script running the main job with `main_args` on `nodes` nodes."""
+  return SBATCH.format(nodes=nodes, python=python, args=shlex.join(main_args))
 
 
 def _relay(stream, prefix, out):
@@ -41,23 +64,17 @@ def _relay(stream, prefix, out):
     out.flush()
 
 
-def commands(main_args, *, hosts, port, python=sys.executable):
-  """The command of every process: (host or None for this machine, argv)."""
-  coordinator = f"{hosts[0] or 'localhost'}:{port}"
-  out = []
-  for rank, host in enumerate(hosts):
-    argv = [python, "-m", "jax_abstain.main", *main_args, f"--coordinator_address={coordinator}",
-            f"--num_processes={len(hosts)}", f"--process_id={rank}"]
-    if host:
-      argv = ["ssh", host, f"cd {shlex.quote(str(pathlib.Path.cwd()))} && {shlex.join(argv)}"]
-    out.append((host, argv))
-  return out
+def commands(main_args, *, processes: int, port: int, python=sys.executable):
+  """The argv of every local process, joined through a coordinator on localhost:`port`."""
+  return [[python, "-m", "jax_abstain.main", *main_args,
+           f"--coordinator_address=localhost:{port}", f"--num_processes={processes}",
+           f"--process_id={rank}"] for rank in range(processes)]
 
 
-def launch(main_args, *, hosts, port) -> int:
+def launch(main_args, *, processes: int, port: int) -> int:
   """Runs every process, relays their output, returns the first non-zero status (or 0)."""
   procs = []
-  for rank, (_, argv) in enumerate(commands(main_args, hosts=hosts, port=port)):
+  for rank, argv in enumerate(commands(main_args, processes=processes, port=port)):
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     threads = [threading.Thread(target=_relay, args=(p.stdout, rank, sys.stdout), daemon=True),
                threading.Thread(target=_relay, args=(p.stderr, rank, sys.stderr), daemon=True)]
@@ -88,7 +105,8 @@ def _parser():
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   where = parser.add_mutually_exclusive_group(required=True)
   where.add_argument("--local", type=int, help="number of processes on this machine")
-  where.add_argument("--hosts", help="comma-separated hosts, one process each (ssh)")
+  where.add_argument("--sbatch", type=int, metavar="NODES",
+                     help="print a SLURM batch script for NODES nodes (one process each)")
   parser.add_argument("--port", type=int, default=0, help="coordinator port (default: free)")
   parser.add_argument("main_args", nargs=argparse.REMAINDER,
                       help="-- then the arguments of python -m jax_abstain.main")
@@ -98,13 +116,14 @@ def _parser():
 def _launch(argv) -> int:
   args = _parser().parse_args(argv)
   main_args = args.main_args[1:] if args.main_args[:1] == ["--"] else args.main_args
-  if args.local is not None and args.local < 1:
-    raise UserError(f"--local: expected at least 1 process, got {args.local}")
-  hosts = [None] * args.local if args.local else [h for h in args.hosts.split(",") if h]
-  if not hosts:
-    raise UserError(f"--hosts: expected comma-separated host names, got {args.hosts!r}")
-  port = args.port or _free_port()
-  return launch(main_args, hosts=hosts, port=port)
+  count = args.local if args.local is not None else args.sbatch
+  if count < 1:
+    raise UserError(f"--{'local' if args.local is not None else 'sbatch'}: expected at least 1, "
+                    f"got {count}")
+  if args.sbatch is not None:
+    print(sbatch_script(main_args, args.sbatch), end="")
+    return 0
+  return launch(main_args, processes=args.local, port=args.port or _free_port())
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,7 @@ _DEFAULTS = dict(
     threat="", norm="linf", beta=1.0, trades_beta=6.0, variant="paper", epochs=50, batch=200,
     lr=1e-3, schedule="trades", augment="crop_flip", selection="train_holdout", select_size=2000,
     select_every=5, eval_limit=0, train_limit=0, name="", checkpoint_every=500, seed=0,
-    sigma=0.12, num_noise=16, gamma=4.0, certify_n=100_000, attack_steps=10,
+    sigma=0.12, num_noise=0, gamma=4.0, certify_n=100_000, attack_steps=10,
     beta_decay_every=0)
 
 

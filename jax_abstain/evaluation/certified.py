@@ -8,13 +8,15 @@
 
 The report has the columns ``sample_idx,label,pred,is_acc,conf,cert_pred,radius``: ``pred``,
 ``is_acc`` and ``conf`` (max softmax) come from the base model's clean prediction F(x);
-``cert_pred`` (-1 = abstain) and ``radius`` (L2) from `smoothing.certify`. Rows are flushed
-after every sample (`runner.run_into_report`); a killed run started again with the same
-arguments certifies only the missing samples and, because every example draws its noise from
-``fold_in(key, sample_idx)``, yields the same report as an uninterrupted run. The settings
-(sigma, n0, n, alpha, key, samples, `runner.model_identity`) are stored next to the report in
-``<report>.settings.json``; a run with different settings refuses to resume. ``batch_size``
-is not a setting: it does not change the result. The command line is `jax_abstain.cli.certify`.
+``cert_pred`` (-1 = abstain) and ``radius`` (L2) from `smoothing.certify`. Samples are
+certified ``batch_size // 100`` at a time on each local device and their rows flushed together (`runner.run_into_report`); a killed
+run started again with the same arguments certifies only the missing samples and, because
+draw j's noise comes from ``fold_in(fold_in(key, stream), j)`` whatever the batch
+(`smoothing`), yields the same report as an uninterrupted run, on any number of devices or
+hosts. The settings (sigma, n0, n, alpha, key, the noise scheme, samples,
+`runner.model_identity`) are stored next to the report in ``<report>.settings.json``; a run
+with different settings refuses to resume. ``batch_size`` is not a setting: it does not change
+the result. The command line is `jax_abstain.cli.certify`.
 """
 import functools
 
@@ -22,10 +24,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jax_abstain import radii, reports, smoothing, soundness, validation
+from jax_abstain import devices, radii, reports, smoothing, soundness, validation
+from jax_abstain.attacks.multi_radius import pad_rows
 from jax_abstain.evaluation import runner as runner_lib
 
 COLUMNS = reports.BASE_COLUMNS + ("cert_pred", "radius")
+# The noise scheme in the settings: reports of the earlier per-sample noise are not resumed.
+NOISE = "draw j: fold_in(fold_in(key, stream), j), shared by the samples"
 
 
 def certify_report(model, x, y, path, *, key, sigma: float, n0: int = 100,
@@ -38,7 +43,7 @@ def certify_report(model, x, y, path, *, key, sigma: float, n0: int = 100,
       as an eval-mode copy whatever its mode and is never changed (docs/design.md, Contracts).
     x: [N, ...] inputs in [0, 1]; y: [N] int labels.
     path: CSV path of the report (``<path>.partial`` while unfinished).
-    key: PRNG key; sample i draws its noise from ``fold_in(key, sample_idx_i)``.
+    key: PRNG key of the noise (`smoothing`: draw j is shared by the samples).
     sigma, n0, n, alpha, batch_size: as in `smoothing.certify` (paper: 100, 100 000, 0.001);
       ``batch_size`` noisy copies per forward pass.
     indices: [N] distinct sample indices written as ``sample_idx`` (default ``0..N-1``), e.g.
@@ -61,11 +66,14 @@ def certify_report(model, x, y, path, *, key, sigma: float, n0: int = 100,
   indices = runner_lib.sample_indices(indices, len(x))
   settings = {"sigma": float(sigma), "n0": int(n0), "n": int(n), "alpha": float(alpha),
               "key": runner_lib.key_identity(key), "samples": runner_lib.samples_identity(indices),
-              "model": runner_lib.model_identity(model), "columns": list(COLUMNS)}
+              "model": runner_lib.model_identity(model), "columns": list(COLUMNS),
+              "noise": NOISE}
   certify = functools.partial(smoothing.certify, run_model, key=key, sigma=sigma, n0=n0, n=n,
                               alpha=alpha, batch_size=batch_size)
   run_chunk = functools.partial(_certify_chunk, _clean_fn(run_model), certify, x, y, indices)
-  chunks = [np.array([p]) for p in range(len(x))]
+  group = smoothing.images_per_device(batch_size) * devices.local_mesh().size
+  chunks = [np.arange(lo, min(lo + group, len(x))) for lo in range(0, len(x), group)]
+  run_chunk = functools.partial(run_chunk, group)
   return runner_lib.run_into_report(path, settings, COLUMNS, indices, chunks, run_chunk,
                                     progress=progress)
 
@@ -75,18 +83,23 @@ def _clean_fn(model):
   if isinstance(model, nnx.Module):
     return runner_lib.ModelRunner(model).predict
   probs_fn = jax.jit(lambda z: jax.nn.softmax(model(z), -1))
+  mesh = devices.local_mesh()
 
-  def clean(z):
-    probs = np.asarray(probs_fn(z))
+  def clean(z):   # z: a multiple of the devices, split over them like the NNX runner's
+    probs = np.asarray(probs_fn(devices.split_rows(mesh, z)))
     validation.check_logits(probs, n=len(z), name="certify: model")  # NaN logits: NaN probs
     return probs.argmax(-1), probs.max(-1)
   return clean
 
 
-def _certify_chunk(clean, certify, x, y, indices, pos) -> dict:
-  """The report columns of the samples at positions `pos` (clean pass, then CERTIFY)."""
-  pred, conf = clean(x[pos])
-  cert_pred, radius = soundness.check_certificates(*certify(x[pos], indices=indices[pos]))
+def _certify_chunk(clean, certify, x, y, indices, group, pos) -> dict:
+  """The report columns of the samples at positions `pos`: the clean pass and CERTIFY on a
+  batch padded to `group` rows (the same shapes on every chunk and any number of devices)."""
+  m = len(pos)
+  pred, conf = (v[:m] for v in clean(pad_rows(x[pos], group)))
+  # Whole groups: every device certifies the same number of inputs on any number of devices.
+  cert_pred, radius = soundness.check_certificates(
+      *(v[:m] for v in certify(pad_rows(x[pos], group), indices=pad_rows(indices[pos], group))))
   return {"sample_idx": indices[pos], "label": y[pos], "pred": pred, "is_acc": pred == y[pos],
           "conf": conf, "cert_pred": cert_pred, "radius": radius}
 

@@ -46,7 +46,10 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
     norm: ``"linf"`` or ``"l2"``.
     n_iter, n_restarts: APGD budget (40 and 1 in the paper).
     conf_radii: radii for APGDconf; adds ``adv_conf@<r>`` (max softmax at the APGDconf point).
-    batch_size: samples per chunk (one report flush per chunk).
+    batch_size: samples per device in one chunk (a chunk: ``batch_size`` times the local
+      devices, split over them; one report flush per chunk). The report is byte-identical on
+      any number of devices and hosts at the same `batch_size`; another `batch_size` may move
+      the last digits of the confidences (XLA rounds other shapes differently).
     report_path: CSV to write (resumable through ``<path>.partial``); None keeps it in memory.
     sample_idx: [N] distinct global sample indices (default 0..N-1), for keys and the report.
     attack: ``"apgd-ce"`` (the paper's 40-step APGD) or ``"autoattack"``.
@@ -71,9 +74,10 @@ def evaluate_model(model, x, y, *, radii, key, norm: str = "linf", n_iter: int =
              + [f"adv_conf@{t}" for t in conf_texts])
   runner = runner_lib.ModelRunner(model, norm=norm, n_iter=n_iter, n_restarts=n_restarts,
                                   attack=attack, aa_options=aa_options)
+  rows = runner.chunk_rows(batch_size)
   run_chunk = functools.partial(_chunk_columns, runner, x, y, sample_idx, key, texts,
-                                conf_texts, batch_size)
-  chunks = [np.arange(lo, min(lo + batch_size, len(x))) for lo in range(0, len(x), batch_size)]
+                                conf_texts, rows)
+  chunks = [np.arange(lo, min(lo + rows, len(x))) for lo in range(0, len(x), rows)]
   if report_path is None:
     rows = [run_chunk(pos) for pos in tqdm(chunks, desc="evaluate", disable=not progress)]
     return {c: np.concatenate([r[c] for r in rows]) for c in columns}
@@ -103,11 +107,12 @@ def _check_model_and_radii(model, x, y, texts, norm) -> None:
   checks.run_all(model_copy, x16, jnp.argmax(clean16, -1))
 
 
-def _chunk_columns(runner, x, y, sample_idx, key, texts, conf_texts, batch_size, pos) -> dict:
-  """The report columns of the samples at positions `pos`, run as one batch padded to
-  `batch_size` rows (every chunk re-uses one compilation)."""
+def _chunk_columns(runner, x, y, sample_idx, key, texts, conf_texts, rows, pos) -> dict:
+  """The report columns of the samples at positions `pos`, run as one batch padded to `rows`
+  (every chunk re-uses one compilation; the batch is split over the devices,
+  `runner.ModelRunner`)."""
   m = len(pos)
-  pad = lambda a: pad_rows(a, batch_size)
+  pad = lambda a: pad_rows(a, rows)
   xb, ib = pad(x[pos]), sample_idx[pos]
   pred, conf = (v[:m] for v in runner.predict(xb))
   keys = runner_lib.sample_keys(key, pad(ib))

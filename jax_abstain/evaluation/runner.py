@@ -26,9 +26,11 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jax_abstain import attacks, radii as radii_lib, reports, validation
+from jax_abstain import (attacks, devices, preemption, radii as radii_lib, reports, soundness,
+                         validation)
 from jax_abstain.attacks import common
 from jax_abstain.attacks.multi_radius import radius_keys
+from jax_abstain.evaluation import hosts
 from jax_abstain.evaluation.config import ATTACKS
 from jax_abstain.errors import UserError
 
@@ -76,27 +78,46 @@ class ModelRunner:
     n_iter, n_restarts: APGD budget (40 and 1 in the paper).
     attack: ``"apgd-ce"`` or ``"autoattack"`` for the ``is_rob`` columns.
     aa_options: `attacks.autoattack` options (``version``, ``n_iter``, ``attacks_to_run``, ...).
+    mesh: the ``("data",)`` mesh the batches are split over (default `devices.local_mesh`: every
+      device of this process); the weights are replicated on it. Batches whose rows are a
+      multiple of its devices are split, others run unsplit. A chunk of ``batch_size`` rows per
+      device (`chunk_rows`) gives every device the same compiled shape whatever the number of
+      devices or hosts, so every row's floats are the same too (XLA's CPU kernels round a row
+      the same way wherever it sits in a batch of a given shape, not across shapes).
 
   Raises:
     UserError: an unknown attack or norm.
   """
 
   def __init__(self, model, *, norm="linf", n_iter=40, n_restarts=1, attack="apgd-ce",
-               aa_options=None):
+               aa_options=None, mesh=None):
     if attack not in ATTACKS:
       raise UserError(f"attack: expected one of {', '.join(ATTACKS)}, got {attack!r}")
     # The eval-mode copy (docs/design.md, Contracts): the caller's module is never changed.
     self.model = validation.eval_copy(model)
-    graphdef, self.state = nnx.split(self.model)
+    graphdef, state = nnx.split(self.model)
+    self.mesh = devices.local_mesh() if mesh is None else mesh
+    self.state = devices.replicate(self.mesh, state)
     self.program = _Program(graphdef, common.check_norm(norm), int(n_iter), int(n_restarts))
     self.norm = self.program.norm
     self.attack_name, self.aa_options = attack, dict(aa_options or {})
 
+  def chunk_rows(self, per_device: int) -> int:
+    """The rows of one chunk: `per_device` rows on every device of the mesh."""
+    return int(per_device) * self.mesh.size
+
+  def _split(self, *arrays):
+    """The arrays sharded over the mesh's ``data`` axis, or as they are if their rows do not
+    split evenly (they then run on one device)."""
+    if len(arrays[0]) % self.mesh.size:
+      return tuple(jnp.asarray(a) for a in arrays)
+    return tuple(devices.split_rows(self.mesh, a) for a in arrays)
+
   def logits(self, x):
-    return self.program.logits(self.state, x)
+    return self.program.logits(self.state, *self._split(x))
 
   def attack(self, x, y, keys, eps, loss):
-    return self.program.attack(self.state, x, y, keys, eps, loss)
+    return self.program.attack(self.state, *self._split(x, y, keys, eps), loss)
 
   def predict(self, x):
     """Clean (pred [B] int32, max softmax [B]) as numpy arrays.
@@ -104,7 +125,7 @@ class ModelRunner:
     Raises:
       UserError: NaN or inf logits (their max softmax is NaN) for some input.
     """
-    pred, conf = (np.asarray(v) for v in self.program.clean(self.state, jnp.asarray(x)))
+    pred, conf = (np.asarray(v) for v in self.program.clean(self.state, *self._split(x)))
     if not np.all(np.isfinite(conf)):
       bad = np.flatnonzero(~np.isfinite(conf))
       raise UserError(f"model: returns NaN or inf logits for {bad.size} of {len(conf)} inputs "
@@ -119,11 +140,16 @@ class ModelRunner:
     """
     values = [radii_lib.parse_radius(t) for t in texts]
     if self.attack_name == "autoattack":
-      v = len(x) if valid is None else valid
-      # The NNX module itself: autoattack caches its jitted attacks per model graph.
-      robust = attacks.robust_at_radii(self.model, x[:v], pred[:v], key=keys[:v],
-                                       radii=values, norm=self.norm, attack="autoattack",
-                                       **self.aa_options)
+      v, block = (len(x) if valid is None else valid), max(1, len(x) // self.mesh.size)
+      # The NNX module itself: autoattack caches its jitted attacks per model graph. It
+      # compacts its own survivors, on one device: the blocks of one device's rows go one
+      # after the other, so a row meets the same batches on any number of devices.
+      parts = [attacks.robust_at_radii(self.model, x[lo:min(lo + block, v)],
+                                       pred[lo:min(lo + block, v)],
+                                       key=keys[lo:min(lo + block, v)], radii=values,
+                                       norm=self.norm, attack="autoattack", **self.aa_options)
+               for lo in range(0, v, block)]
+      robust = {r: np.concatenate([np.asarray(p[r]) for p in parts]) for r in values}
     else:
       robust = attacks.robust_at_radii(
           self.logits, x, pred, key=keys, radii=values, norm=self.norm,
@@ -131,12 +157,22 @@ class ModelRunner:
     return {t: np.asarray(robust[v]) for t, v in zip(texts, values)}
 
   def adv_conf(self, x, pred, keys, text):
-    """[B] max softmax at the APGDconf point in the ball of radius `text` (eq. 17)."""
+    """[B] max softmax at the APGDconf point in the ball of radius `text` (eq. 17).
+
+    The point goes through the soundness guard like every attack result that feeds a report
+    (`soundness.check_attack_result`: inside its ball and [0, 1]), and the confidence is
+    re-read from the model at the checked point.
+
+    Raises:
+      SoundnessError: an APGDconf point outside its ball or [0, 1] (a bug, not bad input).
+    """
     eps = radii_lib.parse_radius(text)
     conf_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, _CONF_TAG)
-    _, conf = self.attack(jnp.asarray(x), jnp.asarray(pred), radius_keys(conf_keys, eps),
-                          jnp.full((len(x),), eps, jnp.float32), "conf")
-    return np.asarray(conf)
+    x_adv, _ = self.attack(np.asarray(x), np.asarray(pred), radius_keys(conf_keys, eps),
+                           np.full((len(x),), eps, np.float32), "conf")
+    soundness.check_attack_result(self.logits, x, x_adv, pred, eps=eps, norm=self.norm,
+                                  name=f"apgd-conf at radius {text}")
+    return np.asarray(jax.nn.softmax(self.logits(np.asarray(x_adv)), -1).max(-1))
 
 
 def sample_keys(key, sample_idx) -> jax.Array:
@@ -184,8 +220,12 @@ def sample_indices(sample_idx, n: int) -> np.ndarray:
 
 
 def run_into_report(path, settings: dict, columns, sample_idx, chunks, run_chunk, *,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, process=None) -> dict:
   """Writes (or completes, or re-reads) the per-sample report at `path`, chunk by chunk.
+
+  In a job of several processes each process runs the chunks of its own range of samples into
+  its own partial file and process 0 merges them (`hosts`; docs/design.md, "Evaluation on many
+  devices and hosts"); every process returns the finished report.
 
   Args:
     path: CSV path (``<path>.partial`` while unfinished; docs/design.md, Contracts).
@@ -195,7 +235,11 @@ def run_into_report(path, settings: dict, columns, sample_idx, chunks, run_chunk
     sample_idx: [N] sample indices.
     chunks: list of position arrays into ``0..N-1``; one report flush per chunk.
     run_chunk: positions -> {column: [len(positions)] array}.
-    progress: show a tqdm bar.
+    progress: show a tqdm bar (process 0 only).
+    SIGTERM (one process, `preemption`) stops the loop after the chunk it is flushing and
+    raises `preemption.Preempted`; a rerun resumes.
+    process: (index, count) of this process (default ``jax.process_index()``,
+      ``jax.process_count()``).
 
   Returns:
     The finished report's columns (`reports.read_report`), sorted by ``sample_idx``.
@@ -204,19 +248,32 @@ def run_into_report(path, settings: dict, columns, sample_idx, chunks, run_chunk
     UserError: the report was started with other settings.
   """
   path = pathlib.Path(path)
-  reports.check_settings(path, settings)
+  index, count = process or (jax.process_index(), jax.process_count())
+  reports.check_settings(path, settings, started=bool(hosts.partial_files(path)))
   if path.exists():
     return reports.read_report(path)
-  with reports.ReportWriter(path, columns, len(sample_idx)) as writer:
-    todo = [pos for pos in chunks if writer.todo(sample_idx[pos])]
-    done = len(sample_idx) - sum(len(pos) for pos in todo)
-    with tqdm(total=len(sample_idx), initial=done, unit="sample", desc=path.name,
-              disable=not progress) as bar:
-      for pos in todo:
-        row = run_chunk(pos)
-        for j in range(len(pos)):
-          if int(row["sample_idx"][j]) not in writer.done:
-            writer.write({c: row[c][j] for c in columns})
-        writer.flush()
-        bar.update(len(pos))
+  header = ",".join(columns)
+  done = hosts.rows_done(path, header).keys()
+  mine = set(hosts.own_positions(len(sample_idx), index, count).tolist())
+  todo = []
+  for pos in chunks:
+    pos = np.asarray([p for p in pos if p in mine and int(sample_idx[p]) not in done], int)
+    if pos.size:
+      todo.append(pos)
+  # len + 1: the writer never renames its file itself; `hosts.finish` writes the report.
+  with reports.ReportWriter(hosts.own_partial(path, index, count), columns,
+                            len(sample_idx) + 1) as writer, \
+       tqdm(total=len(mine), initial=len(mine) - sum(len(p) for p in todo), unit="sample",
+            desc=path.name, disable=not progress or index != 0) as bar, \
+       preemption.Watch(sync=False) as watch:
+    for pos in todo:
+      row = run_chunk(pos)
+      for j in range(len(pos)):
+        writer.write({c: row[c][j] for c in columns})
+      writer.flush()
+      bar.update(len(pos))
+      if watch.requested(0):   # SIGTERM: the rows so far are flushed; stop here
+        raise preemption.Preempted(f"{path.name}: stopped on SIGTERM with {len(writer.done)} "
+                                   "samples of this process written; run again to resume")
+  hosts.finish(path, header, sample_idx, index)
   return reports.read_report(path)

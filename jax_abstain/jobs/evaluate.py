@@ -8,10 +8,14 @@
 ``job.eval.radii``, ``"certified"`` runs CERTIFY and summarises at the L2 radii
 ``job.eval.radii``. Either way the job writes ``reports/<job.name>.csv`` (resumable: a rerun
 with the same workdir continues where it stopped and re-uses a finished report) and
-``results.json``, and prints the summary. `report_in_workdir` is the evaluation step the train
-job shares.
+``results.json``, and prints the summary. In a job of several processes
+(`jax_abstain.cli.multihost`, SLURM) each process evaluates its own range of the samples and
+process 0 merges the report (`evaluation.hosts`) and writes ``results.json``.
+`report_in_workdir` is the evaluation step the train job shares.
 """
 import pathlib
+
+import jax
 
 from jax_abstain import evaluation, files
 from jax_abstain.evaluation import summary as summary_lib
@@ -43,7 +47,8 @@ def run(job, workdir) -> dict:
   summary_lib.check_labels(y, num_classes, "config.data")
   results = {"model": str(job.model.dir), "data": job.data.name, "split": job.data.split}
   results[job.name] = report_in_workdir(model, x, y, job.eval, workdir, job.name, sample_idx=idx)
-  files.write_json(workdir / "results.json", results)
+  if jax.process_index() == 0:   # every process evaluated its range; one writes the results
+    files.write_json(workdir / "results.json", results)
   return results
 
 

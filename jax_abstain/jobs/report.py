@@ -57,8 +57,7 @@ def _tables(named: dict, eps: str, radius: str, core, taus, cascade_split=(0.5, 
   out = {"splits": tables.split_rows(named),
          "models": tables.model_rows(named, eps) + (tables.model_rows(at_radius, radius)
                                                     if radius != eps else []),
-         "abstain": tables.abstain_rows(
-             tables.selecting_models(named, core, radii.double_radius(eps)), eps, taus=taus),
+         "abstain": tables.abstain_rows(tables.abstain_models(named, core), eps, taus=taus),
          "compositions": None, "cascade": None}
   if core is not None:
     out["compositions"] = tables.composition_rows(named, core, eps, taus=taus)

@@ -196,10 +196,9 @@ def _check_model(model: ModelConfig, mode: str, dataset, problems: list) -> None
       problems.append("config.model.dir: give the model directory, e.g. "
                       "--config=configs/evaluate.py:model=runs/mnist_std/model")
     return
-  starts = [f for f in ("init_dir", "robustbench") if getattr(model, f)]
-  if len(starts) == 2 or (starts and model.name):
-    given = ", ".join(f"model.{f}" for f in ["name"] * bool(model.name) + starts)
-    problems.append(f"config.model: give one start model, got {given}")
+  if model.init_dir and model.robustbench:   # `name` is only used when neither is given
+    problems.append("config.model: give one start model, got model.init_dir and "
+                    "model.robustbench")
   elif model.robustbench:
     if dataset is not None:
       _collect(problems, _robustbench_field, "config.model.robustbench", model.robustbench,

@@ -39,7 +39,8 @@ class ModelConfig:
   """The model of a job.
 
   Attributes:
-    name: a registry architecture (`models.names()`) built from scratch ("": none).
+    name: a registry architecture (`models.names()`) built from scratch ("": none; ignored
+      when ``init_dir`` or ``robustbench`` gives the start model).
     num_classes: its outputs (0: the saved model's, for ``init_dir`` and ``dir``).
     options: its constructor options (`models.resolve`); for ``robustbench`` the size
       overrides of `models.load_robustbench` (``depth``, ``widen_factor``, ``width``: small

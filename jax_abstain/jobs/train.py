@@ -12,7 +12,8 @@ step checkpoints with automatic resume, model selection on a validation split), 
 with the same workdir resumes training from the last checkpoint and re-uses a finished report.
 With a ``compose`` section the trained model is the branch of a composition:
 `jobs.composition` evaluates the core on the same samples, composes and writes the tables and
-figures. In a multi-process job process 0 evaluates and writes.
+figures. In a multi-process job every process evaluates its own range of samples (the branch's
+and the core's reports); process 0 merges the reports and writes the model and results.
 """
 import pathlib
 
@@ -21,7 +22,7 @@ import jax
 from jax_abstain import data, files, models, validation
 from jax_abstain.errors import UserError
 from jax_abstain.jobs import composition, evaluate as evaluate_job, inputs
-from jax_abstain.training import distributed, loop, selection
+from jax_abstain.training import loop, selection
 
 
 def _model(job):
@@ -75,14 +76,14 @@ def run(job, workdir) -> dict:
   except FloatingPointError as e:   # the command line prints it as one line (it names train.lr)
     raise UserError(str(e)) from e
   model.eval()
-  if jax.process_index() != 0:
-    # Evaluation and outputs are process 0's; the others wait so that the job ends together.
-    distributed.wait_for_all("evaluated")
-    return {}
   source = {"init_dir": job.model.init_dir or None, "robustbench": job.model.robustbench or None,
             "loss": job.train.loss,
             "data": job.data.name, "selected": out["best"]}
-  models.save(model, workdir / "model", arch=arch, options=options, source=source, overwrite=True)
+  if jax.process_index() == 0:
+    models.save(model, workdir / "model", arch=arch, options=options, source=source,
+                overwrite=True)
+  # Every process evaluates its own range of the test samples (`evaluation.hosts`); all of
+  # them return once process 0 has merged the report.
   x_test, y_test, idx = data.load_from_config(job.data, job.data.split, job.data.eval_limit)
   validation.check_labels(y_test, num_classes=num_classes,
                           name=f"config.data ({job.data.split} split)")
@@ -91,8 +92,9 @@ def run(job, workdir) -> dict:
   results = {"model": "model", "architecture": arch, "loss": job.train.loss,
              "data": job.data.name, "split": job.data.split, "selected": out["best"],
              job.name: summary}
-  if job.compose is not None:
+  if job.compose is not None:   # every process: the core's report is evaluated by all
     results.update(composition.run(job, workdir, x_test, y_test, idx))
+  if jax.process_index() != 0:
+    return {}
   files.write_json(workdir / "results.json", results)
-  distributed.wait_for_all("evaluated")
   return results

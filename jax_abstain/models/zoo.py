@@ -7,13 +7,23 @@
     net = models.create("Gowal2020Uncovering_28_10_extra")   # fresh weights, right topology
 
 A RobustBench name fixes the exact topology of its checkpoint (e.g. the unused ``sub_block1``
-of Carmon2019Unlabeled) and its input normalization; port the weights with
-``jax-abstain-port --arch NAME --checkpoint FILE.pt --out DIR``. The metadata of
-each entry: ``family``, ``dataset``, ``num_classes`` (in the defaults), ``normalization``
-(human-readable; the exact values live in the model), ``threat_model`` and ``source``.
+of Carmon2019Unlabeled) and its input normalization. The RobustBench entries are registered
+from ``robustbench_table.json`` (generated from RobustBench's zoo files by
+`jax_abstain.porting.robustbench_zoo`), every entry whose architecture is in `FAMILIES`, under
+`robustbench_key` (the name for CIFAR-10 Linf, ``dataset/threat_model/name`` otherwise); load
+one with ``models.load_robustbench(name, dataset, threat_model)`` or port a file with
+``jax-abstain-port --arch NAME --checkpoint FILE.pt --out DIR``. The metadata of each entry:
+``family``, ``dataset``, ``num_classes`` (in the defaults), ``normalization`` (human-readable;
+the exact values live in the model), ``threat_model``, ``source`` and, for RobustBench entries,
+``robustbench`` (the name), ``gdrive_ids`` and ``checkpoint_key``.
 """
-from jax_abstain.models import layers, robustbench_table
+import functools
+import json
+import pathlib
+
+from jax_abstain.models import layers
 from jax_abstain.models.cifar_resnet import CifarResNet
+from jax_abstain.models.dm_preact_resnet import DMPreActResNet
 from jax_abstain.models.dm_wide_resnet import DMWideResNet
 from jax_abstain.models.registry import register
 from jax_abstain.models.resnet import ImageNetResNet, PreActResNet, ResNet
@@ -64,7 +74,7 @@ def _register_architectures():
 
 
 FAMILIES = {"wide_resnet": WideResNet, "dm_wide_resnet": DMWideResNet, "resnet": ResNet,
-            "preact_resnet": PreActResNet}
+            "preact_resnet": PreActResNet, "dm_preact_resnet": DMPreActResNet}
 
 
 def robustbench_key(name: str, dataset: str = "cifar10", threat_model: str = "Linf") -> str:
@@ -75,10 +85,26 @@ def robustbench_key(name: str, dataset: str = "cifar10", threat_model: str = "Li
   return f"{dataset}/{threat_model}/{name}"
 
 
+def _tuples(value):
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return value
+
+
+@functools.cache
+def robustbench_table() -> dict:
+  """The shipped RobustBench table (``robustbench_table.json`` beside this file, generated
+  from RobustBench's zoo files by `jax_abstain.porting.robustbench_zoo`)."""
+  return json.loads((pathlib.Path(__file__).parent / "robustbench_table.json").read_text())
+
+
 def robustbench_rows() -> list[dict]:
-  """The shipped RobustBench table (`robustbench_table`, generated from RobustBench's zoo
-  files by `jax_abstain.porting.robustbench_zoo`), one dict per leaderboard entry."""
-  return [dict(zip(robustbench_table.FIELDS, row)) for row in robustbench_table.ROWS]
+  """The table's leaderboard entries, one dict each (the fields of
+  `jax_abstain.porting.robustbench_zoo.Row`; lists read back as tuples)."""
+  table = robustbench_table()
+  return [dict(zip(table["fields"], _tuples(row))) for row in table["rows"]]
 
 
 def _register_robustbench():

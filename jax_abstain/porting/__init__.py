@@ -37,9 +37,14 @@ def convert(arch: str, checkpoint_path, **options):
   model = models.io.instantiate(entry.constructor, options)
   checked = mapping.assign(model, state_dict, arch)
   model.eval()
+  counters = sorted({int(v) for k, v in state_dict.items() if k.endswith("num_batches_tracked")})
   source = {"file": pathlib.Path(checkpoint_path).name, "sha256": digest,
             "format": "pytorch-state_dict", "tensors": len(state_dict),
             "unwrapped": unwrapped or ["none (a raw state_dict)"],
+            # BatchNorm step counters (eval outputs ignore them): kept for `export_state_dict`.
+            "num_batches_tracked": (counters[0] if len(counters) == 1 else
+                                    {k: int(v) for k, v in state_dict.items()
+                                     if k.endswith("num_batches_tracked")} or None),
             "normalization": ("registry, checked against the file's " + ", ".join(checked)
                               if checked else "registry (the file holds none)")}
   return model, options, source
@@ -52,17 +57,20 @@ def port(arch: str, checkpoint_path, out, *, overwrite: bool = False, **options)
   return models.save(model, out, arch=arch, options=options, source=source, overwrite=overwrite)
 
 
-def to_torch_state_dict(model) -> dict:
-  """The model's weights as an ordered torch state_dict (name -> torch.Tensor)."""
+def to_torch_state_dict(model, counters=None) -> dict:
+  """The model's weights as an ordered torch state_dict (name -> torch.Tensor); `counters`
+  as in `mapping.extract`."""
   torch = checkpoint._torch()  # pylint: disable=protected-access
-  return {k: torch.from_numpy(v) for k, v in mapping.extract(model).items()}
+  return {k: torch.from_numpy(v) for k, v in mapping.extract(model, counters).items()}
 
 
-def export_state_dict(model, path) -> pathlib.Path:
+def export_state_dict(model, path, counters=None) -> pathlib.Path:
   """Writes `model`'s weights as a raw PyTorch state_dict file (``torch.save``), without the
-  normalisation constants, as the zoos' own files (`mapping.extract`)."""
+  normalisation constants, as the zoos' own files (`mapping.extract`). `counters`: the BN
+  ``num_batches_tracked`` values to write (the ``source.num_batches_tracked`` of a ported
+  model directory's manifest: one int for all layers, or key -> int), else 0."""
   torch = checkpoint._torch()  # pylint: disable=protected-access
-  state_dict = to_torch_state_dict(model)
+  state_dict = to_torch_state_dict(model, counters)
   return files.atomic_write(path, lambda f: torch.save(state_dict, f))
 
 

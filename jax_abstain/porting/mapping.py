@@ -12,7 +12,8 @@ rule per tensor. Layout conversions:
   * conv weight  [O,I,kh,kw] (OIHW)  <->  kernel [kh,kw,I,O] (HWIO)
   * linear weight [out,in]           <->  kernel [in,out]
   * BN weight/bias/running_mean/running_var <-> scale/bias/mean/var (``num_batches_tracked``
-    is optional on input, it does not affect eval-mode outputs, and written as 0 on export)
+    is optional on input, it does not affect eval-mode outputs; the ported file's values,
+    kept in the manifest, are written back on export)
 
 Keys a zoo's file may or may not hold. The input normalisation (`layers.Normalize`) comes from
 the model registry, never from the file: the zoos' modules keep it in buffers that their files
@@ -237,12 +238,17 @@ def assign(model: nnx.Module, state_dict: dict, arch: str) -> list[str]:
   return sorted(k for k in tab.fixed if k in state_dict)
 
 
-def extract(model: nnx.Module) -> dict:
+def extract(model: nnx.Module, counters=None) -> dict:
   """The model's weights as a torch-layout state_dict of numpy arrays (name -> array).
 
-  BatchNorm ``num_batches_tracked`` entries are included as int64 zeros so that the result
-  loads into the PyTorch module with ``strict=True``; normalisation constants are not
-  included, as in the zoos' files (module docstring).
+  Args:
+    model: a model of this package.
+    counters: BatchNorm ``num_batches_tracked`` values: one int for every layer, a dict
+      key -> int (the ported file's, recorded in its manifest), or None for 0. They are
+      included so that the result loads into the PyTorch module with ``strict=True``; they do
+      not change eval-mode outputs, and JAX fine-tuning does not advance them.
+
+  Normalisation constants are not included, as in the zoos' files (module docstring).
   """
   tab = table(model)
   out = {}
@@ -250,5 +256,6 @@ def extract(model: nnx.Module) -> dict:
     out[r.torch_key] = np.array(r.to_torch(np.asarray(_variable(model, r.path).get_value())),
                                 order="C")   # a writable copy (torch.from_numpy shares it)
   for k in sorted(tab.counters):
-    out[k] = np.zeros((), np.int64)
+    value = counters.get(k, 0) if isinstance(counters, dict) else counters or 0
+    out[k] = np.array(value, np.int64)
   return out

@@ -6,7 +6,7 @@
     models.robustbench_manifest("Carmon2019Unlabeled")   # name, hashes, parity error, ...
 
 The name is looked up in the table generated from RobustBench's zoo
-(`jax_abstain.models.robustbench_table`, `robustbench_zoo`). The checkpoint is downloaded from
+(``jax_abstain/models/robustbench_table.json``, `robustbench_zoo`). The checkpoint is downloaded from
 Google Drive by its id (``https://drive.usercontent.google.com/download?id=ID&export=download&
 confirm=t``, the URL that RobustBench's ``download_gdrive``/gdown end at after Drive's
 confirmation page; ``$JAX_ABSTAIN_ROBUSTBENCH_URL`` or ``url=`` replaces the template, with

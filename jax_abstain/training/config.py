@@ -14,7 +14,10 @@ Defaults are the paper's fine-tuning recipe (paper appendix A.2; docs/design.md,
 ERA at eps 2/255 (the paper's method; ``loss="std"`` is plain cross-entropy), 50 epochs, SGD
 lr 1e-3 with momentum 0.9 and coupled weight decay 1e-4, global batch 200, the ``trades``
 schedule (lr x0.1 from 75% of the epochs), 10-step PGD with step 0.25 eps, beta 1, TRADES
-beta 6; the certified losses (paper section 4.2) sigma 0.25, 16 noise draws, gamma 4. Model
+beta 6; the certified losses (paper section 4.2) sigma 0.25, gamma 4 and, as the authors'
+code, one noise draw per input for ``noise`` and 16 for ``cra`` (``num_noise=0``; docs/design.md,
+appendix A2). Where the authors' code sets BatchNorm modes the defaults follow it: ERA/DGA in
+eval mode throughout, TRADES attacks in eval mode and trains in train mode (appendix A1). Model
 selection validates every 5 epochs with 40-step PGD (step 0.1 eps) when the caller passes
 validation data; ``selection_split`` tells the train job where those rows come from and is
 ``"none"`` by default, so a job selects only when its config asks for it.
@@ -31,11 +34,18 @@ ADVERSARIAL = ("trades", "era", "dga", "mart", "mma")
 CERTIFIED = ("noise", "cra")
 # Losses on interval bounds over the eps-ball (they read eps, ibp_kappa, ibp_warmup, ibp_ramp).
 INTERVAL = ("ibp",)
-# The BN mode of a loss when ``bn_mode_*`` is "": the authors freeze BN statistics during
-# ERA/DGA (every forward in eval mode, docs/design.md, appendix A1) and use train mode else.
+# The BN mode of a loss's forwards when ``bn_mode_loss`` is "": the authors freeze BN
+# statistics during ERA/DGA (every forward in eval mode, docs/design.md, appendix A1) and use
+# train mode else.
 LOSS_DEFAULT_BN = {"std": "train", "trades": "train", "era": "eval", "dga": "eval",
                    "mart": "train", "noise": "train", "cra": "train", "ibp": "eval",
                    "mma": "train"}
+# The BN mode of the training attack when ``bn_mode_attack`` is "": as the loss, except that
+# the authors' TRADES fine-tuning runs its KL-PGD in eval mode (appendix A1).
+ATTACK_DEFAULT_BN = {**LOSS_DEFAULT_BN, "trades": "eval"}
+# Gaussian copies per input when ``num_noise`` is 0: the authors' L_noise draws one, their CRA
+# 16 (docs/design.md, appendix A2).
+LOSS_DEFAULT_NOISE = {"noise": 1, "cra": 16}
 BN_MODES = ("", "train", "eval")
 SCHEDULES = ("trades", "trades_scratch", "constant")
 VARIANTS = ("paper", "code")
@@ -75,7 +85,7 @@ _CHECKS = {
     "schedule": _choice(SCHEDULES), "attack_steps": _int(1),
     "attack_rel_step": _float(0.0, low_open=True), "bn_mode_attack": _bn_mode,
     "bn_mode_loss": _bn_mode, "sigma": lambda v, n: radii.parse_radius(v, name=n),
-    "num_noise": _int(1), "gamma": _float(0.0, low_open=True), "beta_decay_every": _int(0),
+    "num_noise": _int(0), "gamma": _float(0.0, low_open=True), "beta_decay_every": _int(0),
     "beta_decay": _float(0.0, low_open=True), "checkpoint_every": _int(0),
     "keep_checkpoints": _int(1), "log_every": _int(0),
     "selection_split": _choice(VALIDATION_SOURCES), "select_size": _int(1),
@@ -104,10 +114,14 @@ class TrainConfig:
     lr, momentum, weight_decay: SGD (lr >= 0, momentum in [0, 1), coupled decay >= 0).
     schedule: one of `SCHEDULES` (`step.lr_boundaries`).
     attack_steps, attack_rel_step: PGD steps (>= 1) and step size as a fraction of eps (> 0).
-    bn_mode_attack, bn_mode_loss: "train", "eval" or "" (the loss's `LOSS_DEFAULT_BN`); read
-      the resolved modes from `bn_attack` and `bn_loss`.
-    sigma, num_noise, gamma: Gaussian noise level (> 0, input units), draws per input (>= 1)
-      and inverse softmax temperature (> 0) of the certified losses ``noise`` and ``cra``.
+    bn_mode_attack, bn_mode_loss: "train", "eval" or "" (the loss's default: attack
+      `ATTACK_DEFAULT_BN`, loss `LOSS_DEFAULT_BN`); read the resolved modes from `bn_attack`
+      and `bn_loss`. ``bn_mode_attack="train"`` gives TRADES a train-mode attack.
+    sigma, num_noise, gamma: Gaussian noise level (> 0, input units), draws per input (>= 1;
+      0: the loss's `LOSS_DEFAULT_NOISE`, 1 for ``noise`` and 16 for ``cra``; read the
+      resolved count from `noise_draws`) and inverse softmax temperature (> 0) of the
+      certified losses ``noise`` and ``cra``. More draws average the same expectation with
+      less variance, at that many times the compute.
     beta_decay_every, beta_decay: beta x ``beta_decay`` every ``beta_decay_every`` epochs (0:
       constant beta, the paper; the authors' CRA script decays; docs/design.md, appendix A2).
     checkpoint_every, log_every: steps between checkpoints / metric lines (0: every epoch).
@@ -128,7 +142,7 @@ class TrainConfig:
   lr: float = 1e-3; momentum: float = 0.9; weight_decay: float = 1e-4; schedule: str = "trades"
   attack_steps: int = 10; attack_rel_step: float = 0.25
   bn_mode_attack: str = ""; bn_mode_loss: str = ""
-  sigma: float = 0.25; num_noise: int = 16; gamma: float = 4.0
+  sigma: float = 0.25; num_noise: int = 0; gamma: float = 4.0
   beta_decay_every: int = 0; beta_decay: float = 0.1
   checkpoint_every: int = 0; keep_checkpoints: int = 3; log_every: int = 0
   selection_split: str = "none"; select_size: int = 2000; select_every: int = 5
@@ -169,12 +183,17 @@ class TrainConfig:
   @property
   def bn_attack(self) -> str:
     """BN mode ("train" or "eval") of the forward passes inside the training attack."""
-    return self.bn_mode_attack or LOSS_DEFAULT_BN[self.loss]
+    return self.bn_mode_attack or ATTACK_DEFAULT_BN[self.loss]
 
   @property
   def bn_loss(self) -> str:
     """BN mode ("train" or "eval") of the loss's forward passes."""
     return self.bn_mode_loss or LOSS_DEFAULT_BN[self.loss]
+
+  @property
+  def noise_draws(self) -> int:
+    """Gaussian copies per input of ``noise`` and ``cra``: ``num_noise``, or the loss's default."""
+    return self.num_noise or LOSS_DEFAULT_NOISE.get(self.loss, 16)
 
   @property
   def selection_eps(self) -> float:

@@ -79,9 +79,11 @@ def replicate(mesh, tree):
   return jax.tree.map(put, tree)
 
 
-def wait_for_all(name: str, timeout_s: int = 24 * 3600) -> None:
-  """Barrier across processes (no-op for one); a long timeout because process 0 may be
-  evaluating while the others wait."""
+def wait_for_all(name: str) -> None:
+  """Barrier across processes (no-op for one): `jax.experimental.multihost_utils`'s
+  ``sync_global_devices``, a public collective over every device. For short waits only
+  (checkpoint bookkeeping); the evaluation's long wait is a file handshake
+  (`evaluation.hosts`)."""
   if jax.process_count() > 1:
-    from jax._src import distributed as _distributed  # the coordination client's barrier
-    _distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)

@@ -10,7 +10,8 @@ the best validation score so far, and the grain iterator position of every host.
 the same workdir restores the latest complete checkpoint and continues; because batches come
 from the restored iterator and the attack keys are ``fold_in(fold_in(key, step), sample)``, a
 run killed at any point (even SIGKILL inside a save) ends with the same parameters as an
-uninterrupted one.
+uninterrupted one. SIGTERM (a scheduler's notice before preemption, `preemption`) saves a
+checkpoint at the next step and raises `preemption.Preempted`.
 
 The global batch ``cfg.batch_size`` is split over the JAX processes (each reads its own shard
 through `pipeline.train_loader`) and then over all devices (``("data",)`` mesh);
@@ -28,6 +29,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from jax_abstain import preemption
 from jax_abstain.data import pipeline
 from jax_abstain.errors import UserError
 from jax_abstain.training import checkpointing, distributed, selection
@@ -134,8 +136,8 @@ def train(model: nnx.Module, x, y, cfg, *, workdir, name: str, seed: int = 0,
     evaluator = selection.Evaluator(graphdef, cfg, p.mesh, *validation, seed=seed)
   loader = pipeline.train_loader(x, y, batch_size=p.per_host, seed=seed, augment=augment,
                                  shard=(jax.process_index(), jax.process_count()))
-  initial = {"params": params.to_pure_dict(), "rest": rest.to_pure_dict(),
-             "opt": tx.init(params.to_pure_dict()),
+  initial = {"params": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest),
+             "opt": tx.init(nnx.to_pure_dict(params)),
              "rng": np.asarray(jax.random.key_data(jax.random.key(seed))),
              "best": np.asarray(np.nan, np.float32), "best_step": np.asarray(-1, np.int32)}
   run = _Run(pathlib.Path(workdir), name, cfg, p, evaluator)
@@ -203,7 +205,7 @@ class _Run:
     has finished (JAX dispatches asynchronously). Log lines print above the bar.
     """
     self.sums, self.count = None, 0
-    with writer_lib.logs_above_bars():
+    with writer_lib.logs_above_bars(), preemption.Watch() as watch:
       for s in range(self.start, self.p.total):
         if s == self.start:
           self._first_step(step_fn, progress)
@@ -211,8 +213,18 @@ class _Run:
           self._step(step_fn, s)
           self.bar.update(1)
           self.timed += 1
-        self._after_step(s + 1)
+        saved = self._after_step(s + 1)
+        if watch.requested(s + 1) and s + 1 < self.p.total:   # SIGTERM: save here, then stop
+          self._stop(s + 1, saved)
     self.metrics.flush()
+
+  def _stop(self, done: int, saved: bool) -> None:
+    """Saves step `done` (unless just saved) and raises `preemption.Preempted`."""
+    if not saved:
+      self._save(done)
+    self.metrics.flush()
+    raise preemption.Preempted(f"{self.name}: stopped on SIGTERM after step {done} of "
+                               f"{self.p.total}, checkpoint saved; run again to resume")
 
   def _first_step(self, step_fn, progress: bool) -> None:
     """The step that compiles (announced, timed), then the bar and the rate clock start."""
@@ -237,7 +249,8 @@ class _Run:
     self.sums = m if self.sums is None else jax.tree.map(lambda a, b: a + b, self.sums, m)
     self.count += 1
 
-  def _after_step(self, done: int) -> None:
+  def _after_step(self, done: int) -> bool:
+    """Logs, validates and checkpoints on schedule; True if it saved a checkpoint."""
     p = self.p
     epoch_end = done % p.steps_per_epoch == 0
     validate = (self.evaluator is not None and epoch_end
@@ -258,12 +271,16 @@ class _Run:
     if validate:
       self._validate(done)
     if save:
-      self.ckpt.save(done, {"params": self.prm, "rest": self.rst, "opt": self.opt,
-                            "rng": self.rng,
-                            "best": np.asarray(np.nan if self.best is None else self.best,
-                                               np.float32),
-                            "best_step": np.asarray(self.best_step, np.int32)},
-                     data_state=pipeline.get_state(self.iterator))
+      self._save(done)
+    return save
+
+  def _save(self, done: int) -> None:
+    self.ckpt.save(done, {"params": self.prm, "rest": self.rst, "opt": self.opt,
+                          "rng": self.rng,
+                          "best": np.asarray(np.nan if self.best is None else self.best,
+                                             np.float32),
+                          "best_step": np.asarray(self.best_step, np.int32)},
+                   data_state=pipeline.get_state(self.iterator))
 
   def _validate(self, done: int) -> None:
     if not self.validated:   # its attack compiles now: announced, and kept out of the ETA

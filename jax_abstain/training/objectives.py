@@ -11,8 +11,8 @@ points come from PGD on the frozen parameters in ``cfg.bn_attack`` mode, with st
 gradients (the attack is not differentiated through); the loss's own forwards run in
 ``cfg.bn_loss`` mode. `training.step.make_loss_fn` builds the `Batch` and averages.
 
-The certified objectives (``noise``, ``cra``; paper eq. 7-9) draw ``num_noise`` Gaussian
-copies ``x + eta``, eta ~ N(0, sigma^2 I), per input, unclamped as in the authors' code, and
+The certified objectives (``noise``, ``cra``; paper eq. 7-9) draw ``cfg.noise_draws`` Gaussian
+copies ``x + eta`` (1 for ``noise``, 16 for ``cra`` by default, as the authors), eta ~ N(0, sigma^2 I), per input, unclamped as in the authors' code, and
 forward them as one batch of K*B inputs; only the noisy copies are forwarded (no clean pass
 that would move BN statistics).
 """
@@ -118,8 +118,8 @@ def dga(b: Batch):
 
 
 def _noisy_logits(b: Batch):
-  """Logits [K, B, C] of K = num_noise Gaussian copies per input, and the state."""
-  k, (n, *shape) = b.cfg.num_noise, b.x.shape
+  """Logits [K, B, C] of K = ``cfg.noise_draws`` Gaussian copies per input, and the state."""
+  k, (n, *shape) = b.cfg.noise_draws, b.x.shape
   draw = lambda key, xi: jax.random.normal(key, (k,) + xi.shape, xi.dtype)
   eta = b.cfg.sigma * jnp.swapaxes(jax.vmap(draw)(b.keys[0], b.x), 0, 1)   # [K, B, ...]
   flat, rest = b.forward((b.x[None] + eta).reshape((-1, *shape)), b.rest)

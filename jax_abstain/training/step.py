@@ -13,9 +13,9 @@ decay (PyTorch's SGD) updates the parameters. The model crosses into jit as
 `forward` runs it in a given BN mode (model selection uses it too).
 
 Batch-norm modes are explicit: ``cfg.bn_attack`` is the mode of the forward passes inside the
-attack, ``cfg.bn_loss`` that of the loss's forward passes (`training.config.LOSS_DEFAULT_BN`:
-the authors freeze BN statistics during ERA, docs/design.md, appendix A1, and use train mode
-for the TRADES/CRA loss). The losses themselves are `training.objectives`.
+attack, ``cfg.bn_loss`` that of the loss's forward passes (`training.config.ATTACK_DEFAULT_BN`
+and `LOSS_DEFAULT_BN`: the authors freeze BN statistics during ERA, attack in eval mode in
+TRADES, and use train mode for the TRADES/CRA loss; docs/design.md, appendix A1). The losses themselves are `training.objectives`.
 
 Randomness is per example: `keys` are [B] keys (``fold_in(step_key, sample_index)`` in
 `training.loop`), so an example's attack start and noise do not depend on the batch
@@ -84,7 +84,7 @@ def forward(graphdef, params: dict, rest: dict, x, mode: str):
   model = nnx.merge(graphdef, params, rest)
   model.train() if mode == "train" else model.eval()
   logits = model(x)
-  return logits, nnx.split(model, nnx.Param, ...)[2].to_pure_dict()
+  return logits, nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
 
 
 def make_loss_fn(graphdef, cfg: TrainConfig):
