@@ -77,12 +77,18 @@ def test_dlr_denominator_is_top1_minus_top3():
   z = jnp.array([[3.0, 1.0, 2.0, 0.0], [4.0, 2.0, 1.0, -1.0]])
   got = common.dlr(z, jnp.array([1, 0]))
   np.testing.assert_allclose(np.asarray(got), [1.0, -2.0 / 3.0], rtol=1e-6)
+  # Three classes are enough for DLR (AutoAttack's rule): z = [2, 0, 1], y = 1: -(0 - 2) / 2.
+  np.testing.assert_allclose(np.asarray(common.dlr(jnp.array([[2.0, 0.0, 1.0]]), jnp.array([1]))),
+                             [1.0], rtol=1e-6)
 
 
 def test_targeted_dlr_denominator_averages_pi3_and_pi4():
   # z = [3, 1, 2, 0, -1], y = 0, t = 2: -(3 - 2) / (3 - (1 + 0) / 2) = -0.4.
   z = jnp.array([[3.0, 1.0, 2.0, 0.0, -1.0]])
   got = common.dlr_targeted(z, jnp.array([0]), jnp.array([2]))
+  np.testing.assert_allclose(np.asarray(got), [-0.4], rtol=1e-6)
+  # Four classes are enough for targeted DLR: z = [3, 1, 2, 0] gives the same -0.4.
+  got = common.dlr_targeted(jnp.array([[3.0, 1.0, 2.0, 0.0]]), jnp.array([0]), jnp.array([2]))
   np.testing.assert_allclose(np.asarray(got), [-0.4], rtol=1e-6)
 
 
@@ -121,6 +127,9 @@ def test_apgd_momentum_step_by_hand():
   got = apgd._step(x, jnp.array([[0.45, 0.5]]), jnp.array([[3.0, 4.0]]), x, 1.0,
                    jnp.array([[0.5]]), 0.75, "l2")
   np.testing.assert_allclose(np.asarray(got), [[0.7375, 0.8]], rtol=1e-6)
+  # A gradient shorter than 1 is normalised too: g = (0.3, 0.4) gives the same direction.
+  got = apgd._step(x, x, jnp.array([[0.3, 0.4]]), x, 1.0, jnp.array([[0.5]]), 0.75, "l2")
+  np.testing.assert_allclose(np.asarray(got), [[0.725, 0.8]], rtol=1e-6)
 
 
 # --- losses.py: every loss on a batch of rows that differ, against NumPy written here ---------
@@ -260,6 +269,11 @@ def test_noise_radius_and_cra_on_a_batch():
   np.testing.assert_allclose(
       _call(losses.cra, NOISY, Y3, sigma=0.5, beta=0.6, gamma=2.0, code_variant=True),
       p_inacc * code + 0.6 * _np_ce(NOISY.mean(0), Y3), rtol=1e-4)
+  # The paper's defaults: beta 1, Gamma 4.
+  q4 = _np_smoothed(NOISY, 4.0)
+  paper4 = 0.25 * (_np_ppf(q4[rows, Y3]) - _np_ppf(q4[rows, _np_best_other(q4, Y3)]))
+  np.testing.assert_allclose(_call(losses.cra, NOISY, Y3, sigma=0.5),
+                             p_inacc * paper4 + ce_copies, rtol=1e-4)
 
 
 def test_radius_where_the_smoothed_probabilities_saturate():

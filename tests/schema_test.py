@@ -80,7 +80,7 @@ def test_names_fields_and_paths_are_checked(tmp_path):
   assert any(p.startswith("config.data.augment: unknown augmentation 'nope'; known: autoaugment")
              for p in problems)
   assert any(p.startswith("config.model.name: unknown model 'resnet-9000'") for p in problems)
-  assert "config.train.loss: expected one of std, trades, era, dga, mart, noise, cra, got 'nope'" \
+  assert "config.train.loss: expected one of std, trades, era, dga, mart, noise, cra, ibp, mma, got 'nope'" \
       in problems
   assert any(p.startswith("config.train.schedule:") for p in problems)
   assert "config.eval.n_iter: expected an integer >= 1, got 0" in problems
@@ -102,7 +102,7 @@ def test_mode_model_directories_and_toy2d_models_are_checked(tmp_path):
   config.models.era.loss = "nope"
   config.models.era_branch.eps_factor = 0
   assert _problems(config) == [
-      "config.models.era.loss: expected one of std, trades, era, dga, mart, noise, cra, got 'nope'",
+      "config.models.era.loss: expected one of std, trades, era, dga, mart, noise, cra, ibp, mma, got 'nope'",
       "config.models.era_branch.eps_factor: expected a finite number in (0.0, inf), got 0"]
   config = synth.get_config()
   config.eval.radii = ("0.3",)

@@ -64,8 +64,10 @@ def _tables(named: dict, eps: str, radius: str, core, taus, cascade_split=(0.5, 
     # Models without an is_rob column at >= 2 eps cannot select soundly; leave them out.
     others = [n for n in named if n != core and cascades.candidate_radii(named[n], eps)]
     if others:
+      # One sample cannot be split: it is chosen on and measured in-sample (labelled so).
+      fraction = cascade_split[0] if len(named[core]["sample_idx"]) > 1 else 0.0
       out["cascade"] = cascades.optimise([named[n] for n in others], named[core], eps,
-                                         names=others, val_fraction=cascade_split[0],
+                                         names=others, val_fraction=fraction,
                                          seed=cascade_split[1])
   return out
 
