@@ -1,7 +1,7 @@
 """Evaluation and certification over several devices: the attack and CERTIFY batches are
 split over 4 forced CPU devices (a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4``) and the reports are byte-identical to
-those of this single-device process, also with another batch size."""
+those of this single-device process (APGD-CE, AutoAttack and CERTIFY reports)."""
 import os
 import pathlib
 import subprocess
@@ -29,6 +29,10 @@ evaluation.evaluate(model, x, y, emp, report_path=out / "emp.csv", progress=Fals
 cert = evaluation.EvalConfig.from_config({"kind": "certified", "radii": ("0.1",), "sigma": 0.25,
                                          "n0": 20, "n": 300, "noise_batch_size": 100 * batch})
 evaluation.evaluate(model, x[:7], y[:7], cert, report_path=out / "cert.csv", progress=False)
+aa = evaluation.EvalConfig.from_config({"radii": ("0.1",), "attack": "autoattack",
+                                       "autoattack": {"n_iter": 5, "n_queries": 20},
+                                       "batch_size": batch})
+evaluation.evaluate(model, x, y, aa, report_path=out / "aa.csv", progress=False)
 print("devices", len(runner.ModelRunner(model).state["head"]["kernel"].sharding.device_set))
 """
 
@@ -59,11 +63,11 @@ def test_reports_identical_on_one_and_four_devices(tmp_path):
     sys.argv = argv
   assert jax.local_device_count() == 1
   assert "devices 4" in _run(model_dir, four, 5, 4)
-  for name in ("emp.csv", "cert.csv"):
+  for name in ("emp.csv", "cert.csv", "aa.csv"):
     a, b = (one / name).read_bytes(), (four / name).read_bytes()
     assert a == b, name
     rows = a.decode().splitlines()
-    assert len(rows) == 1 + (13 if name == "emp.csv" else 7)
+    assert len(rows) == 1 + (7 if name == "cert.csv" else 13)
   # The attack did something: some digits are not robust at 0.1, and some are certified.
   emp = np.loadtxt(one / "emp.csv", delimiter=",", skiprows=1)
   assert 0 < emp[:, 6].sum() < 13
