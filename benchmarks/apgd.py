@@ -262,6 +262,7 @@ def breakdown(ours: dict, official: dict) -> list:
 
 BREAKDOWNS = {}   # model -> per-attack rows of the AutoAttack ensembles (`breakdown`)
 PEAK = [float("nan")]
+OFFICIAL_PEAK = {}   # model -> the official APGD-CE's fraction of the matmul peak
 
 
 def _row(attack, model, n, ours, official, target=None, goal=None, work=None):
@@ -271,6 +272,9 @@ def _row(attack, model, n, ours, official, target=None, goal=None, work=None):
   (rob, first, second), (rob_off, off_s) = ours, official
   if target:
     timing.target("apgd", target, goal, off_s / second)
+  if work is not None:
+    network = "ResNet-18" if "ResNet" in model else "MNIST CNN"
+    OFFICIAL_PEAK.setdefault(network, work / off_s / 1e9 / PEAK[0])
   rate = "-" if work is None else " / ".join(
       f"{work / s / 1e9:.0f} ({100 * work / s / 1e9 / PEAK[0]:.0f}%)" for s in (off_s, second))
   row = [attack, model, n, f"{100 * rob.mean():.1f}", f"{100 * rob_off.mean():.1f}",
@@ -342,6 +346,9 @@ def run(quick: bool, peak: float) -> str:
                        "difference (points)", "official s", "ours s (incl. compile)",
                        "ours s (compiled)", "speed-up incl. compile", "speed-up compiled",
                        "GFLOP/s official / ours (of matmul peak)"], rows)
+  for model, frac in OFFICIAL_PEAK.items():
+    text += (f"\n- {model}: the official APGD-CE runs at {100 * frac:.0f}% of the measured "
+             f"matmul peak; 2x its speed would need {200 * frac:.0f}% of it.")
   for model, parts in BREAKDOWNS.items():
     text += (f"\n\nAutoAttack standard, per attack, {model} (official: its log's times; ours: "
              "the second call's `Progress` events):\n\n" + timing.table(
