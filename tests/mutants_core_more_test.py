@@ -1,0 +1,140 @@
+"""More tests that kill mutants of the numerical core (docs/mutation.md), continuing
+tests/mutants_core_test.py (kept under 400 lines): the survivors of the full run.
+
+Each test names the mutants it kills; expected values come from hand calculations or an
+independent NumPy/SciPy computation written here, never from the function under test.
+"""
+import importlib
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_abstain import compose, losses
+from jax_abstain.attacks import common
+from jax_abstain.errors import UserError
+
+# The module, not the function of the same name that jax_abstain.attacks exports.
+apgd = importlib.import_module("jax_abstain.attacks.apgd")
+RNG = np.random.default_rng(170)
+
+# --- attacks/common.py: the DLR losses on rows that differ, with six classes ------------------
+
+Z6 = RNG.normal(size=(4, 6)).astype(np.float32) * 2.0
+Y6, T6 = np.array([0, 3, 5, 2]), np.array([1, 0, 2, 4])
+
+
+def _np_sorted_desc(z):
+  return -np.sort(-np.asarray(z, float), -1)
+
+
+def test_dlr_and_targeted_dlr_on_a_batch_of_six_classes():
+  # AutoAttack's formulas in NumPy (float64). Six classes: every 2nd sorted logit is not the
+  # 3rd (kills dlr 18); several rows: a gather along the batch axis shows (dlr_targeted 27);
+  # pi3 +- pi4 and 0.5 * vs 0.5 / differ on random logits (dlr_targeted 45, 47).
+  rows, zs = np.arange(4), _np_sorted_desc(Z6)
+  other = np.where(np.arange(6)[None] == Y6[:, None], -np.inf, Z6).max(-1)
+  want = -(Z6[rows, Y6] - other) / (zs[:, 0] - zs[:, 2] + 1e-12)
+  np.testing.assert_allclose(np.asarray(common.dlr(jnp.asarray(Z6), jnp.asarray(Y6))), want,
+                             rtol=1e-5)
+  want = -(Z6[rows, Y6] - Z6[rows, T6]) / (zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]) + 1e-12)
+  got = common.dlr_targeted(jnp.asarray(Z6), jnp.asarray(Y6), jnp.asarray(T6))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+
+
+def test_dlr_denominators_keep_their_plus_1e12_at_a_tie():
+  # Three equal top logits: the denominator is the 1e-12 alone, -(0 - 1) / 1e-12 = +1e12
+  # (a - 1e-12 flips the sign; kills dlr 46, dlr_targeted 42).
+  got = common.dlr(jnp.array([[1.0, 1.0, 1.0, 0.0]]), jnp.array([3]))
+  np.testing.assert_allclose(np.asarray(got), [1e12], rtol=1e-5)
+  got = common.dlr_targeted(jnp.array([[1.0, 1.0, 1.0, 1.0, 0.0]]), jnp.array([4]),
+                            jnp.array([0]))
+  np.testing.assert_allclose(np.asarray(got), [1e12], rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn, classes, message", [
+    (lambda z: common.dlr(z, jnp.array([0])), 2, "attack loss dlr: needs >= 3 classes"),
+    (lambda z: common.dlr_targeted(z, jnp.array([0]), jnp.array([1])), 3,
+     "attack loss dlr-targeted: needs >= 4 classes"),
+    (lambda z: losses.certified_radius(z[None], jnp.array([0]), sigma=1.0), 1,
+     "certified_radius: needs logits for >= 2 classes"),
+])
+def test_too_few_classes_name_the_loss(fn, classes, message):
+  # The one-line error names the loss (kills dlr 3, 8, 9; dlr_targeted 3, 8, 9;
+  # certified_radius 5, 10, 11, which pass another name).
+  with pytest.raises(UserError, match=f"^{message}"):
+    fn(jnp.zeros((1, classes)))
+
+
+# --- attacks/apgd.py: one step where the projections act ------------------------------------
+
+
+def test_apgd_step_projects_onto_the_linf_ball_and_skips_zero_gradients():
+  x = jnp.array([[0.5, 0.5]])
+  # z = P(x_adv + 0.1 sign(g)) = P(0.65, 0.35) = (0.6, 0.4) in the Linf ball of 0.1 (an L2
+  # projection would give 0.5 +- 0.0707: kills _step 8); x_new = x_adv + 0.75 (z - x_adv)
+  # = (0.5875, 0.4125), inside the Linf ball, outside the L2 ball (kills _step 41).
+  got = apgd._step(jnp.array([[0.55, 0.45]]), jnp.array([[0.55, 0.45]]),
+                   jnp.array([[1.0, -1.0]]), x, 0.1, jnp.array([[0.1]]), 0.75, "linf")
+  np.testing.assert_allclose(np.asarray(got), [[0.5875, 0.4125]], rtol=1e-6)
+  # A zero gradient coordinate stays where it is (sign 0; a division by it would be inf:
+  # kills _step 14). Momentum 1: x_new = z = (0.65, 0.55).
+  got = apgd._step(jnp.array([[0.55, 0.55]]), jnp.array([[0.55, 0.55]]),
+                   jnp.array([[2.0, 0.0]]), x, 0.3, jnp.array([[0.1]]), 1.0, "linf")
+  np.testing.assert_allclose(np.asarray(got), [[0.65, 0.55]], rtol=1e-6)
+
+
+# --- compose.py ------------------------------------------------------------------------------
+
+
+def test_composition_summary_counts_models_and_rounds_to_two_decimals():
+  # num_models 0: M = 1 + max(answered_by) = 2 (kills summary 9); shares 1/3, 2/3 rounded to
+  # 2 decimals (kills summary 57, 59, 65).
+  comp = compose.Composition(np.array([0, 1, 1]), np.array([True, True, False]),
+                             np.array([False, True, True]))
+  s = comp.summary()
+  assert s["answered_share"] == [33.33, 66.67]
+  assert s["nat_acc"] == 66.67 and s["rob_acc"] == 33.33 and s["rob_sel"] == 33.33
+  # One model answering everything: one share (kills summary 12, a max starting at 1).
+  assert compose.compose_indicators([], [[1, 0]], [[1, 1]]).summary()["answered_share"] == [100.0]
+  # No samples: 0% and one (undefined) share per model (kills summary 11, no initial value).
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)      # the mean of no samples
+    empty = compose.compose_indicators([[]], [[], []], [[], []]).summary()
+  assert empty["nat_acc"] == 0.0 and empty["rob_acc"] == 0.0 and len(empty["answered_share"]) == 2
+
+
+def test_composition_indicators_are_boolean():
+  # Model 0 answers sample 0, the core samples 1 and 2. ~ of a bool mask is its complement;
+  # on 0/1 integers it would be -2/-1 (kills compose_indicators 44, 46, 50, 52).
+  comp = compose.compose_indicators([[1, 0, 0]], [[1, 0, 0], [0, 1, 0]], [[0, 1, 1], [1, 0, 1]])
+  assert comp.is_acc.dtype == bool and comp.is_rob.dtype == bool
+  assert list(~comp.is_acc) == [False, False, True] and list(~comp.is_rob) == [True, True, False]
+
+
+CERT = {"sample_idx": np.arange(4), "label": np.array([0, 1, 1, 0]), "pred": np.zeros(4, int),
+        "is_acc": np.ones(4, int), "conf": np.ones(4), "cert_pred": np.array([0, 1, -1, 1]),
+        "radius": np.array([0.5, 0.3, 0.0, 0.6])}
+CORE = {"sample_idx": np.arange(4), "label": CERT["label"], "pred": CERT["label"],
+        "is_acc": np.ones(4, int), "conf": np.ones(4)}
+
+
+def test_certified_abstain_model_selects_at_the_radius_asked_for():
+  # Certified at >= 0.55: sample 3 only (the default, eps = 0.25, would select 0, 1, 3:
+  # kills _model_selection 18). The "certified" selector is accepted for a certified report
+  # and selects at eps (kills _model_selection 5, 6).
+  assert compose.compose_reports([CERT, CORE], 0.25, ["0.55"])["rob_sel"] == 25.0
+  assert compose.compose_reports([CERT, CORE], 0.25, selector="certified")["rob_sel"] == 75.0
+
+
+def test_selection_network_selects_at_eps_by_default():
+  # sn-certified reads sn_cert@eps (the score is bounded over the eps-ball itself), not the
+  # 2 eps of the robustness selector (kills _model_selection 22: no sn_cert@0.3 column).
+  base = {"sample_idx": np.arange(4), "label": np.zeros(4, int), "pred": np.zeros(4, int),
+          "conf": np.ones(4)}
+  branch = {**base, "is_acc": np.array([1, 1, 0, 1]), "is_rob@0.15": np.array([1, 0, 1, 1]),
+            "sn_cert@0.15": np.array([0.9, 0.2, 0.8, 0.1])}
+  core = {**base, "is_acc": np.ones(4, int), "is_rob@0.15": np.zeros(4, int)}
+  r = compose.compose_reports([branch, core], "0.15", selector="sn-certified", tau=0.5)
+  assert r["rob_sel"] == 50.0 and r["select_at"] == ["0.15"] and r["rob_acc"] == 25.0
