@@ -5,11 +5,13 @@ Each test names the mutants it kills; expected values come from hand calculation
 independent NumPy/SciPy computation written here, never from the function under test.
 """
 import importlib
+import math
 import warnings
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from jax_abstain import compose, losses
 from jax_abstain.attacks import common
@@ -138,3 +140,46 @@ def test_selection_network_selects_at_eps_by_default():
   core = {**base, "is_acc": np.ones(4, int), "is_rob@0.15": np.zeros(4, int)}
   r = compose.compose_reports([branch, core], "0.15", selector="sn-certified", tau=0.5)
   assert r["rob_sel"] == 50.0 and r["select_at"] == ["0.15"] and r["rob_acc"] == 25.0
+
+
+# --- losses.py ------------------------------------------------------------------------------
+
+
+def _np_log_softmax(z):
+  z = np.asarray(z, float)
+  return z - z.max(-1, keepdims=True) - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1,
+                                                                                          keepdims=True))
+
+
+def test_era_passes_the_hard_qualifier_on():
+  # soft=False: the penalty weight is 1{F(x) != y} (kills era 28, which drops the argument).
+  nat = np.array([[2.0, 0.0, 0.5], [0.0, 1.0, 0.5]])
+  adv = np.array([[1.0, 1.5, 0.0], [0.2, 0.3, 2.0]])
+  y = np.array([1, 1])
+  lp_nat, lp_adv, rows = _np_log_softmax(nat), _np_log_softmax(adv), np.arange(2)
+  kl = (np.exp(lp_nat) * (lp_nat - lp_adv)).sum(-1)
+  target = np.array([1, 2])      # best class at x' other than F(x) = (0, 1)
+  penalty = (nat.argmax(-1) != y) * -lp_adv[rows, target]
+  want = 0.5 * (-lp_nat[rows, y] + 6.0 * kl) + penalty
+  got = losses.era(jnp.asarray(nat), jnp.asarray(adv), jnp.asarray(y), beta=0.5, soft=False)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+
+
+def test_mart_boosted_ce_is_finite_where_the_other_class_saturates():
+  # p(x')_1 = 1 in float32: 1 - p is 0 and the clip at 1e-12 gives -log(1e-12) = 27.631
+  # (without the clip: inf; kills mart 32, 34). nat = adv: KL = 0; CE(adv, 0) = 100.
+  z = jnp.array([[0.0, 100.0, -100.0]])
+  got = losses.mart(z, z, jnp.array([0]))
+  np.testing.assert_allclose(np.asarray(got), [100.0 - math.log(1e-12)], rtol=1e-5)
+
+
+def test_code_radius_shifts_the_top_two_by_1e6_inward():
+  # Two classes, q = (2e-6, 1 - 2e-6): the authors' radius reads Phi^-1(q1 - 1e-6) -
+  # Phi^-1(q2 + 1e-6) = 2 Phi^-1(1 - 3e-6); shifting either the other way lands on the clamp
+  # 1e-6 and gives 2.5% more (kills certified_radius 34, 38).
+  d = -math.log(2e-6) / 4.0          # softmax(4 (0, d)) = (2e-6, 1 - 2e-6) up to 4e-12
+  q2 = 1.0 / (1.0 + math.exp(4.0 * d))
+  want = 0.5 * (norm.ppf(1.0 - q2 - 1e-6) - norm.ppf(q2 + 1e-6))
+  got = losses.certified_radius(jnp.array([[[0.0, d]]]), jnp.array([1]), sigma=1.0,
+                                top_two=True)
+  np.testing.assert_allclose(np.asarray(got), [want], rtol=5e-3)
