@@ -61,10 +61,12 @@ def test_dlr_denominators_keep_their_plus_1e12_at_a_tie():
      "attack loss dlr-targeted: needs >= 4 classes"),
     (lambda z: losses.certified_radius(z[None], jnp.array([0]), sigma=1.0), 1,
      "certified_radius: needs logits for >= 2 classes"),
+    (lambda z: losses.top_other_class(z, jnp.array([0])), 1,
+     "the best class other than y: needs logits for >= 2 classes"),
 ])
 def test_too_few_classes_name_the_loss(fn, classes, message):
   # The one-line error names the loss (kills dlr 3, 8, 9; dlr_targeted 3, 8, 9;
-  # certified_radius 5, 10, 11, which pass another name).
+  # certified_radius 5, 10, 11; top_other_class 3, 8, which pass another name).
   with pytest.raises(UserError, match=f"^{message}"):
     fn(jnp.zeros((1, classes)))
 
@@ -163,6 +165,14 @@ def test_era_passes_the_hard_qualifier_on():
   want = 0.5 * (-lp_nat[rows, y] + 6.0 * kl) + penalty
   got = losses.era(jnp.asarray(nat), jnp.asarray(adv), jnp.asarray(y), beta=0.5, soft=False)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+
+
+def test_hard_qualifier_keeps_the_logits_dtype():
+  # 1{F(x) != y} in the logits' dtype, float16 here (astype(None) gives float32: kills
+  # soft_inaccuracy 20).
+  got = losses.soft_inaccuracy(jnp.array([[0.0, 1.0], [1.0, 0.0]], jnp.float16),
+                               jnp.array([0, 0]), soft=False)
+  assert got.dtype == jnp.float16 and got.tolist() == [1.0, 0.0]
 
 
 def test_mart_boosted_ce_is_finite_where_the_other_class_saturates():
