@@ -8,12 +8,13 @@ import importlib
 import math
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.stats import norm
+from scipy.stats import beta as beta_dist, norm
 
-from jax_abstain import compose, losses
+from jax_abstain import compose, losses, smoothing
 from jax_abstain.attacks import common
 from jax_abstain.errors import UserError
 
@@ -193,3 +194,58 @@ def test_code_radius_shifts_the_top_two_by_1e6_inward():
   got = losses.certified_radius(jnp.array([[[0.0, d]]]), jnp.array([1]), sigma=1.0,
                                 top_two=True)
   np.testing.assert_allclose(np.asarray(got), [want], rtol=5e-3)
+
+
+# --- smoothing.py ---------------------------------------------------------------------------
+
+
+def test_alpha_spending_with_one_two_and_three_looks():
+  # One look spends all of alpha; otherwise alpha/2 at the last look and alpha/2 shared
+  # (kills alpha_spending 2, 3).
+  np.testing.assert_allclose(smoothing.alpha_spending(1, 0.01), [0.01])
+  np.testing.assert_allclose(smoothing.alpha_spending(2, 0.01), [0.005, 0.005])
+  np.testing.assert_allclose(smoothing.alpha_spending(3, 0.01), [0.0025, 0.0025, 0.005])
+
+
+def _constant(z):
+  """Always class 1 of 2."""
+  return jnp.broadcast_to(jnp.array([0.0, 1.0]), (z.shape[0], 2))
+
+
+def test_certify_defaults_are_cohens():
+  # n = 100,000 draws and alpha = 0.001 by default: a constant classifier counts n of n, and
+  # the Clopper-Pearson bound of n successes is alpha^(1/n), so R = sigma Phi^-1(alpha^(1/n))
+  # (one more default draw moves R by 7e-7). pred is int64, the radius float64.
+  pred, radius = smoothing.certify(_constant, np.full((1, 2), 0.5, np.float32),
+                                   key=jax.random.key(0), sigma=0.25)
+  assert pred.dtype == np.int64 and pred.tolist() == [1] and radius.dtype == np.float64
+  np.testing.assert_allclose(radius, [0.25 * norm.ppf(0.001 ** (1 / 100_000))], rtol=1e-9)
+
+
+def _linear(z):
+  s = z @ jnp.array([0.6, 0.8]) - 0.7
+  return jnp.stack([-s, s], -1)
+
+
+def test_certify_counts_the_estimation_stream():
+  # nA is read off stream 1 (the estimation draws of `smoothing.sample`), cA off stream 0;
+  # the radius is then Cohen's formula with scipy's Beta quantile (kills certify 71: stream 2).
+  x, key, n = np.array([[0.9, 0.6], [0.2, 0.3], [0.5, 0.55]], np.float32), jax.random.key(3), 400
+  c_a = smoothing.sample(_linear, x, 100, key=key, sigma=0.25, stream=0).argmax(1)
+  n_a = smoothing.sample(_linear, x, n, key=key, sigma=0.25, stream=1)[np.arange(3), c_a]
+  p_low = beta_dist.ppf(0.001, n_a, n - n_a + 1)
+  pred, radius = smoothing.certify(_linear, x, key=key, sigma=0.25, n=n)
+  np.testing.assert_array_equal(pred, np.where(p_low >= 0.5, c_a, -1))
+  np.testing.assert_allclose(radius, np.where(p_low >= 0.5, 0.25 * norm.ppf(p_low), 0.0),
+                             rtol=1e-9)
+
+
+def test_certify_names_the_sample_index_given():
+  # NaN logits on noisy copies (the input sums to 1, the copies past 1.6 are NaN): the error
+  # names the sample by the index passed in (kills certify 19, which numbers from 0).
+  def nan_far(z):
+    s = z.sum(-1)
+    return jnp.stack([s, jnp.where(s > 1.6, jnp.nan, -s)], -1)
+  with pytest.raises(UserError, match="of sample 7$"):
+    smoothing.certify(nan_far, np.full((1, 2), 0.5, np.float32), key=jax.random.key(0),
+                      sigma=0.25, n0=10, n=200, indices=[7])
