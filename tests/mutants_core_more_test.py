@@ -249,3 +249,50 @@ def test_certify_names_the_sample_index_given():
   with pytest.raises(UserError, match="of sample 7$"):
     smoothing.certify(nan_far, np.full((1, 2), 0.5, np.float32), key=jax.random.key(0),
                       sigma=0.25, n0=10, n=200, indices=[7])
+
+
+def test_certify_at_radius_names_the_sample_index_given():
+  # As for `certify` (kills certify_at_radius 43).
+  def nan_far(z):
+    s = z.sum(-1)
+    return jnp.stack([s, jnp.where(s > 1.6, jnp.nan, -s)], -1)
+  with pytest.raises(UserError, match="of sample 7$"):
+    smoothing.certify_at_radius(nan_far, np.full((1, 2), 0.5, np.float32), 0.1,
+                                key=jax.random.key(0), sigma=0.25, n0=10, n=200, indices=[7])
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(sigma=0.0), "sigma"), (dict(alpha=1.5), "alpha"), (dict(n0=0), "n0"), (dict(n=0), "n"),
+    (dict(batch_size=0), "batch_size")])
+def test_certify_at_radius_checks_every_argument(kwargs, name):
+  # Kills certify_at_radius 12-16 (an argument left out of the check).
+  args = {"key": jax.random.key(0), "sigma": 0.25, "n": 100, **kwargs}
+  with pytest.raises(UserError, match=f"^{name}: "):
+    smoothing.certify_at_radius(_constant, np.full((1, 2), 0.5, np.float32), 0.1, **args)
+
+
+def test_certify_at_radius_warns_about_a_radius_covering_the_box():
+  # d = 2: the box's L2 diameter is sqrt(2) = 1.414; 1.5 covers it, 1.2 does not (kills
+  # certify_at_radius 27, 29, 30, 34: no or another warning; 38: d read off shape[2:] = 1).
+  x, kw = np.full((1, 2), 0.5, np.float32), dict(key=jax.random.key(0), sigma=0.25, n=100)
+  with pytest.warns(UserWarning, match=r"^eps: the l2 radius 1.5 covers the whole input box "
+                    r"\[0, 1\]\^2 \(its l2 diameter is 1.41421\)"):
+    smoothing.certify_at_radius(_constant, x, 1.5, **kw)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", UserWarning)
+    smoothing.certify_at_radius(_constant, x, 1.2, **kw)
+
+
+def test_certify_at_radius_selects_from_the_n0_selection_draws():
+  # n0 = 1: cA is the class of selection draw 0 (stream 0, `smoothing.sample`; one noise draw
+  # shared by all inputs), right or wrong. Away from the boundary (|s| > 0.08, pA >= 0.63) a
+  # right cA is certified at eps = 0.01 and a wrong one never (kills certify_at_radius 107:
+  # cA from stream 1, which differs at 8 of these points; 108: cA from no draw, class 0).
+  x = np.stack([np.linspace(0.0, 1.0, 41), np.full(41, 0.5)], 1).astype(np.float32)
+  key, s = jax.random.key(3), x @ np.array([0.6, 0.8]) - 0.7
+  c_a = smoothing.sample(_linear, x, 1, key=key, sigma=0.25, stream=0).argmax(1)
+  right, clear = c_a == (s > 0), np.abs(s) > 0.08
+  seq = smoothing.certify_at_radius(_linear, x, 0.01, key=key, sigma=0.25, n0=1, n=2000)
+  assert (~right & clear).sum() >= 3 and (right & clear & (c_a == 1)).sum() >= 3
+  np.testing.assert_array_equal(seq.certified[clear], right[clear])
+  np.testing.assert_array_equal(seq.pred[seq.certified], c_a[seq.certified])
