@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.stats import beta as beta_dist, norm
+from scipy.stats import beta as beta_dist, binomtest, norm
 
 from jax_abstain import compose, losses, smoothing
 from jax_abstain.attacks import common
@@ -296,3 +296,43 @@ def test_certify_at_radius_selects_from_the_n0_selection_draws():
   assert (~right & clear).sum() >= 3 and (right & clear & (c_a == 1)).sum() >= 3
   np.testing.assert_array_equal(seq.certified[clear], right[clear])
   np.testing.assert_array_equal(seq.pred[seq.certified], c_a[seq.certified])
+
+
+def test_look_schedule_ends_once_at_n_and_refuses_growth_one():
+  # 800 = 100 * 2^3 is the last look, once (kills look_schedule 14: m <= n adds it twice); a
+  # growth of 1 would never reach n (kills look_schedule 10: an endless loop).
+  assert smoothing.look_schedule(800) == (100, 200, 400, 800)
+  with pytest.raises(UserError, match="^growth: "):
+    smoothing.look_schedule(800, growth=1.0)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(sigma=0.0), "sigma"), (dict(alpha=1.5), "alpha"), (dict(n=0), "n"),
+    (dict(batch_size=0), "batch_size")])
+def test_predict_checks_every_argument(kwargs, name):
+  # Kills predict 8-11 (an argument left out of the check).
+  args = {"key": jax.random.key(0), "sigma": 0.25, "n": 100, **kwargs}
+  with pytest.raises(UserError, match=f"^{name}: "):
+    smoothing.predict(_constant, np.full((1, 2), 0.5, np.float32), **args)
+
+
+def test_predict_tests_the_estimation_counts():
+  # PREDICT's answer from the counts of stream 1 (`smoothing.sample`) and scipy's two-sided
+  # binomial test at level alpha, as int64 (kills predict 29: stream 2; 65, 67: dtype).
+  x, key, n = np.array([[0.9, 0.6], [0.2, 0.3], [0.45, 0.55], [0.5, 0.5]], np.float32), \
+      jax.random.key(4), 300
+  counts = smoothing.sample(_linear, x, n, key=key, sigma=0.25, stream=1)
+  want = [int(c.argmax()) if binomtest(int(c.max()), int(c.sum()), 0.5).pvalue <= 0.01 else -1
+          for c in counts]
+  got = smoothing.predict(_linear, x, key=key, sigma=0.25, n=n, alpha=0.01)
+  assert got.dtype == np.int64 and got.tolist() == want and -1 in want
+
+
+def test_predict_names_the_sample_index_given():
+  # Kills predict 19, 27 (the indices are not passed on).
+  def nan_far(z):
+    s = z.sum(-1)
+    return jnp.stack([s, jnp.where(s > 1.6, jnp.nan, -s)], -1)
+  with pytest.raises(UserError, match="of sample 7$"):
+    smoothing.predict(nan_far, np.full((1, 2), 0.5, np.float32), key=jax.random.key(0),
+                      sigma=0.25, n=200, indices=[7])
