@@ -336,3 +336,35 @@ def test_predict_names_the_sample_index_given():
   with pytest.raises(UserError, match="of sample 7$"):
     smoothing.predict(nan_far, np.full((1, 2), 0.5, np.float32), key=jax.random.key(0),
                       sigma=0.25, n=200, indices=[7])
+
+
+def test_certify_at_radius_equals_the_sequential_rule_written_out():
+  # The documented rule with the defaults (n0 100, n 100,000, alpha 0.001, looks 100, 200, ...,
+  # 51,200, 100,000; alpha / 20 at each early look, alpha / 2 at n), scipy's Beta quantiles and
+  # the prefix counts of stream 1 (`smoothing.sample`, draw j is the same at every look).
+  # Kills certify_at_radius 2, 5, 6 (defaults), 77, 78, 80 (the last look's need), 128 (first
+  # draw), 150 (stream), 173 (the draws left), 185, 192 (dtypes).
+  s_wanted = np.array([0.12, 0.17, 0.19, 0.2, 0.21, 0.23, 0.26, 0.4])
+  x = np.stack([(s_wanted - 0.02) / 0.6, np.full(8, 0.9)], 1).astype(np.float32)
+  key, sigma, eps, n = jax.random.key(6), 0.25, 0.2, 100_000
+  looks = [100 * 2 ** k for k in range(10)] + [n]
+  levels = [0.0005 / 10] * 10 + [0.0005]
+  p_star = norm.cdf(eps / sigma)
+  k = np.arange(1, n + 1)
+  need_last = k[np.argmax(beta_dist.ppf(0.0005, k, n - k + 1) >= p_star)]
+  c_a = smoothing.sample(_linear, x, 100, key=key, sigma=sigma, stream=0).argmax(1)
+  certified, done, active = np.zeros(8, bool), np.zeros(8, int), np.ones(8, bool)
+  for n_k, a_k in zip(looks, levels):
+    n_a = smoothing.sample(_linear, x, n_k, key=key, sigma=sigma, stream=1)[np.arange(8), c_a]
+    lower = np.where(n_a > 0, beta_dist.ppf(a_k, n_a, n_k - n_a + 1), 0.0)
+    upper = np.where(n_a < n_k, beta_dist.ppf(1 - a_k, n_a + 1, n_k - n_a), 1.0)
+    now = active & (lower >= p_star)
+    certified |= now
+    done[active] = n_k
+    active &= ~now & (upper >= p_star) & (n_a + n - n_k >= need_last)
+  seq = smoothing.certify_at_radius(_linear, x, eps, key=key, sigma=sigma)
+  assert seq.pred.dtype == np.int64 and seq.num_draws.dtype == np.int64
+  np.testing.assert_array_equal(seq.certified, certified)
+  np.testing.assert_array_equal(seq.pred, np.where(certified, c_a, -1))
+  np.testing.assert_array_equal(seq.num_draws, 100 + done)
+  assert len(set(done)) >= 3          # decided at several looks
