@@ -5,7 +5,9 @@ CNN written as a user would (plain JAX functions in NCHW and NHWC, Flax Linen an
 and the zoo's ResNet-18 (RobustBench's architecture, random init).
 """
 import functools
+import logging
 import pathlib
+import re
 import sys
 import time
 import warnings
@@ -21,6 +23,7 @@ from jax import lax
 
 from benchmarks import timing
 from jax_abstain import attacks, data, models, porting
+from jax_abstain.models import fast_conv, layers
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -89,9 +92,20 @@ def linen_fn(p):
 
 
 class NnxCNN(nnx.Module):
-  def __init__(self, p):
+  """The CNN as an NNX module: `nnx.Conv` layers, or with ``zoo=True`` the zoo's own layers
+  (`models.layers.conv2d`, whose convolutions carry `models/fast_conv.py`'s gradient, and
+  `layers.max_pool`), the model-zoo path the user-function rows are compared with."""
+
+  def __init__(self, p, zoo=False):
     r = nnx.Rngs(0)
-    self.c1, self.c2 = nnx.Conv(1, 32, (3, 3), padding=1, rngs=r), nnx.Conv(32, 64, (3, 3), padding=1, rngs=r)
+    if zoo:
+      self.c1 = layers.conv2d(1, 32, 3, padding=1, bias=True, rngs=r)
+      self.c2 = layers.conv2d(32, 64, 3, padding=1, bias=True, rngs=r)
+    else:
+      self.c1 = nnx.Conv(1, 32, (3, 3), padding=1, rngs=r)
+      self.c2 = nnx.Conv(32, 64, (3, 3), padding=1, rngs=r)
+    self.pool = (lambda h: layers.max_pool(h, 2)) if zoo else (
+        lambda h: nnx.max_pool(h, (2, 2), (2, 2)))
     self.f1, self.f2 = nnx.Linear(3136, 128, rngs=r), nnx.Linear(128, 10, rngs=r)
     for layer, (w, b) in ((self.c1, ("c1", "b1")), (self.c2, ("c2", "b2")), (self.f1, ("f1", "g1")),
                           (self.f2, ("f2", "g2"))):
@@ -99,7 +113,7 @@ class NnxCNN(nnx.Module):
 
   def __call__(self, x):
     for c in (self.c1, self.c2):
-      x = nnx.max_pool(nnx.relu(c(x)), (2, 2), (2, 2))
+      x = self.pool(nnx.relu(c(x)))
     return self.f2(nnx.relu(self.f1(x.reshape(x.shape[0], -1))))
 
 
@@ -171,11 +185,37 @@ def official_apgd(module, xt, yt, eps, n_iter):
   return rob, secs
 
 
-def official_aa(module, xt, yt, eps):
+class _AttackTimes(logging.Handler):
+  """Collects AutoAttack's "robust accuracy after X: ... (total time T s)" log lines."""
+
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.total = {}
+
+  def emit(self, record):
+    m = re.match(r"robust accuracy after ([\w-]+): .*total time ([\d.]+) s", record.getMessage())
+    if m:
+      self.total[m.group(1).lower()] = float(m.group(2))
+
+
+def official_aa(module, xt, yt, eps, times=None):
+  """(robust [N], s) of the official standard ensemble; `times` (a dict) receives the
+  seconds each attack took, from AutoAttack's own log."""
   from pyautoattack import AutoAttack  # pylint: disable=import-outside-toplevel
   atk = AutoAttack(module, norm="Linf", eps=eps, version="standard", seed=0, device="cpu")
-  atk.verbose = False
-  (_, y_adv), secs = _timed(lambda: atk.run_standard_evaluation(xt, yt, batch_size=len(yt)))
+  handler, logger = _AttackTimes(), logging.getLogger("auto-attack")
+  logger.addHandler(handler)
+  level = logger.level
+  logger.setLevel(logging.DEBUG)
+  try:
+    (_, y_adv), secs = _timed(lambda: atk.run_standard_evaluation(xt, yt, batch_size=len(yt)))
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+  if times is not None:
+    last = 0.0
+    for name, total in handler.total.items():
+      times[name], last = total - last, total
   rob = (y_adv == yt).numpy()   # the predictions at its adversarial points
   return rob, secs
 
@@ -189,23 +229,53 @@ def ours_apgd(fn, x, y, eps, n_iter):
   return np.asarray(jnp.argmax(fn(x_adv), -1) == y), first, second
 
 
-def ours_aa(fn, x, y, eps):
-  kw = dict(key=jax.random.key(0), eps=eps, run_checks=False)
+def ours_aa(fn, x, y, eps, times=None):
+  """(robust [N], first-call s, second-call s) of our standard ensemble; `times` (a dict)
+  receives the seconds each attack took in the second call (its `Progress` events)."""
+  events = []
+  kw = dict(key=jax.random.key(0), eps=eps, run_checks=False, progress=events.append)
   _, first = _timed(lambda: attacks.autoattack_run(fn, x, y, **kw).robust)
+  events.clear()
   rob, second = _timed(lambda: attacks.autoattack_run(fn, x, y, **kw).robust)
+  if times is not None:
+    last = 0.0
+    for e in events:
+      if e.attack != "clean":
+        times[e.attack] = times.get(e.attack, 0.0) + e.seconds - last
+      last = e.seconds
   return np.asarray(rob), first, second
 
 
+def step_flops(fn, x, y) -> float:
+  """XLA's FLOP count of one APGD-CE gradient step (CE value and input gradient) per image."""
+  loss = lambda z: optax.softmax_cross_entropy_with_integer_labels(fn(z), y).sum()
+  return timing.flops(jax.value_and_grad(loss), x) / x.shape[0]
 
-def _row(attack, model, n, ours, official, target=None, goal=None):
+
+def breakdown(ours: dict, official: dict) -> list:
+  """Rows attack | official s | ours s | ratio of the two ensembles' per-attack times."""
+  return [[name, f"{official.get(name, float('nan')):.1f}", f"{ours.get(name, float('nan')):.1f}",
+           f"{official.get(name, float('nan')) / ours.get(name, float('nan')):.2f}x"]
+          for name in ("apgd-ce", "apgd-t", "fab-t", "square")]
+
+
+
+BREAKDOWNS = {}   # model -> per-attack rows of the AutoAttack ensembles (`breakdown`)
+PEAK = [float("nan")]
+
+
+def _row(attack, model, n, ours, official, target=None, goal=None, work=None):
   """A table row from ours = (robust, first s, second s) and official = (robust, s); records
-  the target (speed ratio with compilation excluded) when named."""
+  the target (speed ratio with compilation excluded) when named. `work`: the attack's FLOPs
+  (gradient steps x `step_flops`), shown as GFLOP/s and fraction of the matmul peak."""
   (rob, first, second), (rob_off, off_s) = ours, official
   if target:
     timing.target("apgd", target, goal, off_s / second)
-  return [attack, model, n, f"{100 * rob.mean():.1f}", f"{100 * rob_off.mean():.1f}",
+  rate = "-" if work is None else " / ".join(
+      f"{work / s / 1e9:.0f} ({100 * work / s / 1e9 / PEAK[0]:.0f}%)" for s in (off_s, second))
+  row = [attack, model, n, f"{100 * rob.mean():.1f}", f"{100 * rob_off.mean():.1f}",
           f"{100 * (rob.mean() - rob_off.mean()):+.1f}", f"{off_s:.1f}", f"{first:.1f}",
-          f"{second:.1f}", f"**{off_s / first:.2f}x**", f"**{off_s / second:.2f}x**"]
+          f"{second:.1f}", f"**{off_s / first:.2f}x**", f"**{off_s / second:.2f}x**", rate]
   print(row, flush=True)
   return row
 
@@ -217,45 +287,65 @@ def _inputs(x, y):
 def mnist_rows(quick):
   """APGD-CE on every way of writing the CNN, AutoAttack on the NCHW function."""
   p, tm, x, y = trained_cnn()
-  n_apgd, n_aa = (100, 50) if quick else (500, 200)
+  n_apgd, n_aa = (100, 50) if quick else (500, 100)
   xj, yj, xt, yt = _inputs(x[:n_apgd], y[:n_apgd])
   fns = {"plain JAX function, NCHW `lax.conv_general_dilated`": nchw_fn(p),
          "plain JAX function, NHWC": nhwc_fn(p), "Flax Linen module (`nn.Conv`)": linen_fn(p),
-         "Flax NNX module (`nnx.Conv`)": NnxCNN(p)}
+         "Flax NNX module (`nnx.Conv`)": NnxCNN(p),
+         "zoo layers (`models.layers.conv2d`, `layers.max_pool`)": NnxCNN(p, zoo=True)}
   official = official_apgd(tm, xt, yt, EPS_MNIST, 40)
+  work = n_apgd * 40 * step_flops(nhwc_fn(p), xj, yj)
   rows = []
   for i, (name, fn) in enumerate(fns.items()):
     named = dict(target="APGD-CE, MNIST CNN as a plain NCHW function", goal=2.0) if i == 0 else {}
     rows.append(_row("APGD-CE, 40 it", name, n_apgd, ours_apgd(fn, xj, yj, EPS_MNIST, 40),
-                     official, **named))
-  official = official_aa(tm, xt[:n_aa], yt[:n_aa], EPS_MNIST)
+                     official, work=work, **named))
+  times_off, times_ours = {}, {}
+  official = official_aa(tm, xt[:n_aa], yt[:n_aa], EPS_MNIST, times_off)
   fn = fns["plain JAX function, NCHW `lax.conv_general_dilated`"]
   rows.append(_row("AutoAttack standard", "plain JAX function, NCHW", n_aa,
-                   ours_aa(fn, xj[:n_aa], yj[:n_aa], EPS_MNIST), official,
+                   ours_aa(fn, xj[:n_aa], yj[:n_aa], EPS_MNIST, times_ours), official,
                    target="AutoAttack standard, MNIST CNN as a plain NCHW function", goal=5.0))
+  BREAKDOWNS[f"MNIST CNN (NCHW function), {n_aa} digits"] = breakdown(times_ours, times_off)
   return rows
 
 
-def resnet_rows(quick, eps=1 / 255):
-  """ResNet-18 (random init) on uniform inputs, labels = its clean prediction."""
+def resnet_rows(quick, eps=8 / 255):
+  """ResNet-18 (random init) on uniform inputs, labels = its clean prediction; eps 8/255
+  leaves about a quarter of the points to the attacks after APGD-CE (1/255 breaks none)."""
   model, module = resnet18()
-  n = 8 if quick else 32
+  n, n_aa = (8, 4) if quick else (32, 8)
   x = np.random.default_rng(0).uniform(0, 1, (n, 32, 32, 3)).astype(np.float32)
   y = np.asarray(jnp.argmax(model(jnp.asarray(x)), -1))
   xj, yj, xt, yt = _inputs(x, y)
+  official = official_apgd(module, xt, yt, eps, 20)
+  work = n * 20 * step_flops(model, xj, yj)
   rows = [_row("APGD-CE, 20 it", "zoo ResNet-18", n, ours_apgd(model, xj, yj, eps, 20),
-               official_apgd(module, xt, yt, eps, 20), target="APGD-CE, ResNet-18", goal=2.0)]
-  rows.append(_row("AutoAttack standard", "zoo ResNet-18", n, ours_aa(model, xj, yj, eps),
-                   official_aa(module, xt, yt, eps), target="AutoAttack standard, ResNet-18",
-                   goal=2.0))
+               official, target="APGD-CE, ResNet-18", goal=2.0, work=work)]
+  # The zoo's per-layer fast convolutions off: only the attack's whole-model rewrite is left.
+  plain = fast_conv.use_fast_convs(resnet18()[0], enabled=False)
+  rows.append(_row("APGD-CE, 20 it", "ResNet-18, plain `nnx.Conv` layers", n,
+                   ours_apgd(plain, xj, yj, eps, 20), official, work=work))
+  times_off, times_ours = {}, {}
+  rows.append(_row("AutoAttack standard", "zoo ResNet-18", n_aa,
+                   ours_aa(model, xj[:n_aa], yj[:n_aa], eps, times_ours),
+                   official_aa(module, xt[:n_aa], yt[:n_aa], eps, times_off),
+                   target="AutoAttack standard, ResNet-18", goal=2.0))
+  BREAKDOWNS[f"ResNet-18, {n_aa} images"] = breakdown(times_ours, times_off)
   return rows
 
 
-def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
+def run(quick: bool, peak: float) -> str:
+  PEAK[0] = peak
   rows = mnist_rows(quick) + resnet_rows(quick)
   text = timing.table(["attack", "our model", "n", "robust acc. ours %", "official %",
                        "difference (points)", "official s", "ours s (incl. compile)",
-                       "ours s (compiled)", "speed-up incl. compile", "speed-up compiled"], rows)
+                       "ours s (compiled)", "speed-up incl. compile", "speed-up compiled",
+                       "GFLOP/s official / ours (of matmul peak)"], rows)
+  for model, parts in BREAKDOWNS.items():
+    text += (f"\n\nAutoAttack standard, per attack, {model} (official: its log's times; ours: "
+             "the second call's `Progress` events):\n\n" + timing.table(
+                 ["attack", "official s", "ours s", "speed-up"], parts))
   intro = (
       "Same process, same weights, same inputs, official code first: `pyautoattack` "
       "(`APGDAttack`, `AutoAttack(version='standard')`, seed 0, torch threads = "
@@ -263,12 +353,13 @@ def run(quick: bool, peak: float) -> str:  # pylint: disable=unused-argument
       "the issue-21 network (conv 1->32, conv 32->64, 3x3 pad 1 + ReLU + 2x2 max-pool, "
       "3136->128->10) trained here for 1 epoch of Adam on mnist5k's 4,000 training digits, "
       "attacked on the first mnist5k test digits with their labels at Linf eps 0.1, written "
-      "four ways a user would write it; ResNet-18: the zoo's port of RobustBench's architecture, "
-      "random init, uniform inputs, labels = its clean prediction, eps 1/255. Ours runs with "
+      "four ways a user would write it and once with the zoo's layers; ResNet-18: the zoo's "
+      "port of RobustBench's architecture, random init, uniform inputs, labels = its clean "
+      "prediction, eps 8/255 (a second row with the zoo's per-layer fast convolutions "
+      "switched off, `fast_conv.use_fast_convs(model, False)`). Ours runs with "
       "the attacks' fast gradients (`models/fast_conv.py`, `fast_input_grads`, applied to any "
       "model on CPU) and AutoAttack's survivor buckets; `ours s (incl. compile)` is the first "
       "call, `ours s (compiled)` a second call; speed-up = official s / ours s. Targets use "
-      "the compiled column. **The machine was loaded** (other jobs on the 2 cores while this "
-      "ran; load average in the Machine section): absolute seconds are inflated and noisy, "
-      "the ratios less so (both sides ran in the same process, one after the other).\n\n")
+      "the compiled column. Robust accuracy: ours and the official code's at their own "
+      "adversarial points (different random starts, so a few samples may differ).\n\n")
   return intro + text + "\n"

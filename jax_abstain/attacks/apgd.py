@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain.attacks import common, l1
+from jax_abstain.attacks import common, compiled, l1
 from jax_abstain.errors import UserError
 
 
@@ -279,6 +279,11 @@ def apgd(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 40,
       with C >= 2 (or too few classes for the loss: dlr 3, dlr-targeted 4, AutoAttack's rule),
       NaN logits, or whose forward pass changes its state.
   """
+  if not randomized and compiled.is_eager(x, y, key, eps):   # compiled once per bucket
+    return compiled.call(apgd, logits_fn, x, y, key=key, eps=eps, name="apgd", norm=norm,
+                         min_classes=common.MIN_CLASSES.get(loss, 2), why=f"loss {loss}",
+                         n_iter=n_iter,
+                         n_restarts=n_restarts, loss=loss, n_target_classes=n_target_classes)
   return apgd_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_iter=n_iter,
                   n_restarts=n_restarts, loss=loss, n_target_classes=n_target_classes,
                   randomized=randomized, eot_iter=eot_iter).x_adv

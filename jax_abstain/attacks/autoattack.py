@@ -172,8 +172,10 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
   eps_b = jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype)
   traced = any(isinstance(a, jax.core.Tracer) for a in (x, y, eps_b, keys))
   clean_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2**29) if randomized else None
+  # fast=False: the eval-mode model itself, so `_jitted_attack` finds its compiled attacks by
+  # the model's graph (or function) on the next call; each attack rewrites the gradients.
   logits_fn, clean_logits, n_classes = common.take_model(
-      logits_fn, x, y, name="autoattack", keys=clean_keys, randomized=randomized)
+      logits_fn, x, y, name="autoattack", keys=clean_keys, randomized=randomized, fast=False)
   if clean_logits is None:
     clean_logits = logits_fn(x, clean_keys) if randomized else logits_fn(x)
   names = attack_names(version, attacks_to_run, n_classes)

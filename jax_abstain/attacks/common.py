@@ -251,7 +251,7 @@ def validate_inputs(x, y, eps, name: str = "attack", norm: str | None = None):
 
 
 def take_model(logits_fn, x, y, *, name: str, keys=None, randomized: bool = False,
-               min_classes: int = 2, why: str = ""):
+               min_classes: int = 2, why: str = "", fast: bool = True):
   """The model intake of an attack, once per call: (fn, clean logits or None, class count C).
 
   An NNX module runs as an eval-mode copy and a forward pass that changes state is refused
@@ -261,7 +261,9 @@ def take_model(logits_fn, x, y, *, name: str, keys=None, randomized: bool = Fals
   must be finite; under jit only the shapes are checked and the logits are None. On CPU the
   returned function computes convolution and max-pooling input gradients in loop-friendly
   forms (`fast_conv.fast_input_grads`: the same function, several times faster in the attack
-  loops; ``JAX_ABSTAIN_PLAIN_GRADIENTS=1`` turns it off).
+  loops; ``JAX_ABSTAIN_PLAIN_GRADIENTS=1`` turns it off). ``fast=False`` returns the eval-mode
+  model itself (an NNX module stays a module, so a caller can cache compiled code by its graph;
+  the attacks it calls rewrite the gradients themselves).
 
   Raises:
     UserError: one line naming the problem.
@@ -273,7 +275,7 @@ def take_model(logits_fn, x, y, *, name: str, keys=None, randomized: bool = Fals
     raise UserError(f"{name}: {why} needs >= {min_classes} classes (AutoAttack's rule), the "
                     f"model has {n_classes}")
   validation.check_labels(y, n=x.shape[0], num_classes=n_classes, name=f"{name}: y")
-  if fast_conv.applies():
+  if fast and fast_conv.applies():
     fn = fast_conv.fast_input_grads(fn)
   logits = None
   if not any(isinstance(a, jax.core.Tracer) for a in (*args, y)):

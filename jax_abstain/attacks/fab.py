@@ -23,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jax_abstain.attacks import common
+from jax_abstain.attacks import common, compiled
 from jax_abstain.attacks.apgd import target_classes
 from jax_abstain.errors import UserError
 
@@ -210,6 +210,10 @@ def fab(logits_fn, x, y, *, key, eps, norm: str = "linf", n_iter: int = 100,
     UserError: bad inputs, labels outside 0..C-1, a model output that is not finite [B, C]
       logits with C >= 2, or a forward pass that changes state.
   """
+  if compiled.is_eager(x, y, key, eps):   # compiled once per batch-size bucket
+    return compiled.call(fab, logits_fn, x, y, key=key, eps=eps, name="fab", norm=norm,
+                         n_iter=n_iter, n_restarts=n_restarts, n_target_classes=n_target_classes,
+                         alpha_max=alpha_max, eta=eta, beta=beta)
   res = fab_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_iter=n_iter,
                 n_restarts=n_restarts, n_target_classes=n_target_classes,
                 alpha_max=alpha_max, eta=eta, beta=beta)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_abstain import losses
-from jax_abstain.attacks import common
+from jax_abstain.attacks import common, compiled
 from jax_abstain.errors import UserError
 
 
@@ -53,6 +53,11 @@ def pgd(logits_fn: common.LogitsFn, x: jax.Array, y: jax.Array, *, key: jax.Arra
       (C >= 2; 3 for dlr) or not finite, or a forward pass that changes state.
   """
   norm = common.check_norm(norm)
+  if compiled.is_eager(x, y, key, eps):   # compiled once per batch-size bucket
+    return compiled.call(pgd, logits_fn, x, y, key=key, eps=eps, name="pgd", norm=norm,
+                         min_classes=common.MIN_CLASSES.get(loss, 2), why=f"loss {loss}",
+                         n_iter=n_iter,
+                         rel_step=rel_step, loss=loss, start=start, return_best=return_best)
   common.validate_inputs(x, y, eps, "pgd", norm)
   if loss not in ("kl", *common.LOSS_NAMES) or loss == "dlr-targeted":
     raise UserError(f"pgd: loss must be one of ce, kl, conf, dlr, got {loss!r}")

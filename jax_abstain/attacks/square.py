@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_abstain.attacks import common
+from jax_abstain.attacks import common, compiled
 from jax_abstain.errors import UserError
 
 
@@ -286,5 +286,8 @@ def square(logits_fn, x, y, *, key, eps, norm: str = "linf", n_queries: int = 50
     UserError: bad inputs, labels outside 0..C-1, a model output that is not finite [B, C]
       logits with C >= 2, or a forward pass that changes state.
   """
+  if compiled.is_eager(x, y, key, eps):   # compiled once per batch-size bucket
+    return compiled.call(square, logits_fn, x, y, key=key, eps=eps, name="square", norm=norm,
+                         n_queries=n_queries, p_init=p_init, rescale_schedule=rescale_schedule)
   return square_run(logits_fn, x, y, key=key, eps=eps, norm=norm, n_queries=n_queries,
                     p_init=p_init, rescale_schedule=rescale_schedule).x_adv

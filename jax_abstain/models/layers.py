@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_abstain.models import fast_conv
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -105,10 +104,11 @@ def conv2d(in_ch: int, out_ch: int, kernel: int, *, stride: int = 1, padding=0,
   """
   if isinstance(padding, int):
     padding = ((padding, padding), (padding, padding))
-  # fast_conv: same function, an input gradient that stays fast inside attack loops (XLA:CPU).
+  # Plain lax convolutions: the attacks rewrite every model's input gradients themselves
+  # (`attacks.common.take_model`); a per-layer `fast_conv` made no measured difference on top
+  # of that (BENCHMARKS.md, section 5: ResNet-18 with and without it).
   return nnx.Conv(in_ch, out_ch, (kernel, kernel), strides=(stride, stride), padding=padding,
-                  use_bias=bias, kernel_init=nnx.initializers.he_normal(),
-                  conv_general_dilated=fast_conv.conv_general_dilated, rngs=rngs)
+                  use_bias=bias, kernel_init=nnx.initializers.he_normal(), rngs=rngs)
 
 
 def max_pool(x: jax.Array, size: int) -> jax.Array:
