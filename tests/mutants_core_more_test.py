@@ -368,3 +368,18 @@ def test_certify_at_radius_equals_the_sequential_rule_written_out():
   np.testing.assert_array_equal(seq.pred, np.where(certified, c_a, -1))
   np.testing.assert_array_equal(seq.num_draws, 100 + done)
   assert len(set(done)) >= 3          # decided at several looks
+
+
+def test_dga_passes_the_kl_reduction_on():
+  # The authors' variant of the TRADES term: KL / C (kills dga 20, which drops the argument).
+  nat = np.array([[2.0, 0.0, 0.5], [0.0, 1.0, 0.5]])
+  adv = np.array([[1.0, 1.5, 0.0], [0.2, 0.3, 2.0]])
+  y = np.array([1, 1])
+  lp_nat, lp_adv, rows = _np_log_softmax(nat), _np_log_softmax(adv), np.arange(2)
+  kl = (np.exp(lp_nat) * (lp_nat - lp_adv)).sum(-1)
+  target = np.array([1, 2])      # best class at x' other than F(x) = (0, 1)
+  penalty = -np.log(np.exp(lp_nat[rows, y]) + np.exp(lp_adv[rows, target]))
+  want = 0.5 * (-lp_nat[rows, y] + 6.0 * kl / 3) + penalty
+  got = losses.dga(jnp.asarray(nat), jnp.asarray(adv), jnp.asarray(y), beta=0.5,
+                   kl_reduction="mean")
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
