@@ -67,7 +67,7 @@ bench: $(VENV)/.installed-test
 MUTANT_MODULES ?=
 mutants: $(VENV)/.installed-test
 	$(BIN)/python -m pip install -q "mutmut==3.8.1"
-	$(BIN)/python tests/mutation_rates.py --survivors $(if $(MUTANT_MODULES),--only $(MUTANT_MODULES))
+	$(BIN)/python tests/mutation_rates.py --in-process --survivors $(if $(MUTANT_MODULES),--only $(MUTANT_MODULES))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache mutants

@@ -3,11 +3,12 @@
     python tests/mutation_rates.py             # run every module of MODULES, then the table
     python tests/mutation_rates.py --only losses metrics
     python tests/mutation_rates.py --table     # only the table of the results in mutants/
+    python tests/mutation_rates.py --in-process --survivors   # faster: `mutation_inprocess`
 
 `make mutants` runs the first form (docs/mutation.md). mutmut's settings (the files it mutates,
 the fast test files it runs, the fork server) are in pyproject.toml, [tool.mutmut]; this script
 chooses the functions that compute numbers (not argument checks or plumbing), runs mutmut once
-per module under `nice -n 10` with one worker (the machine is shared), and reads the verdicts
+per module under `nice -n 10` with two workers (the machine is shared), and reads the verdicts
 from mutants/<module>.py.meta. Not part of `make test`.
 """
 import argparse
@@ -33,19 +34,24 @@ MODULES = {
                 "x_default_tau_grid", "x__selector_radii"],
     "attacks.common": ["x_dlr", "x_dlr_targeted", "x_conf", "x_ce"],
     "attacks.apgd": ["x_checkpoint_schedule", "x__step"],
+    # An extension (a row of its own): Cohen's PREDICT, CERTIFY and the sequential CERTIFY.
+    "smoothing:certify": ["x_predict", "x_certify", "x_certify_at_radius"],
 }
 KILLED = {1, 3}
 TIMEOUT = {24, -24, 152, 255, 36}
+# A mutant mutmut runs before `run_in_process`: its run creates mutants/ and the test map.
+SEED = "jax_abstain.metrics.x__percent__mutmut_1"
 
 
 def _globs(module: str) -> list:
-  return [f"jax_abstain.{module}.{f}__mutmut_*" for f in MODULES[module]]
+  """mutmut name patterns of a `MODULES` entry (``module`` or ``module:row label``)."""
+  return [f"jax_abstain.{module.split(':')[0]}.{f}__mutmut_*" for f in MODULES[module]]
 
 
 def verdicts(module: str, sample: int = 1) -> dict:
   """mutant name -> mutmut exit code (None: not run yet) of `module`'s selected functions;
   with `sample` K > 1 only the mutants numbered 1, K + 1, 2K + 1, ... of each function."""
-  meta = ROOT / "mutants" / "jax_abstain" / (module.replace(".", "/") + ".py.meta")
+  meta = ROOT / "mutants" / "jax_abstain" / (module.split(":")[0].replace(".", "/") + ".py.meta")
   if not meta.exists():
     return {}
   codes = json.loads(meta.read_text())["exit_code_by_key"]
@@ -66,6 +72,20 @@ def run(modules, sample: int = 1) -> int:
   cmd = ["nice", "-n", "10", str(mutmut), "run", "--max-children", "2", *names]
   print("$", " ".join(cmd[:7]), f"... ({len(names)} names)", flush=True)
   return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+
+
+def run_in_process(modules, sample: int = 1, again: bool = False) -> None:
+  """The same verdicts in long-lived processes (`mutation_inprocess`, docs/mutation.md): mutmut
+  first generates the mutants and maps functions to tests (one cheap mutant, `SEED`), then the
+  mutants without a verdict (with `again`: also the survivors and untested) are judged."""
+  import mutation_inprocess  # noqa: PLC0415 (a sibling script, only needed here)
+  mutmut = pathlib.Path(sys.executable).with_name("mutmut")
+  subprocess.run(["nice", "-n", "10", str(mutmut), "run", "--max-children", "2", SEED],
+                 cwd=ROOT, check=True)
+  names = sorted(k for m in modules for k, v in verdicts(m, sample).items()
+                 if v is None or (again and v in (0, 5, 33)))
+  print(f"in-process: {len(names)} mutants", flush=True)
+  mutation_inprocess.run(names)
 
 
 def table(modules, sample: int = 1) -> str:
@@ -97,8 +117,15 @@ def main(argv=None) -> int:
                  help="run only every K-th mutant of each function (default 1: all)")
   p.add_argument("--per-module", action="store_true",
                  help="one mutmut run per module (default: one run for all)")
+  p.add_argument("--in-process", action="store_true",
+                 help="judge the mutants in long-lived processes (mutation_inprocess.py)")
+  p.add_argument("--again", action="store_true",
+                 help="with --in-process: judge the survivors and untested mutants again")
   args = p.parse_args(argv)
-  if not args.table:
+  if args.in_process and not args.table:
+    for group in ([[m] for m in args.only] if args.per_module else [args.only]):
+      run_in_process(group, args.sample, args.again)
+  elif not args.table:
     for group in ([[m] for m in args.only] if args.per_module else [args.only]):
       run(group, args.sample)
   print(table(args.only, args.sample))
