@@ -154,14 +154,19 @@ def _np_log_softmax(z):
                                                                                           keepdims=True))
 
 
-def test_era_passes_the_hard_qualifier_on():
-  # soft=False: the penalty weight is 1{F(x) != y} (kills era 28, which drops the argument).
+def _two_rows():
+  """Clean and adversarial logits of two rows (3 classes), their NumPy log-softmaxes, the KL
+  of each row and the best class at x' other than F(x) = (0, 1)."""
   nat = np.array([[2.0, 0.0, 0.5], [0.0, 1.0, 0.5]])
   adv = np.array([[1.0, 1.5, 0.0], [0.2, 0.3, 2.0]])
-  y = np.array([1, 1])
-  lp_nat, lp_adv, rows = _np_log_softmax(nat), _np_log_softmax(adv), np.arange(2)
+  lp_nat, lp_adv = _np_log_softmax(nat), _np_log_softmax(adv)
   kl = (np.exp(lp_nat) * (lp_nat - lp_adv)).sum(-1)
-  target = np.array([1, 2])      # best class at x' other than F(x) = (0, 1)
+  return nat, adv, np.array([1, 1]), lp_nat, lp_adv, np.arange(2), kl, np.array([1, 2])
+
+
+def test_era_passes_the_hard_qualifier_on():
+  # soft=False: the penalty weight is 1{F(x) != y} (kills era 28, which drops the argument).
+  nat, adv, y, lp_nat, lp_adv, rows, kl, target = _two_rows()
   penalty = (nat.argmax(-1) != y) * -lp_adv[rows, target]
   want = 0.5 * (-lp_nat[rows, y] + 6.0 * kl) + penalty
   got = losses.era(jnp.asarray(nat), jnp.asarray(adv), jnp.asarray(y), beta=0.5, soft=False)
@@ -372,12 +377,7 @@ def test_certify_at_radius_equals_the_sequential_rule_written_out():
 
 def test_dga_passes_the_kl_reduction_on():
   # The authors' variant of the TRADES term: KL / C (kills dga 20, which drops the argument).
-  nat = np.array([[2.0, 0.0, 0.5], [0.0, 1.0, 0.5]])
-  adv = np.array([[1.0, 1.5, 0.0], [0.2, 0.3, 2.0]])
-  y = np.array([1, 1])
-  lp_nat, lp_adv, rows = _np_log_softmax(nat), _np_log_softmax(adv), np.arange(2)
-  kl = (np.exp(lp_nat) * (lp_nat - lp_adv)).sum(-1)
-  target = np.array([1, 2])      # best class at x' other than F(x) = (0, 1)
+  nat, adv, y, lp_nat, lp_adv, rows, kl, target = _two_rows()
   penalty = -np.log(np.exp(lp_nat[rows, y]) + np.exp(lp_adv[rows, target]))
   want = 0.5 * (-lp_nat[rows, y] + 6.0 * kl / 3) + penalty
   got = losses.dga(jnp.asarray(nat), jnp.asarray(adv), jnp.asarray(y), beta=0.5,
