@@ -36,7 +36,7 @@ import tqdm
 from absl import logging
 from flax import nnx
 
-from jax_abstain.attacks import checks, common
+from jax_abstain.attacks import checks, common, compiled
 from jax_abstain.attacks.apgd import apgd_run
 from jax_abstain.attacks.fab import fab_run
 from jax_abstain.attacks.square import square_run
@@ -80,10 +80,6 @@ def _one_attack(name, logits_fn, x, y, keys, eps, active, *, norm, n_iter, n_que
   else:
     logits = logits_fn(x_adv)
   return x_adv, jnp.argmax(logits, -1) == y
-
-
-def _bucket(n: int, cap: int) -> int:
-  return min(cap, 1 << max(n - 1, 0).bit_length())
 
 
 class Progress(NamedTuple):
@@ -170,7 +166,7 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
   batch = x.shape[0]
   keys = common.example_keys(key, batch)
   eps_b = jnp.asarray(eps, x.dtype) * jnp.ones((batch,), x.dtype)
-  traced = any(isinstance(a, jax.core.Tracer) for a in (x, y, eps_b, keys))
+  traced = not compiled.is_eager(x, y, eps_b, keys)
   clean_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2**29) if randomized else None
   # fast=False: the eval-mode model itself, so `_jitted_attack` finds its compiled attacks by
   # the model's graph (or function) on the next call; each attack rewrites the gradients.
@@ -217,7 +213,7 @@ def autoattack_run(logits_fn, x, y, *, key, eps, norm: str = "linf", version: st
       todo = np.flatnonzero(robust)
       if not todo.size:   # nothing left to attack
         break
-      size = _bucket(todo.size, batch)
+      size = min(batch, compiled.bucket(todo.size))
       sel = np.concatenate([todo, np.repeat(todo[:1], size - todo.size)])
       act = np.arange(size) < todo.size
       adv_i, rob_i = run(name, x_j[sel], y_j[sel], attack_keys(keys[sel], name), eps_b[sel],
